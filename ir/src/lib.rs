@@ -1,0 +1,25 @@
+//! Kiln's typed tensor graph IR.
+//!
+//! A [`Module`] holds the parameters of a model and its entry points; each
+//! entry point is a [`Graph`] in SSA form whose every value has a dtype and a
+//! symbolic shape ([`DimExpr`]). The IR knows nothing of the surface syntax
+//! or of any backend. [`verify`] checks a graph's invariants between
+//! stages, [`print`] renders the stable text form used by file tests and
+//! `kiln ir`, and [`interp`] is the reference interpreter every other
+//! backend is tested against.
+#![warn(missing_docs)]
+
+mod dim;
+mod dtype;
+mod graph;
+pub mod interp;
+mod op;
+pub mod print;
+mod types;
+pub mod verify;
+
+pub use dim::{DimExpr, Facts, Truth};
+pub use dtype::DType;
+pub use graph::{Constraint, Function, Graph, Module, Node, Param, Relation, ValueId};
+pub use op::{BinaryOp, CmpOp, Init, Op, ReduceOp, UnaryOp};
+pub use types::{TensorType, Type};

@@ -1,0 +1,131 @@
+//! The graphs under construction and the helpers that append nodes.
+//!
+//! Frame 0 is the entry point's graph; each enclosing `scan` body adds a
+//! frame. A value from an outer frame used inside a body is captured: it
+//! becomes a body input, and the scan node passes the outer value.
+
+use super::scope::TVal;
+use super::ty::{Axis, Ty};
+use super::Checker;
+use kiln_ir::{DType, DimExpr, Graph, Op, ValueId};
+use std::collections::HashMap;
+
+/// One graph being built.
+#[derive(Default)]
+pub(crate) struct Frame {
+    pub graph: Graph,
+    /// (outer value, body input) pairs, in body-input order.
+    pub captures: Vec<(ValueId, ValueId)>,
+    /// Entry frames only: which input node is which argument, and the
+    /// index bound recorded for integer arguments used as indices.
+    pub arg_of: HashMap<ValueId, usize>,
+    pub bounds: Vec<Option<DimExpr>>,
+}
+
+impl Checker<'_> {
+    pub fn depth(&self) -> usize {
+        self.frames.len() - 1
+    }
+
+    fn frame(&mut self) -> &mut Frame {
+        self.frames.last_mut().expect("no graph frame")
+    }
+
+    /// The id of `v` in frame `depth`, capturing it through every frame in
+    /// between.
+    fn id_at(&mut self, v: &TVal, depth: usize) -> ValueId {
+        if v.depth >= depth {
+            return v.id;
+        }
+        let outer = self.id_at(v, depth - 1);
+        let frame = &mut self.frames[depth];
+        if let Some((_, inner)) = frame.captures.iter().find(|(o, _)| *o == outer) {
+            return *inner;
+        }
+        let index = frame.graph.inputs.len() as u32;
+        frame.graph.inputs.push(v.ty.ir());
+        let inner = frame.graph.push_tensor(Op::Input { index }, vec![], v.ty.ir());
+        frame.captures.push((outer, inner));
+        inner
+    }
+
+    /// The id of `v` in the current graph (captured if it is from outside).
+    pub fn capture(&mut self, v: &TVal) -> ValueId {
+        let depth = self.depth();
+        self.id_at(v, depth)
+    }
+
+    /// Appends a node to the current graph.
+    pub fn emit(&mut self, op: Op, args: &[&TVal], ty: Ty) -> TVal {
+        let depth = self.depth();
+        let ids: Vec<ValueId> = args.iter().map(|a| self.id_at(a, depth)).collect();
+        let id = self.frame().graph.push_tensor(op, ids, ty.ir());
+        TVal { id, depth, ty }
+    }
+
+    /// A rank-0 constant.
+    pub fn konst(&mut self, value: f64, dtype: DType) -> TVal {
+        self.emit(Op::Const { value: dtype.round(value) }, &[], Ty::new(dtype, vec![]))
+    }
+
+    /// A constant filled to a shape.
+    pub fn filled(&mut self, value: f64, dtype: DType, axes: &[Axis]) -> TVal {
+        let c = self.konst(value, dtype);
+        self.broadcast(&c, axes)
+    }
+
+    /// Numpy-broadcasts `v` to `axes` (no node when the shape already matches).
+    pub fn broadcast(&mut self, v: &TVal, axes: &[Axis]) -> TVal {
+        let ty = Ty::new(v.ty.dtype, axes.to_vec());
+        if v.ty.sizes() == ty.sizes() {
+            return TVal { ty, ..v.clone() };
+        }
+        self.emit(Op::Broadcast, &[v], ty)
+    }
+
+    /// Reshapes (no node when the shape already matches).
+    pub fn reshape(&mut self, v: &TVal, axes: Vec<Axis>) -> TVal {
+        let ty = Ty::new(v.ty.dtype, axes);
+        if v.ty.sizes() == ty.sizes() {
+            return TVal { ty, ..v.clone() };
+        }
+        self.emit(Op::Reshape, &[v], ty)
+    }
+
+    /// Permutes axes: output axis `i` is input axis `perm[i]` (no node for
+    /// the identity).
+    pub fn transpose(&mut self, v: &TVal, perm: &[usize]) -> TVal {
+        let axes = perm.iter().map(|&p| v.ty.axes[p].clone()).collect();
+        let ty = Ty::new(v.ty.dtype, axes);
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+            return TVal { ty, ..v.clone() };
+        }
+        self.emit(Op::Transpose { perm: perm.iter().map(|&p| p as u32).collect() }, &[v], ty)
+    }
+
+    /// Converts to another dtype (no node when equal).
+    pub fn cast(&mut self, v: &TVal, dtype: DType) -> TVal {
+        if v.ty.dtype == dtype {
+            return v.clone();
+        }
+        self.emit(Op::Cast, &[v], v.ty.with_dtype(dtype))
+    }
+
+    /// Records that an entry argument is used as an index below `bound`.
+    pub fn note_index_bound(&mut self, idx: &TVal, bound: &DimExpr) {
+        // Follow casts back to the argument itself.
+        let mut v = idx.id;
+        let Some(frame) = self.frames.get(idx.depth) else { return };
+        while let Op::Cast = frame.graph.node(v).op {
+            v = frame.graph.node(v).args[0];
+        }
+        if idx.depth == 0 {
+            if let Some(&arg) = self.frames[0].arg_of.get(&v) {
+                let slot = &mut self.frames[0].bounds[arg];
+                if slot.as_ref().is_none_or(|b| b.as_const().zip(bound.as_const()).is_some_and(|(x, y)| y < x)) {
+                    *slot = Some(bound.clone());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The checker: name resolution, dtype and symbolic shape inference, and
+//! lowering to the graph IR, in one walk over the syntax tree.
+//!
+//! Each `pub fn` becomes an IR entry point; other functions are inlined at
+//! their call sites and are also checked once on their own signature, so an
+//! error in a function nobody calls is still reported. Layers are parameter
+//! groups; a stacked layer's parameters carry a leading layer axis and are
+//! iterated with `scan`.
+//!
+//! Stages inside: [`program::Program::build`] collects config, aliases,
+//! layers, parameters and functions; [`Checker`] elaborates function bodies
+//! expression by expression ([`expr`], [`builtins`], [`shape`], [`index`],
+//! [`einsum`], [`rearrange`], [`scan`]).
+
+mod builtins;
+mod einsum;
+mod expr;
+mod frame;
+mod index;
+mod program;
+mod rearrange;
+mod scan;
+mod scope;
+mod shape;
+mod ty;
+
+use crate::ast::{self, FileId, Span};
+use crate::{Diagnostic, Sources};
+use frame::Frame;
+use kiln_ir::Module;
+use program::Program;
+use std::collections::HashSet;
+
+/// What a successful check produces.
+#[derive(Debug)]
+pub struct Checked {
+    /// The lowered program.
+    pub module: Module,
+    /// Each entry point's signature as written, for `kiln check`.
+    pub signatures: Vec<String>,
+}
+
+/// Why elaborating something stopped: a new diagnostic, or an error that
+/// was already reported (a poisoned name), which must not be reported twice.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    Diag(Box<Diagnostic>),
+    Reported,
+}
+
+impl From<Diagnostic> for Fail {
+    fn from(d: Diagnostic) -> Fail {
+        Fail::Diag(Box::new(d))
+    }
+}
+
+pub(crate) type R<T> = Result<T, Fail>;
+
+/// Checks parsed files (the root first, then its imports) and lowers them.
+pub fn check(sources: &Sources, files: &[(FileId, ast::File)]) -> Result<Checked, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let prog = Program::build(files, &mut diags);
+    let mut cx = Checker { sources, prog: &prog, diags, frames: Vec::new(), call_stack: Vec::new() };
+    let mut module = Module { params: prog.params.clone(), functions: Vec::new() };
+    let mut signatures = Vec::new();
+    for def in prog.fn_order.iter().map(|n| prog.fns[n]) {
+        if def.public {
+            if let Some(f) = cx.entry(def) {
+                module.functions.push(f);
+            }
+            signatures.push(signature(sources, def));
+        } else {
+            cx.standalone(def);
+        }
+    }
+    let mut diags = cx.diags;
+    let mut seen = HashSet::new();
+    diags.retain(|d| seen.insert((d.code, d.primary.span, d.message.clone())));
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    if let Err(e) = kiln_ir::verify::module(&module) {
+        let span = prog.fn_order.first().map(|n| prog.fns[n].name.span).unwrap_or_default();
+        return Err(vec![Diagnostic::new("E0900", format!("internal compiler error: the lowered IR is invalid: {e}"), span)
+            .help("this is a bug in Kiln, not in your program; please report it with the .kl file")]);
+    }
+    Ok(Checked { module, signatures })
+}
+
+/// The signature as written, on one line.
+fn signature(sources: &Sources, def: &ast::FnDef) -> String {
+    let mut s = sources.snippet(def.span).split_whitespace().collect::<Vec<_>>().join(" ");
+    for w in &def.wheres {
+        s.push_str(if s.contains(" where ") { ", " } else { " where " });
+        s.push_str(&sources.snippet(w.span).split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    s
+}
+
+/// Elaboration state shared by every function body.
+pub(crate) struct Checker<'a> {
+    pub sources: &'a Sources,
+    pub prog: &'a Program<'a>,
+    pub diags: Vec<Diagnostic>,
+    /// The graphs being built: the entry's, then one per enclosing scan body.
+    pub frames: Vec<Frame>,
+    /// Functions being inlined, innermost last (to refuse recursion).
+    pub call_stack: Vec<String>,
+}
+
+impl Checker<'_> {
+    /// `file:line:col` of a span, for notes.
+    pub fn locate(&self, span: Span) -> String {
+        let (l, c) = self.sources.line_col(span.file, span.start);
+        format!("{}:{l}:{c}", self.sources.path(span.file).display())
+    }
+
+    /// Records a failure unless it was already reported.
+    pub fn report(&mut self, f: Fail) {
+        if let Fail::Diag(d) = f {
+            self.diags.push(*d);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The checker's view of a tensor type: the IR type plus, per axis, the
+//! dimension name it carries (for `over: T`, aliases and messages) and
+//! where that axis came from (for provenance notes).
+
+use crate::ast::Span;
+use kiln_ir::{DType, DimExpr, TensorType};
+use std::fmt::Write;
+
+/// One axis: its size, the dim name it is known by, and its origin.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Axis {
+    /// Size, with config constants substituted.
+    pub size: DimExpr,
+    /// The dim name (`T`, `n_embd`, an alias) when the axis has one.
+    pub name: Option<String>,
+    /// Where the axis got its size (an annotation or an expression).
+    pub origin: Option<Span>,
+}
+
+impl Axis {
+    pub fn new(size: DimExpr, name: Option<String>, origin: Option<Span>) -> Axis {
+        Axis { size, name, origin }
+    }
+
+    pub fn unnamed(size: DimExpr) -> Axis {
+        Axis { size, name: None, origin: None }
+    }
+
+    /// The axis as a user wrote it: its name, else its size.
+    pub fn written(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.size.to_string())
+    }
+}
+
+/// A tensor type with named axes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Ty {
+    pub dtype: DType,
+    pub axes: Vec<Axis>,
+}
+
+impl Ty {
+    pub fn new(dtype: DType, axes: Vec<Axis>) -> Ty {
+        Ty { dtype, axes }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.axes.len()
+    }
+
+    pub fn sizes(&self) -> Vec<DimExpr> {
+        self.axes.iter().map(|a| a.size.clone()).collect()
+    }
+
+    /// The IR type (names dropped).
+    pub fn ir(&self) -> TensorType {
+        TensorType::new(self.dtype, self.sizes())
+    }
+
+    pub fn with_dtype(&self, dtype: DType) -> Ty {
+        Ty { dtype, axes: self.axes.clone() }
+    }
+
+    /// `f32[B, T, n_embd]`: names where known.
+    pub fn written(&self) -> String {
+        let axes: Vec<String> = self.axes.iter().map(Axis::written).collect();
+        format!("{}[{}]", self.dtype, axes.join(", "))
+    }
+
+    /// `f32[B, T, 256]`: sizes with config values filled in.
+    pub fn values(&self) -> String {
+        self.ir().to_string()
+    }
+
+    /// Both forms when they differ: `f32[B, T, n_embd] = f32[B, T, 256]`.
+    pub fn describe(&self) -> String {
+        let (w, v) = (self.written(), self.values());
+        if w == v {
+            w
+        } else {
+            format!("{w} = {v}")
+        }
+    }
+}
+
+/// Notes saying where each named axis of the given types got its size,
+/// e.g. "`T` comes from gpt.kl:70:28"; one note per distinct name.
+pub(crate) fn provenance(tys: &[&Ty], locate: &dyn Fn(Span) -> String) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut notes = Vec::new();
+    for ty in tys {
+        for a in &ty.axes {
+            let (Some(name), Some(origin)) = (&a.name, a.origin) else { continue };
+            if seen.contains(name) {
+                continue;
+            }
+            seen.push(name.clone());
+            let mut s = format!("`{name}`");
+            if a.size.to_string() != *name {
+                write!(s, " (= {})", a.size).unwrap();
+            }
+            write!(s, " comes from {}", locate(origin)).unwrap();
+            notes.push(s);
+        }
+    }
+    notes
+}

@@ -1,0 +1,255 @@
+//! `kiln`: the command-line driver.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kiln_lang::{compile_file, compile_source, Compiled};
+use kiln_runtime as rt;
+use rt::{Precision, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Kiln: a compiler for language models written as math.
+#[derive(Parser)]
+#[command(name = "kiln", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check a model: names, dtypes and shapes. Prints each entry point's signature.
+    Check {
+        /// The `.kl` file.
+        file: PathBuf,
+    },
+    /// Print the graph IR of an entry point (or of all entry points).
+    Ir {
+        /// The `.kl` file.
+        file: PathBuf,
+        /// Entry point to print; all of them when omitted.
+        #[arg(long)]
+        entry: Option<String>,
+    },
+    /// Run an entry point and write each output as DIR/NAME.npy.
+    Run(RunArgs),
+    /// The guided tour on the built-in GPT: check, lower, run, compute a loss.
+    Demo,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The `.kl` file.
+    file: PathBuf,
+    /// Entry point to run.
+    #[arg(long, default_value = "forward")]
+    entry: String,
+    /// Parameter values (safetensors); without it parameters come from their initializers.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Seed for initializers and for inputs not given.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// An input as NAME=PATH.npy (repeatable); inputs not given are drawn at random.
+    #[arg(long = "input", value_name = "NAME=PATH")]
+    inputs: Vec<String>,
+    /// A dimension's size as NAME=N (repeatable), for dims no input fixes.
+    #[arg(long = "dim", value_name = "NAME=N")]
+    dims: Vec<String>,
+    /// Output directory.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Where to execute.
+    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    backend: Backend,
+    /// Arithmetic of the reference interpreter: f32 rounds every result to its dtype, f64 is exact math.
+    #[arg(long, value_enum, default_value_t = Prec::F32)]
+    precision: Prec,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// The reference interpreter: naive and exact, the oracle for every other backend.
+    Reference,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Prec {
+    F32,
+    F64,
+}
+
+/// A failure already explained to the user.
+struct Failed(String);
+
+impl<E: std::fmt::Display> From<E> for Failed {
+    fn from(e: E) -> Failed {
+        Failed(format!("error: {e}\n"))
+    }
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("internal error: {info}\nthis is a bug in Kiln; please report it with the command and files that caused it");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Check { file } => check(&file),
+        Cmd::Ir { file, entry } => ir(&file, entry.as_deref()),
+        Cmd::Run(args) => run(&args),
+        Cmd::Demo => demo(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed(msg)) => {
+            eprint!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn compile(file: &Path) -> Result<Compiled, Failed> {
+    compile_file(file).map_err(|e| Failed(e.render()))
+}
+
+fn check(file: &Path) -> Result<(), Failed> {
+    let c = compile(file)?;
+    for s in &c.signatures {
+        println!("{s}");
+    }
+    Ok(())
+}
+
+fn ir(file: &Path, entry: Option<&str>) -> Result<(), Failed> {
+    let c = compile(file)?;
+    match entry {
+        None => print!("{}", kiln_ir::print::module(&c.module)),
+        Some(name) => {
+            let f = function(&c, name)?;
+            print!("{}", kiln_ir::print::function(&c.module, f));
+        }
+    }
+    Ok(())
+}
+
+fn function<'c>(c: &'c Compiled, name: &str) -> Result<&'c kiln_ir::Function, Failed> {
+    c.module.function(name).ok_or_else(|| {
+        let names: Vec<&str> = c.module.functions.iter().map(|f| f.name.as_str()).collect();
+        Failed(format!("error: no entry point `{name}`; this model has: {}\n", names.join(", ")))
+    })
+}
+
+/// Splits `NAME=VALUE`.
+fn key_value<'s>(s: &'s str, flag: &str) -> Result<(&'s str, &'s str), Failed> {
+    s.split_once('=').filter(|(k, v)| !k.is_empty() && !v.is_empty()).ok_or_else(|| Failed(format!("error: `--{flag} {s}`: expected NAME=VALUE\n")))
+}
+
+fn run(a: &RunArgs) -> Result<(), Failed> {
+    let Backend::Reference = a.backend;
+    let c = compile(&a.file)?;
+    let f = function(&c, &a.entry)?;
+    let params = match &a.weights {
+        Some(w) => rt::load_params(&c.module, w)?,
+        None => rt::init_params(&c.module, a.seed)?,
+    };
+    let mut dims = Vec::new();
+    for d in &a.dims {
+        let (k, v) = key_value(d, "dim")?;
+        let n: i64 = v.parse().map_err(|_| Failed(format!("error: `--dim {d}`: `{v}` is not an integer\n")))?;
+        dims.push((k.to_string(), n));
+    }
+    let mut given: Vec<Option<(Tensor, String)>> = vec![None; f.arg_names.len()];
+    for i in &a.inputs {
+        let (k, v) = key_value(i, "input")?;
+        let Some(pos) = f.arg_names.iter().position(|n| n == k) else {
+            return Err(Failed(format!("error: `{}` has no input `{k}`; its inputs are: {}\n", f.name, f.arg_names.join(", "))));
+        };
+        given[pos] = Some((rt::read_npy(Path::new(v))?, v.to_string()));
+    }
+    let refs: Vec<Option<rt::GivenInput>> = given.iter().map(|g| g.as_ref().map(|(t, s)| rt::GivenInput { tensor: t, source: s })).collect();
+    let bound = rt::bind_dims_from(f, &refs, &dims)?;
+    if let Some(note) = bound.defaults_note() {
+        eprintln!("note: {note} (set them with --dim NAME=N)");
+    }
+    let env = |n: &str| bound.get(n);
+    let mut inputs = Vec::new();
+    for (i, g) in given.into_iter().enumerate() {
+        inputs.push(match g {
+            Some((t, _)) => t,
+            None => rt::random_input(f, i, &env, a.seed.wrapping_add(1 + i as u64))?,
+        });
+    }
+    let precision = match a.precision {
+        Prec::F32 => Precision::F32,
+        Prec::F64 => Precision::F64,
+    };
+    let outputs = rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?;
+    rt::create_output_dir(&a.out)?;
+    for (name, t) in f.output_names.iter().zip(&outputs) {
+        let path = a.out.join(format!("{name}.npy"));
+        rt::write_npy(&path, t)?;
+        println!("{name}: {} -> {}  {}", rt::type_string(t.dtype, &t.shape), path.display(), summary(t));
+    }
+    Ok(())
+}
+
+/// `min -1.2 max 3.4 mean 0.01` for a quick look at an output.
+fn summary(t: &Tensor) -> String {
+    if t.data.is_empty() {
+        return "(empty)".into();
+    }
+    let min = t.data.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = t.data.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = t.data.iter().sum::<f64>() / t.data.len() as f64;
+    format!("min {min:.4} max {max:.4} mean {mean:.4}")
+}
+
+/// The built-in model of the demo.
+const GPT: &str = include_str!("../models/gpt.kl");
+
+fn demo() -> Result<(), Failed> {
+    println!("== Kiln demo: models/gpt.kl (built in) ==\n");
+    let t0 = std::time::Instant::now();
+    let c = compile_source(Path::new("models/gpt.kl"), GPT.to_string()).map_err(|e| Failed(e.render()))?;
+    println!("1. checked in {:.1} ms; entry points:", t0.elapsed().as_secs_f64() * 1e3);
+    for s in &c.signatures {
+        println!("     {s}");
+    }
+    let n_params: usize = c.module.params.iter().map(|p| p.ty.shape.iter().map(|d| d.as_const().unwrap_or(0) as usize).product::<usize>()).sum();
+    println!("   {} parameter tensors, {n_params} weights", c.module.params.len());
+    let f = function(&c, "forward")?;
+    println!("2. lowered `forward` to {} graph nodes (see `kiln ir models/gpt.kl --entry forward`)", count_nodes(&f.graph));
+    let params = rt::init_params(&c.module, 0)?;
+    let dims = [("B".to_string(), 2), ("T".to_string(), 16)];
+    let lf = function(&c, "loss")?;
+    let bound = rt::bind_dims(lf, &[None, None], &dims)?;
+    let env = |n: &str| bound.get(n);
+    let inputs: Vec<Tensor> = (0..2).map(|i| rt::random_input(lf, i, &env, 1 + i as u64)).collect::<Result<_, _>>()?;
+    let t1 = std::time::Instant::now();
+    let out = rt::run_reference(&c.module, lf, &params, &inputs, &bound.dims, Precision::F32)?;
+    let loss = out[0].data[0];
+    let vocab = c.module.params.iter().find(|p| p.name == "wte").and_then(|p| p.ty.shape[0].as_const()).unwrap_or(1) as f64;
+    println!(
+        "3. ran `loss` on random tokens (B = 2, T = 16) with the reference interpreter in {:.0} ms: {loss:.4} (uniform guess: ln {vocab} = {:.4})",
+        t1.elapsed().as_secs_f64() * 1e3,
+        vocab.ln()
+    );
+    println!("\nNext: `kiln check`, `kiln ir` and `kiln run` on any file in models/.");
+    Ok(())
+}
+
+fn count_nodes(g: &kiln_ir::Graph) -> usize {
+    g.nodes
+        .iter()
+        .map(|n| match &n.op {
+            kiln_ir::Op::Scan { body, .. } => 1 + count_nodes(body),
+            _ => 1,
+        })
+        .sum()
+}
