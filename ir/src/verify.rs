@@ -7,7 +7,9 @@
 //! and `T + 0*B` are already the same value. Only `scan` produces tuples
 //! and only `extract` consumes them; graph outputs are tensors.
 
-use crate::{BinaryOp, DType, DimExpr, Function, Graph, Module, Node, Op, ReduceOp, TensorType, Type, UnaryOp, ValueId};
+use crate::{
+    BinaryOp, DType, DimExpr, Function, Graph, Module, Node, Op, ReduceOp, TensorType, Type, UnaryOp, ValueId,
+};
 use thiserror::Error;
 
 /// What the verifier found wrong, with enough context to find the node.
@@ -285,7 +287,9 @@ fn check_tensor_op(m: &Module, g: &Graph, op: &Op, a: &[&TensorType], t: &Tensor
             same_type("arguments", a[0], a[1])?;
             same_type("argument vs result", a[0], t)?;
             match b {
-                BinaryOp::And | BinaryOp::Or => ensure!(t.dtype == DType::Bool, "`{}` needs bool, got {}", op.name(), t.dtype),
+                BinaryOp::And | BinaryOp::Or => {
+                    ensure!(t.dtype == DType::Bool, "`{}` needs bool, got {}", op.name(), t.dtype)
+                }
                 BinaryOp::Max | BinaryOp::Min => {}
                 _ => not_bool(op, t)?,
             }
@@ -303,7 +307,12 @@ fn check_tensor_op(m: &Module, g: &Graph, op: &Op, a: &[&TensorType], t: &Tensor
             same_type("branch vs result", a[1], t)
         }
         Op::Cast => {
-            ensure!(t.shape == a[0].shape, "cast changes the shape {} to {}", shape_str(&a[0].shape), shape_str(&t.shape));
+            ensure!(
+                t.shape == a[0].shape,
+                "cast changes the shape {} to {}",
+                shape_str(&a[0].shape),
+                shape_str(&t.shape)
+            );
             Ok(())
         }
         Op::Broadcast => check_broadcast(a[0], t),
@@ -329,7 +338,12 @@ fn check_tensor_op(m: &Module, g: &Graph, op: &Op, a: &[&TensorType], t: &Tensor
             ensure!(a[0].dtype.is_int(), "one_hot indices must be integers, got {}", a[0].dtype);
             let r = a[0].rank();
             ensure!(t.rank() == r + 1, "result rank should be {}, got {}", r + 1, t.rank());
-            ensure!(t.shape[..r] == a[0].shape[..], "result shape {} should start with {}", shape_str(&t.shape), shape_str(&a[0].shape));
+            ensure!(
+                t.shape[..r] == a[0].shape[..],
+                "result shape {} should start with {}",
+                shape_str(&t.shape),
+                shape_str(&a[0].shape)
+            );
             Ok(())
         }
         Op::Scan { .. } | Op::Extract { .. } => unreachable!("handled by check_node"),
@@ -427,7 +441,14 @@ fn check_concat(axis: u32, a: &[&TensorType], t: &TensorType) -> Result<(), Stri
     Ok(())
 }
 
-fn check_slice(axis: u32, start: &DimExpr, end: &DimExpr, step: u32, x: &TensorType, t: &TensorType) -> Result<(), String> {
+fn check_slice(
+    axis: u32,
+    start: &DimExpr,
+    end: &DimExpr,
+    step: u32,
+    x: &TensorType,
+    t: &TensorType,
+) -> Result<(), String> {
     let ax = axis_in(axis, x.rank())?;
     ensure!(step >= 1, "step must be at least 1");
     ensure!(x.dtype == t.dtype, "slice changes the dtype");
@@ -436,7 +457,11 @@ fn check_slice(axis: u32, start: &DimExpr, end: &DimExpr, step: u32, x: &TensorT
         ensure!(j == ax || d == o, "axis {j} has size {d} in the argument but {o} in the result");
     }
     ensure!(!matches!(start.as_const(), Some(s) if s < 0), "start {start} is negative");
-    ensure!(!matches!(x.shape[ax].sub(end).as_const(), Some(s) if s < 0), "end {end} is past the axis size {}", x.shape[ax]);
+    ensure!(
+        !matches!(x.shape[ax].sub(end).as_const(), Some(s) if s < 0),
+        "end {end} is past the axis size {}",
+        x.shape[ax]
+    );
     let len = end.sub(start);
     let out = &t.shape[ax];
     match len.as_const() {
@@ -475,7 +500,12 @@ fn check_scan(body: &Graph, nc: usize, ns: usize, a: &[&TensorType], ts: &[Tenso
     let len = a[nc].shape.first().ok_or("sequence 0 is a scalar")?;
     for (i, &s) in a.iter().enumerate() {
         let expect = if (nc..nc + ns).contains(&i) {
-            ensure!(s.shape.first() == Some(len), "sequence {} has leading size {:?}, sequence 0 has {len}", i - nc, s.shape.first().map(|d| d.to_string()));
+            ensure!(
+                s.shape.first() == Some(len),
+                "sequence {} has leading size {:?}, sequence 0 has {len}",
+                i - nc,
+                s.shape.first().map(|d| d.to_string())
+            );
             TensorType::new(s.dtype, s.shape[1..].to_vec())
         } else {
             s.clone()

@@ -3,7 +3,10 @@
 //! (numpy and libm; pasted into `numpy` at the end of this file).
 
 use kiln_ir::interp::{self, InterpError, Precision, Tensor};
-use kiln_ir::{verify, BinaryOp, CmpOp, DType, DimExpr, Graph, Init, Module, Op, Param, ReduceOp, TensorType, Type, UnaryOp, ValueId};
+use kiln_ir::{
+    verify, BinaryOp, CmpOp, DType, DimExpr, Graph, Init, Module, Op, Param, ReduceOp, TensorType, Type, UnaryOp,
+    ValueId,
+};
 use numpy::*;
 
 fn d(n: i64) -> DimExpr {
@@ -30,8 +33,11 @@ fn ft(shape: &[usize], data: &[f64]) -> Tensor {
 /// input values and returns the outputs.
 fn graph(inputs: &[TensorType], body: impl FnOnce(&mut Graph, &[ValueId]) -> Vec<ValueId>) -> Graph {
     let mut g = Graph { inputs: inputs.to_vec(), ..Graph::default() };
-    let ins: Vec<ValueId> =
-        inputs.iter().enumerate().map(|(i, t)| g.push_tensor(Op::Input { index: i as u32 }, vec![], t.clone())).collect();
+    let ins: Vec<ValueId> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| g.push_tensor(Op::Input { index: i as u32 }, vec![], t.clone()))
+        .collect();
     g.outputs = body(&mut g, &ins);
     g
 }
@@ -423,7 +429,11 @@ fn slice_with_step() {
     let m = ft(&[3, 4], &(0..12).map(f64::from).collect::<Vec<_>>());
     assert_exact(&op1(slice(1, 1, 4, 2), m.clone(), f32t(&[3, 2])), &[3, 2], &[1.0, 3.0, 5.0, 7.0, 9.0, 11.0]);
     // Rows 1..3.
-    assert_exact(&op1(slice(0, 1, 3, 1), m.clone(), f32t(&[2, 4])), &[2, 4], &[4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]);
+    assert_exact(
+        &op1(slice(0, 1, 3, 1), m.clone(), f32t(&[2, 4])),
+        &[2, 4],
+        &[4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0],
+    );
     // An empty slice.
     assert_exact(&op1(slice(0, 2, 2, 1), m, f32t(&[0, 4])), &[0, 4], &[]);
 }
@@ -534,7 +544,8 @@ fn scan_with_a_capture_over_rows() {
     let b = body(&[v.clone(), v.clone(), v.clone()], |g, a| {
         let scaled = g.push_tensor(Op::Binary(BinaryOp::Mul), vec![a[2], a[1]], v.clone());
         let acc = g.push_tensor(Op::Binary(BinaryOp::Add), vec![a[0], scaled], v.clone());
-        let total = g.push_tensor(Op::Reduce { op: ReduceOp::Sum, axes: vec![0], keepdim: false }, vec![acc], s.clone());
+        let total =
+            g.push_tensor(Op::Reduce { op: ReduceOp::Sum, axes: vec![0], keepdim: false }, vec![acc], s.clone());
         vec![acc, total]
     });
     let g = graph(&[v.clone(), f32t(&[3, 2]), v.clone()], |g, a| {
@@ -634,9 +645,9 @@ fn symbolic_dims_are_bound_by_the_caller() {
     });
     let m = Module::default();
     let x = ft(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    let out = interp::run(&m, &g, &|v| (v == "B").then_some(2), &[], &[x.clone()], Precision::F64).unwrap();
+    let out = interp::run(&m, &g, &|v| (v == "B").then_some(2), &[], std::slice::from_ref(&x), Precision::F64).unwrap();
     assert_exact(&out[0], &[2], &[6.0, 15.0]);
-    let e = interp::run(&m, &g, &|_| None, &[], &[x.clone()], Precision::F64).unwrap_err();
+    let e = interp::run(&m, &g, &|_| None, &[], std::slice::from_ref(&x), Precision::F64).unwrap_err();
     assert_eq!(e, InterpError::UnboundDim("B".into()));
     // B = 3 makes the input's shape wrong.
     let e = interp::run(&m, &g, &|_| Some(3), &[], &[x], Precision::F64).unwrap_err();
@@ -655,7 +666,10 @@ fn inputs_are_checked_against_the_graph() {
     let e = run(&[good[0].clone(), ft(&[2], &[3.0, 4.0])]).unwrap_err();
     assert_eq!(e.to_string(), "input 1: expected i32[2], got f32[2]");
     let e = run(&[good[0].clone(), t(DType::I32, &[2], &[3.5, 4.0])]).unwrap_err();
-    assert!(matches!(&e, InterpError::NotRepresentable { what, pos: 0, value, .. } if what == "input 1" && *value == 3.5), "{e}");
+    assert!(
+        matches!(&e, InterpError::NotRepresentable { what, pos: 0, value, .. } if what == "input 1" && *value == 3.5),
+        "{e}"
+    );
 }
 
 fn module_with_param(shape: &[i64]) -> Module {
@@ -696,7 +710,9 @@ fn f32_precision_rounds_every_float_result() {
     // In f16, 1 + 2^-12 rounds back to 1 (f16 has 10 mantissa bits);
     // inputs are rounded too: 0.1 is stored as the nearest f16.
     let h = ty(DType::F16, &[2]);
-    let g = graph(&[h.clone(), h.clone()], |g, a| vec![g.push_tensor(Op::Binary(BinaryOp::Add), vec![a[0], a[1]], h.clone())]);
+    let g = graph(&[h.clone(), h.clone()], |g, a| {
+        vec![g.push_tensor(Op::Binary(BinaryOp::Add), vec![a[0], a[1]], h.clone())]
+    });
     let ins = [t(DType::F16, &[2], &[1.0, 0.1]), t(DType::F16, &[2], &[1.0 / 4096.0, 0.0])];
     let out = interp::run(&m, &g, &|_| None, &[], &ins, Precision::F32).unwrap();
     assert_eq!(out[0].data, [1.0, half::f16::from_f64(0.1).to_f64()]);

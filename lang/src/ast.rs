@@ -201,6 +201,30 @@ impl DimExpr {
     }
 }
 
+impl fmt::Display for DimExpr {
+    /// The expression as written, fully parenthesized where it nests.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DimExpr::Int(v, _) => write!(f, "{v}"),
+            DimExpr::Name(i) => f.write_str(&i.name),
+            DimExpr::Bin(a, op, b, _) => {
+                let sym = match op {
+                    DimOp::Add => "+",
+                    DimOp::Sub => "-",
+                    DimOp::Mul => "*",
+                    DimOp::Div => "/",
+                    DimOp::Mod => "%",
+                };
+                let side = |e: &DimExpr| match e {
+                    DimExpr::Bin(..) => format!("({e})"),
+                    _ => e.to_string(),
+                };
+                write!(f, "{} {sym} {}", side(a), side(b))
+            }
+        }
+    }
+}
+
 /// Arithmetic on dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]

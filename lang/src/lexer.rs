@@ -272,15 +272,18 @@ mod tests {
     #[test]
     fn numbers() {
         use Token::*;
-        assert_eq!(lex("256 1e-5 0.02 3. .5 1.5e3 2E+2"), [
-            Ok(Int(256)),
-            Ok(Float(1e-5)),
-            Ok(Float(0.02)),
-            Ok(Float(3.0)),
-            Ok(Float(0.5)),
-            Ok(Float(1500.0)),
-            Ok(Float(200.0)),
-        ]);
+        assert_eq!(
+            lex("256 1e-5 0.02 3. .5 1.5e3 2E+2"),
+            [
+                Ok(Int(256)),
+                Ok(Float(1e-5)),
+                Ok(Float(0.02)),
+                Ok(Float(3.0)),
+                Ok(Float(0.5)),
+                Ok(Float(1500.0)),
+                Ok(Float(200.0)),
+            ]
+        );
         // An exponent needs digits: `1e` is an integer and a name.
         assert_eq!(lex("1e x"), [Ok(Int(1)), Ok(Ident("e")), Ok(Ident("x"))]);
         assert_eq!(lex("1ex"), [Ok(Int(1)), Ok(Ident("ex"))]);
@@ -291,28 +294,20 @@ mod tests {
     #[test]
     fn dots() {
         use Token::*;
-        assert_eq!(lex("x[..., 1:]"), [
-            Ok(Ident("x")),
-            Ok(LBracket),
-            Ok(Ellipsis),
-            Ok(Comma),
-            Ok(Int(1)),
-            Ok(Colon),
-            Ok(RBracket)
-        ]);
+        assert_eq!(
+            lex("x[..., 1:]"),
+            [Ok(Ident("x")), Ok(LBracket), Ok(Ellipsis), Ok(Comma), Ok(Int(1)), Ok(Colon), Ok(RBracket)]
+        );
         assert_eq!(lex("p.g"), [Ok(Ident("p")), Ok(Dot), Ok(Ident("g"))]);
     }
 
     #[test]
     fn words_comments_strings() {
         use Token::*;
-        assert_eq!(lex("in input bf16 bf16x # in\n\"a.kl\""), [
-            Ok(In),
-            Ok(Ident("input")),
-            Ok(DType("bf16")),
-            Ok(Ident("bf16x")),
-            Ok(Str("a.kl")),
-        ]);
+        assert_eq!(
+            lex("in input bf16 bf16x # in\n\"a.kl\""),
+            [Ok(In), Ok(Ident("input")), Ok(DType("bf16")), Ok(Ident("bf16x")), Ok(Str("a.kl")),]
+        );
         let mut l = Token::lexer("import \"a.kl\nx");
         assert_eq!(l.next(), Some(Ok(Import)));
         assert_eq!(l.next(), Some(Err(LexError::UnterminatedString)));

@@ -32,6 +32,11 @@ pub(crate) const MAX_DEPTH: u32 = 128;
 /// spans are valid byte ranges of `src`.
 #[allow(clippy::result_large_err)] // The crate's error type, returned once.
 pub fn parse(file: FileId, src: &str) -> Result<File, Diagnostic> {
+    // A lexical error reaches lalrpop as an `Err` item, which it returns at
+    // once. Tokens are read lazily, so that is the first error in source
+    // order, with one exception: an action's error (E0006, E0007) is raised
+    // only once the token after its construct has been read, and a bad
+    // character there is reported instead.
     let tokens = Token::lexer(src).spanned().map(|(tok, range)| match tok {
         Ok(t) => Ok((range.start, t, range.end)),
         Err(e) => Err(Box::new(lex_error(file, src, e, range.start, range.end))),
@@ -42,7 +47,7 @@ pub fn parse(file: FileId, src: &str) -> Result<File, Diagnostic> {
 // ---------------------------------------------------------------- errors
 
 fn lex_error(file: FileId, src: &str, e: LexError, start: usize, end: usize) -> Diagnostic {
-    let text = &src[start..end];
+    let text = src.get(start..end).unwrap_or_default();
     let span = Span::new(file, start, end);
     match e {
         LexError::InvalidChar => {
@@ -50,8 +55,9 @@ fn lex_error(file: FileId, src: &str, e: LexError, start: usize, end: usize) -> 
             Diagnostic::new("E0001", format!("invalid character {c:?}"), span)
                 .label("no token starts with this character")
         }
-        LexError::UnterminatedString => Diagnostic::new("E0004", "unterminated string", span)
-            .label("this string has no closing `\"` on its line"),
+        LexError::UnterminatedString => {
+            Diagnostic::new("E0004", "unterminated string", span).label("this string has no closing `\"` on its line")
+        }
         LexError::IntTooLarge => Diagnostic::new("E0005", "integer literal too large", span)
             .label(format!("does not fit in 64 bits (the largest is {})", i64::MAX)),
     }
@@ -90,8 +96,7 @@ fn parse_error(file: FileId, src: &str, e: PError<'_>) -> Diagnostic {
         }
         ParseError::ExtraToken { token: (l, tok, r) } => {
             let found = describe(src, l, r, &tok);
-            Diagnostic::new("E0002", format!("unexpected {found}"), Span::new(file, l, r))
-                .label("unexpected token")
+            Diagnostic::new("E0002", format!("unexpected {found}"), Span::new(file, l, r)).label("unexpected token")
         }
         // Only lalrpop's built-in lexer reports this; kept total for safety.
         ParseError::InvalidToken { location } => {
@@ -120,8 +125,20 @@ fn describe(src: &str, l: usize, r: usize, tok: &Token<'_>) -> String {
 /// "expression" instead of listing these; which prefix keywords are among
 /// them depends on the precedence level and is not worth spelling out.
 const EXPR_START: &[&str] = &[
-    "Ident", "Int", "Float", "DType", "\"(\"", "\"[\"", "\"-\"", "\"not\"", "\"true\"", "\"false\"",
-    "\"scan\"", "\"einsum\"", "\"rearrange\"", "\"where\"",
+    "Ident",
+    "Int",
+    "Float",
+    "DType",
+    "\"(\"",
+    "\"[\"",
+    "\"-\"",
+    "\"not\"",
+    "\"true\"",
+    "\"false\"",
+    "\"scan\"",
+    "\"einsum\"",
+    "\"rearrange\"",
+    "\"where\"",
 ];
 
 /// The most alternatives a message lists.
@@ -150,8 +167,8 @@ fn expected_list(expected: &[String]) -> String {
                 let text = quoted.trim_matches('"');
                 let rank = match text {
                     ")" | "]" | "}" | "," | ":" | "=" | "->" | "{" => 0,
-                    "+" | "-" | "*" | "/" | "%" | "@" | "**" | "==" | "!=" | "<" | "<=" | ">"
-                    | ">=" | "and" | "or" | "." | "[" | "(" => 2,
+                    "+" | "-" | "*" | "/" | "%" | "@" | "**" | "==" | "!=" | "<" | "<=" | ">" | ">=" | "and" | "or"
+                    | "." | "[" | "(" => 2,
                     _ => 1,
                 };
                 (rank, format!("`{text}`"))
@@ -212,13 +229,7 @@ pub(crate) fn leaf(file: FileId, l: usize, r: usize, kind: ExprKind) -> D<Expr> 
 }
 
 /// An expression node over children `children` levels deep.
-pub(crate) fn node<'a>(
-    file: FileId,
-    l: usize,
-    r: usize,
-    kind: ExprKind,
-    children: u32,
-) -> PResult<'a, D<Expr>> {
+pub(crate) fn node<'a>(file: FileId, l: usize, r: usize, kind: ExprKind, children: u32) -> PResult<'a, D<Expr>> {
     let depth = check_depth(file, l, r, children)?;
     Ok(D { node: Expr { kind, span: sp(file, l, r) }, depth })
 }
@@ -229,26 +240,12 @@ fn unzip(items: Vec<D<Expr>>) -> (Vec<Expr>, u32) {
     (items.into_iter().map(|d| d.node).collect(), depth)
 }
 
-pub(crate) fn bin<'a>(
-    file: FileId,
-    l: usize,
-    r: usize,
-    a: D<Expr>,
-    op: BinOp,
-    b: D<Expr>,
-) -> PResult<'a, D<Expr>> {
+pub(crate) fn bin<'a>(file: FileId, l: usize, r: usize, a: D<Expr>, op: BinOp, b: D<Expr>) -> PResult<'a, D<Expr>> {
     let depth = a.depth.max(b.depth);
     node(file, l, r, ExprKind::Binary(Box::new(a.node), op, Box::new(b.node)), depth)
 }
 
-pub(crate) fn compare<'a>(
-    file: FileId,
-    l: usize,
-    r: usize,
-    a: D<Expr>,
-    op: CmpOp,
-    b: D<Expr>,
-) -> PResult<'a, D<Expr>> {
+pub(crate) fn compare<'a>(file: FileId, l: usize, r: usize, a: D<Expr>, op: CmpOp, b: D<Expr>) -> PResult<'a, D<Expr>> {
     let depth = a.depth.max(b.depth);
     node(file, l, r, ExprKind::Compare(Box::new(a.node), op, Box::new(b.node)), depth)
 }
@@ -294,13 +291,7 @@ pub(crate) fn index_range(
     }
 }
 
-pub(crate) fn call<'a>(
-    file: FileId,
-    l: usize,
-    r: usize,
-    func: Ident,
-    all: Vec<CallArg>,
-) -> PResult<'a, D<Expr>> {
+pub(crate) fn call<'a>(file: FileId, l: usize, r: usize, func: Ident, all: Vec<CallArg>) -> PResult<'a, D<Expr>> {
     let mut depth = 0;
     let mut args = Vec::new();
     let mut kwargs = Vec::new();
@@ -326,13 +317,7 @@ pub(crate) fn paren(file: FileId, l: usize, r: usize, mut e: D<Expr>) -> D<Expr>
     e
 }
 
-pub(crate) fn tuple<'a>(
-    file: FileId,
-    l: usize,
-    r: usize,
-    first: D<Expr>,
-    rest: Vec<D<Expr>>,
-) -> PResult<'a, D<Expr>> {
+pub(crate) fn tuple<'a>(file: FileId, l: usize, r: usize, first: D<Expr>, rest: Vec<D<Expr>>) -> PResult<'a, D<Expr>> {
     let mut items = vec![first];
     items.extend(rest);
     let (items, depth) = unzip(items);
@@ -482,10 +467,7 @@ mod tests {
         assert_eq!(expected_list(&quoted(&["Ident"])), "identifier");
         assert_eq!(expected_list(&quoted(&["\"+\"", "\",\"", "\")\""])), "one of `,`, `)`, `+`");
         let many: Vec<String> = (0..11).map(|i| format!("\"k{i}\"")).collect();
-        assert_eq!(
-            expected_list(&many),
-            "one of `k0`, `k1`, `k2`, `k3`, `k4`, `k5`, `k6`, `k7` (or 3 more)"
-        );
+        assert_eq!(expected_list(&many), "one of `k0`, `k1`, `k2`, `k3`, `k4`, `k5`, `k6`, `k7` (or 3 more)");
         let mut expr = quoted(EXPR_START);
         expr.push("\"]\"".to_string());
         assert_eq!(expected_list(&expr), "one of `]`, expression");

@@ -441,10 +441,7 @@ fn indexing() {
 
 #[test]
 fn einsum_forms() {
-    assert_eq!(
-        s("einsum(q: b h t d, k: b h s d -> b h t s)"),
-        "(einsum (q b h t d) (k b h s d) -> b h t s)"
-    );
+    assert_eq!(s("einsum(q: b h t d, k: b h s d -> b h t s)"), "(einsum (q b h t d) (k b h s d) -> b h t s)");
     assert_eq!(s("einsum(x: i, y: i -> )"), "(einsum (x i) (y i) -> )");
     assert_eq!(s("einsum(p.w + 1: a b -> b a)"), "(einsum ((+ (. p w) 1) a b) -> b a)");
     assert_eq!(err("fn f() -> f32 { return einsum(x -> i) }").code, "E0002");
@@ -452,10 +449,7 @@ fn einsum_forms() {
 
 #[test]
 fn rearrange_forms() {
-    assert_eq!(
-        s("rearrange(x, b t (h d) -> b h t d, h: n_head)"),
-        "(rearrange x [b t (h d)] -> [b h t d] h=n_head)"
-    );
+    assert_eq!(s("rearrange(x, b t (h d) -> b h t d, h: n_head)"), "(rearrange x [b t (h d)] -> [b h t d] h=n_head)");
     assert_eq!(s("rearrange(x, a 1 -> 1 a ())"), "(rearrange x [a 1] -> [1 a ()])");
     assert_eq!(
         s("rearrange(x, (a b c) -> a b c, a: 2, b: n / 2,)"),
@@ -488,17 +482,12 @@ fn scan_forms() {
 
 #[test]
 fn statements() {
-    let b = body(
-        "fn f() -> f32 { let x = 1 let y: f32[B, S] = x let a, b, c = t let (d, e,) = t return (a, b) }",
-    );
+    let b = body("fn f() -> f32 { let x = 1 let y: f32[B, S] = x let a, b, c = t let (d, e,) = t return (a, b) }");
     let got: Vec<String> = b.iter().map(stmt).collect();
-    assert_eq!(got, [
-        "(let (x) 1)",
-        "(let (y) : f32[B, S] x)",
-        "(let (a b c) t)",
-        "(let (d e) t)",
-        "(return (tuple a b))",
-    ]);
+    assert_eq!(
+        got,
+        ["(let (x) 1)", "(let (y) : f32[B, S] x)", "(let (a b c) t)", "(let (d e) t)", "(return (tuple a b))",]
+    );
     // A type ascription needs a single name.
     assert_eq!(err("fn f() -> f32 { let a, b: f32 = t }").code, "E0002");
     // Return may appear anywhere; the checker decides where it is allowed.
@@ -556,18 +545,21 @@ fn spans_cover_their_text() {
     assert_eq!(&src[ret.start as usize..ret.end as usize], "return -(a + b) * f(c, k: d)[0:T].w");
     let mut got = Vec::new();
     spans(src, &e, &mut got);
-    assert_eq!(got, [
-        "-(a + b) * f(c, k: d)[0:T].w",
-        "-(a + b)",
-        "(a + b)",
-        "a",
-        "b",
-        "f(c, k: d)[0:T].w",
-        "f(c, k: d)[0:T]",
-        "f(c, k: d)",
-        "c",
-        "d",
-    ]);
+    assert_eq!(
+        got,
+        [
+            "-(a + b) * f(c, k: d)[0:T].w",
+            "-(a + b)",
+            "(a + b)",
+            "a",
+            "b",
+            "f(c, k: d)[0:T].w",
+            "f(c, k: d)[0:T]",
+            "f(c, k: d)",
+            "c",
+            "d",
+        ]
+    );
     let ExprKind::Binary(_, _, rhs) = &e.kind else { panic!() };
     let ExprKind::Field(base, w) = &rhs.kind else { panic!() };
     assert_eq!(&src[w.span.start as usize..w.span.end as usize], "w");
@@ -592,14 +584,16 @@ fn e0001_invalid_character() {
     let d = err(src);
     assert_eq!((d.code, at(src, &d), covered(src, &d)), ("E0001", (2, 11), "$"));
     assert_eq!(d.message, "invalid character '$'");
-    // A multi-byte character is labelled whole.
-    let src = "let é";
-    let d = err("fn f() -> f32 { return é }");
-    assert_eq!((d.code, covered("fn f() -> f32 { return é }", &d)), ("E0001", "é"));
-    // The first error wins: a syntax error before a bad character.
+    // A multi-byte character is labelled whole, and columns count characters.
+    let src = "fn f() -> f32 { return é é }";
     let d = err(src);
-    assert_eq!((d.code, at(src, &d)), ("E0002", (1, 1)));
+    assert_eq!((d.code, at(src, &d), covered(src, &d)), ("E0001", (1, 24), "é"));
+    // `!` is only a token as part of `!=`.
     assert_eq!(err("fn f() -> f32 { return a ! b }").code, "E0001");
+    // The first error wins: a syntax error before a bad character.
+    let src = "let é";
+    let d = err(src);
+    assert_eq!((d.code, at(src, &d), covered(src, &d)), ("E0002", (1, 1), "let"));
 }
 
 #[test]
@@ -713,10 +707,70 @@ fn parse_any(src: &str) {
 
 /// Real token texts, so random sequences reach deep into the grammar.
 const SOUP: &[&str] = &[
-    "config", "dim", "layer", "param", "fn", "pub", "let", "return", "import", "scan", "in", "over", "with", "next",
-    "emit", "where", "true", "false", "and", "or", "not", "einsum", "rearrange", "f32", "bf16", "i32", "bool", "(",
-    ")", "[", "]", "{", "}", ",", ":", ".", "...", "=", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*", "/", "%",
-    "@", "**", "->", "x", "T", "Block", "1", "0", "256", "0.5", "1e-5", "\"a.kl\"", "\"", "# c\n", "$",
+    "config",
+    "dim",
+    "layer",
+    "param",
+    "fn",
+    "pub",
+    "let",
+    "return",
+    "import",
+    "scan",
+    "in",
+    "over",
+    "with",
+    "next",
+    "emit",
+    "where",
+    "true",
+    "false",
+    "and",
+    "or",
+    "not",
+    "einsum",
+    "rearrange",
+    "f32",
+    "bf16",
+    "i32",
+    "bool",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    ".",
+    "...",
+    "=",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "@",
+    "**",
+    "->",
+    "x",
+    "T",
+    "Block",
+    "1",
+    "0",
+    "256",
+    "0.5",
+    "1e-5",
+    "\"a.kl\"",
+    "\"",
+    "# c\n",
+    "$",
     "99999999999999999999",
 ];
 

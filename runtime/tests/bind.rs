@@ -133,6 +133,12 @@ fn index_inputs_must_be_below_their_bound() {
     data[5] = 49.0;
     let tokens = tensor(DType::I32, &[2, 16], &data);
     assert!(bind_dims(&f, &[Some(&tokens)], &[]).is_ok());
+
+    // A symbolic bound is evaluated and shown.
+    let f = function("g", &[("ids", sym(DType::I64, &["T"]), Some(DimExpr::var("V")))], &["T", "V"]);
+    let ids = tensor(DType::I64, &[2], &[3.0, 12.0]);
+    let msg = bind_dims(&f, &[Some(&ids)], &[("V".into(), 10)]).unwrap_err().to_string();
+    assert_eq!(msg, "input `ids`: element 1 is 12, outside the valid indices 0..10 (V = 10)");
 }
 
 #[test]

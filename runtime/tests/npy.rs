@@ -145,7 +145,7 @@ fn garbage_is_an_error() {
 /// A version-1.0 file with a hand-written header dict and data.
 fn with_header(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut h = dict.to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
@@ -226,6 +226,16 @@ proptest! {
         bytes.extend([version, 0]);
         bytes.extend(rest);
         let _ = decode_npy(&bytes, "r.npy", None);
+    }
+
+    #[test]
+    fn random_header_texts_never_panic(
+        dict in "[{}()\\[\\]',: 0-9a-z<>|.\\-\\\\\"]{0,80}",
+        data in proptest::collection::vec(any::<u8>(), 0..16),
+    ) {
+        let _ = decode_npy(&with_header(&dict, &data), "r.npy", None);
+        let real = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dict}, }}");
+        let _ = decode_npy(&with_header(&real, &data), "r.npy", None);
     }
 
     #[test]

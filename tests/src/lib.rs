@@ -1,1 +1,15 @@
-//! placeholder
+//! Shared test machinery for Kiln's suites.
+//!
+//! [`filetest`] runs a directory of file tests: each `NAME.kl` input has its
+//! expected output beside it in `NAME.expected`; `BLESS=1` rewrites the
+//! expectations; a mismatch fails with a unified diff.
+#![warn(missing_docs)]
+
+pub mod filetest;
+
+use std::path::{Path, PathBuf};
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}

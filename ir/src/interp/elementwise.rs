@@ -42,6 +42,7 @@ pub(crate) fn compare(op: CmpOp, a: &Tensor, b: &Tensor) -> Tensor {
 
 /// `a` where `cond` is true (nonzero), else `b`.
 pub(crate) fn select(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
-    let data = cond.data.iter().zip(a.data.iter().zip(&b.data)).map(|(&c, (&x, &y))| if c != 0.0 { x } else { y }).collect();
+    let data =
+        cond.data.iter().zip(a.data.iter().zip(&b.data)).map(|(&c, (&x, &y))| if c != 0.0 { x } else { y }).collect();
     Tensor::new(a.dtype, a.shape.clone(), data)
 }

@@ -16,7 +16,8 @@ pub(crate) fn broadcast(x: &Tensor, shape: &[usize]) -> Result<Tensor, OpError> 
     let mut data = Vec::with_capacity(numel(shape));
     for flat in 0..numel(shape) {
         let out = unravel(flat, shape);
-        let src: Vec<usize> = x.shape.iter().enumerate().map(|(i, &d)| if d == 1 { 0 } else { out[lead + i] }).collect();
+        let src: Vec<usize> =
+            x.shape.iter().enumerate().map(|(i, &d)| if d == 1 { 0 } else { out[lead + i] }).collect();
         data.push(x.data[ravel(&src, &x.shape)]);
     }
     Ok(Tensor::new(x.dtype, shape.to_vec(), data))

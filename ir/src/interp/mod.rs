@@ -117,7 +117,8 @@ impl Env<'_> {
         if t.data.len() != numel(shape) {
             return Err(mismatch(expected, format!("{got} with {} elements", t.data.len())));
         }
-        if let Some((pos, &value)) = t.data.iter().enumerate().find(|(_, &x)| !dtype.is_float() && dtype.round(x) != x) {
+        if let Some((pos, &value)) = t.data.iter().enumerate().find(|(_, &x)| !dtype.is_float() && dtype.round(x) != x)
+        {
             return Err(InterpError::NotRepresentable { what, pos, value, dtype: dtype.to_string() });
         }
         Ok(self.finish(t.clone()))
@@ -183,14 +184,23 @@ impl Env<'_> {
         };
         for (g, w) in got.iter().zip(&want) {
             if *g != w.as_slice() {
-                return Err(format!("result shape {} disagrees with the node's type {}", shape_str(g), shape_str(w)).into());
+                return Err(
+                    format!("result shape {} disagrees with the node's type {}", shape_str(g), shape_str(w)).into()
+                );
             }
         }
         Ok(out)
     }
 
     /// Evaluates an op whose result is one tensor of `dtype` and `shape`.
-    fn tensor_op(&self, op: &Op, a: &[&Tensor], dtype: DType, shape: &[usize], inputs: &[Tensor]) -> Result<Tensor, OpError> {
+    fn tensor_op(
+        &self,
+        op: &Op,
+        a: &[&Tensor],
+        dtype: DType,
+        shape: &[usize],
+        inputs: &[Tensor],
+    ) -> Result<Tensor, OpError> {
         let t = match op {
             Op::Input { index } => return Ok(inputs[*index as usize].clone()),
             Op::Param { index } => return self.param(*index as usize, shape).map_err(OpError::Full),

@@ -42,7 +42,11 @@ impl Tensor {
     /// The element at a multi-index. Panics when the index is out of range.
     pub fn get(&self, idx: &[usize]) -> f64 {
         assert_eq!(idx.len(), self.shape.len(), "index {idx:?} for shape {:?}", self.shape);
-        assert!(idx.iter().zip(&self.shape).all(|(i, s)| i < s), "index {idx:?} out of range for shape {:?}", self.shape);
+        assert!(
+            idx.iter().zip(&self.shape).all(|(i, s)| i < s),
+            "index {idx:?} out of range for shape {:?}",
+            self.shape
+        );
         self.data[ravel(idx, &self.shape)]
     }
 

@@ -66,7 +66,7 @@ impl<'a> Checker<'a> {
             }
             return self.call_user(scope, def, args, span);
         }
-        let a = Args { name: &func.name, pos, kw, span };
+        let a = Args { name: &func.name, pos, kw, span: func.span };
         self.builtin(scope, &a).map_err(|f| match f {
             Fail::Diag(d) if d.code == "E0299" => {
                 let cands: Vec<String> = BUILTINS.iter().map(|s| s.to_string()).chain(prog.fns.keys().cloned()).collect();

@@ -61,7 +61,7 @@ impl<'a> Checker<'a> {
                     let mut axes = Vec::new();
                     for d in &t.dims {
                         let (size, name) = resolve_dim(prog, &scope.dims, d, &mut free)?;
-                        axes.push(Axis::new(size, name, Some(d.span())));
+                        axes.push(Axis::declared(size, name, d));
                     }
                     let ty = Ty::new(dtype, axes);
                     let frame = self.frames.last_mut().expect("frame");
@@ -186,7 +186,7 @@ impl<'a> Checker<'a> {
         let mut axes = Vec::new();
         for d in &t.dims {
             let (size, name) = resolve_known(self.prog, &scope.dims, d)?;
-            axes.push(Axis::new(size, name, Some(d.span())));
+            axes.push(Axis::declared(size, name, d));
         }
         Ok(Ty::new(dtype, axes))
     }
@@ -298,7 +298,8 @@ impl<'a> Checker<'a> {
                     ast::CmpOp::Gt => CmpOp::Gt,
                     ast::CmpOp::Ge => CmpOp::Ge,
                 };
-                Val::Tensor(self.elementwise(scope, Op::Compare(op), &[x, y], Some(DType::Bool), "a comparison", e.span)?)
+                let span = self.between(x.1, y.1).unwrap_or(e.span);
+                Val::Tensor(self.elementwise(scope, Op::Compare(op), &[x, y], Some(DType::Bool), "a comparison", span)?)
             }
             K::Unary(ast::UnOp::Neg, x) => match self.expr(x, scope)? {
                 Val::Weak(v, f) => Val::Weak(-v, f),
@@ -467,6 +468,7 @@ impl<'a> Checker<'a> {
             ast::BinOp::Or => (BinaryOp::Or, "`or`"),
         };
         let logical = matches!(op, ast::BinOp::And | ast::BinOp::Or);
+        let span = self.between(x.1, y.1).unwrap_or(span);
         let r = self.elementwise(scope, Op::Binary(bop), &[x.clone(), y.clone()], None, sym, span)?;
         if logical != (r.ty.dtype == DType::Bool) {
             let want = if logical { "bool tensors" } else { "numbers, not bool" };
@@ -556,10 +558,12 @@ impl<'a> Checker<'a> {
                         .into())
                 }
                 Truth::Unknown => {
-                    return Err(Diagnostic::new("E0319", format!("cannot prove `{text}`, which `{}` requires", def.name), span)
+                    // The clause in the caller's names, where each callee dim has one.
+                    let caller_text = rename_words(&text, &|w| callee.dims.get(w).and_then(|b| b.caller_name.clone()));
+                    return Err(Diagnostic::new("E0319", format!("cannot prove `{caller_text}`, which `{}` requires", def.name), span)
                         .with(w.span, "required here")
-                        .note(format!("here it reads `{l}` vs `{r}`"))
-                        .help(format!("add `where {l} <= {r}` (or the equivalent) to the calling function"))
+                        .note(format!("with the sizes here it reads `{l}` vs `{r}`"))
+                        .help(format!("add `where {caller_text}` to the calling function"))
                         .into())
                 }
             }
@@ -586,6 +590,28 @@ impl<'a> Checker<'a> {
         let mut vals: Vec<Val> = results.into_iter().map(|t| Val::Tensor(back(t))).collect();
         Ok(if vals.len() == 1 { vals.pop().expect("one result") } else { Val::Tuple(vals) })
     }
+}
+
+/// Replaces each identifier in `text` for which `f` has a replacement.
+fn rename_words(text: &str, f: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if !word.is_empty() {
+            out.push_str(&f(word).unwrap_or_else(|| word.clone()));
+            word.clear();
+        }
+    };
+    for c in text.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// The dtype a type annotation names.

@@ -50,9 +50,11 @@ impl Checker<'_> {
                         },
                         None => 1,
                     };
-                    self.require_le(scope, &DimExpr::default(), &start_d, *span, "the slice starts inside the axis")?;
-                    self.require_le(scope, &start_d, &end_d, *span, "the slice is not reversed")?;
-                    self.require_le(scope, &end_d, &axis.size, *span, &format!("the slice ends inside the axis `{}`", axis.written()))?;
+                    let end_txt = end.as_ref().map_or(axis.written(), |e| self.sources.snippet(e.span).to_string());
+                    self.require_le(scope, &DimExpr::default(), &start_d, None, *span, "the slice starts inside the axis")?;
+                    self.require_le(scope, &start_d, &end_d, None, *span, "the slice is not reversed")?;
+                    let texts = Some((end_txt, axis.written()));
+                    self.require_le(scope, &end_d, &axis.size, texts, *span, &format!("the slice ends inside the axis `{}`", axis.written()))?;
                     if start_d == DimExpr::default() && end_d == axis.size && step == 1 {
                         continue;
                     }
@@ -65,8 +67,8 @@ impl Checker<'_> {
                 IndexItem::At(e) => match self.expr(e, scope)? {
                     Val::Weak(v, false) => {
                         let pos = self.bound(scope, e, &axis.size).unwrap_or_else(|_| DimExpr::constant(v as i64));
-                        self.require_le(scope, &DimExpr::default(), &pos, e.span, "the index is not negative")?;
-                        self.require_le(scope, &pos.add(&DimExpr::constant(1)), &axis.size, e.span, &format!("the index is inside the axis `{}`", axis.written()))?;
+                        self.require_le(scope, &DimExpr::default(), &pos, None, e.span, "the index is not negative")?;
+                        self.require_le(scope, &pos.add(&DimExpr::constant(1)), &axis.size, None, e.span, &format!("the index is inside the axis `{}`", axis.written()))?;
                         let mut axes = cur.ty.axes.clone();
                         axes[i] = Axis::unnamed(DimExpr::constant(1));
                         let end = pos.add(&DimExpr::constant(1));

@@ -115,6 +115,17 @@ impl Checker<'_> {
         format!("{}:{l}:{c}", self.sources.path(span.file).display())
     }
 
+    /// The operator between two operands: the non-blank text between their spans.
+    pub fn between(&self, a: Span, b: Span) -> Option<Span> {
+        if a.file != b.file || a.end > b.start {
+            return None;
+        }
+        let gap = self.sources.text(a.file).get(a.end as usize..b.start as usize)?;
+        let start = a.end as usize + (gap.len() - gap.trim_start().len());
+        let end = b.start as usize - (gap.len() - gap.trim_end().len());
+        (start < end).then(|| Span::new(a.file, start, end))
+    }
+
     /// Records a failure unless it was already reported.
     pub fn report(&mut self, f: Fail) {
         if let Fail::Diag(d) = f {

@@ -162,7 +162,7 @@ impl<'a> Program<'a> {
                         e
                     }
                 })?;
-            axes.push(Axis::new(size, name, Some(d.span())));
+            axes.push(Axis::declared(size, name, d));
         }
         Ok(Ty::new(dtype, axes))
     }

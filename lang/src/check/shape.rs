@@ -21,13 +21,14 @@ impl Checker<'_> {
         }
     }
 
-    /// Requires `a <= b`.
-    pub fn require_le(&self, scope: &Scope, a: &DimExpr, b: &DimExpr, span: Span, what: &str) -> R<()> {
+    /// Requires `a <= b`; `texts` are the two sides as written, for the message.
+    pub fn require_le(&self, scope: &Scope, a: &DimExpr, b: &DimExpr, texts: Option<(String, String)>, span: Span, what: &str) -> R<()> {
+        let (x, y) = texts.unwrap_or_else(|| (a.to_string(), b.to_string()));
         match scope.facts.le(a, b) {
             Truth::True => Ok(()),
-            Truth::False => Err(Diagnostic::new("E0312", format!("{what}: `{a} <= {b}` is false"), span).into()),
-            Truth::Unknown => Err(Diagnostic::new("E0311", format!("{what}: cannot prove `{a} <= {b}`"), span)
-                .help(format!("state it in the function signature: `where {a} <= {b}`"))
+            Truth::False => Err(Diagnostic::new("E0312", format!("{what}: `{x} <= {y}` is false"), span).note(format!("`{a} <= {b}`")).into()),
+            Truth::Unknown => Err(Diagnostic::new("E0311", format!("{what}: cannot prove `{x} <= {y}`"), span)
+                .help(format!("state it in the function signature: `where {x} <= {y}`"))
                 .into()),
         }
     }
@@ -53,15 +54,15 @@ impl Checker<'_> {
 
     /// Tensor operands with a common dtype; weak scalars take it.
     pub fn unify_dtypes(&mut self, vals: &[(Val, Span)], what: &str) -> R<Vec<TVal>> {
-        let mut dtype: Option<(DType, Span)> = None;
+        let mut dtype: Option<(DType, Span, String)> = None;
         for (v, span) in vals {
             match v {
-                Val::Tensor(t) => match dtype {
-                    None => dtype = Some((t.ty.dtype, *span)),
-                    Some((d, first)) if d != t.ty.dtype => {
+                Val::Tensor(t) => match &dtype {
+                    None => dtype = Some((t.ty.dtype, *span, t.ty.describe())),
+                    Some((d, first, first_ty)) if *d != t.ty.dtype => {
                         return Err(Diagnostic::new("E0300", format!("dtypes differ in {what}: {d} and {}", t.ty.dtype), *span)
                             .label(format!("this is {}", t.ty.describe()))
-                            .with(first, format!("this is {d}"))
+                            .with(*first, format!("this is {first_ty}"))
                             .help(format!("convert one side explicitly, e.g. `cast(x, {d})`"))
                             .into())
                     }
@@ -83,6 +84,8 @@ impl Checker<'_> {
     pub fn broadcast_axes(&self, scope: &Scope, ops: &[(&Ty, Span)], what: &str, span: Span) -> R<Vec<Axis>> {
         let rank = ops.iter().map(|(t, _)| t.rank()).max().unwrap_or(0);
         let mut out: Vec<Axis> = Vec::with_capacity(rank);
+        // (operand, name) for each size-1 axis stretched to a named dim.
+        let mut expanded: Vec<(usize, String)> = Vec::new();
         for i in 0..rank {
             // i counts from the left of the result; operand axes align right.
             let present: Vec<(usize, &Axis)> = ops
@@ -95,18 +98,7 @@ impl Checker<'_> {
             for (k, a) in &present {
                 if is_one(a) && !is_one(&res) {
                     if let Some(n) = &res.name {
-                        if ops[*k].0.axes.iter().any(|b| b.name.as_deref() == Some(n)) {
-                            let (t, s) = ops[*k];
-                            return Err(Diagnostic::new(
-                                "E0302",
-                                format!("broadcasting in {what} would make a second `{n}` axis out of a size-1 axis"),
-                                s,
-                            )
-                            .label(format!("{} already has an axis `{n}`", t.describe()))
-                            .note(format!("the result would be {}", Ty::new(t.dtype, self.naive_axes(ops, rank)).written()))
-                            .help(format!("if a new `{n}` axis is intended, write it explicitly with `expand(x, [...])`"))
-                            .into());
-                        }
+                        expanded.push((*k, n.clone()));
                     }
                     continue;
                 }
@@ -128,7 +120,7 @@ impl Checker<'_> {
                         }
                         let tys: Vec<&Ty> = ops.iter().map(|(t, _)| *t).collect();
                         d = d.note(format!(
-                            "axis {} (counting from the right): `{}` vs `{}`{}",
+                            "axis -{}: `{}` vs `{}`{}",
                             rank - i,
                             res.written(),
                             a.written(),
@@ -143,19 +135,20 @@ impl Checker<'_> {
             }
             out.push(res);
         }
+        // The guard: a stretched size-1 axis may not add an axis named like
+        // one the result already has more often than any operand has it.
+        let count = |axes: &[Axis], n: &str| axes.iter().filter(|a| a.name.as_deref() == Some(n)).count();
+        for (k, n) in &expanded {
+            if count(&out, n) > ops.iter().map(|(t, _)| count(&t.axes, n)).max().unwrap_or(0) {
+                let (t, s) = ops[*k];
+                return Err(Diagnostic::new("E0302", format!("broadcasting in {what} would make a second `{n}` axis out of a size-1 axis"), s)
+                    .label(format!("{} already has an axis `{n}`", t.describe()))
+                    .note(format!("the result would be {}", Ty::new(t.dtype, out.clone()).written()))
+                    .help(format!("if a new `{n}` axis is intended, write it explicitly with `expand(x, [...])`"))
+                    .into());
+            }
+        }
         Ok(out)
-    }
-
-    /// The result axes without any checks (for messages only).
-    fn naive_axes(&self, ops: &[(&Ty, Span)], rank: usize) -> Vec<Axis> {
-        (0..rank)
-            .map(|i| {
-                ops.iter()
-                    .filter_map(|(t, _)| (i + t.rank()).checked_sub(rank).map(|j| t.axes[j].clone()))
-                    .find(|a| a.size.as_const() != Some(1))
-                    .unwrap_or_else(|| Axis::unnamed(DimExpr::constant(1)))
-            })
-            .collect()
     }
 
     /// An elementwise op over broadcast operands of one dtype. `out` is the
@@ -173,6 +166,7 @@ impl Checker<'_> {
     /// `a @ b`: numpy matmul semantics (1-d operands gain and lose a unit
     /// axis; batch axes broadcast).
     pub fn matmul(&mut self, scope: &Scope, a: (Val, Span), b: (Val, Span), span: Span) -> R<TVal> {
+        let span = self.between(a.1, b.1).unwrap_or(span);
         let ts = self.unify_dtypes(&[a.clone(), b.clone()], "`@`")?;
         let (mut x, mut y) = (ts[0].clone(), ts[1].clone());
         if !x.ty.dtype.is_float() {

@@ -15,20 +15,28 @@ pub(crate) struct Axis {
     pub name: Option<String>,
     /// Where the axis got its size (an annotation or an expression).
     pub origin: Option<Span>,
+    /// How an unnamed axis was written in a type (`3 * n_embd`), for messages.
+    pub text: Option<String>,
 }
 
 impl Axis {
     pub fn new(size: DimExpr, name: Option<String>, origin: Option<Span>) -> Axis {
-        Axis { size, name, origin }
+        Axis { size, name, origin, text: None }
     }
 
     pub fn unnamed(size: DimExpr) -> Axis {
-        Axis { size, name: None, origin: None }
+        Axis { size, name: None, origin: None, text: None }
     }
 
-    /// The axis as a user wrote it: its name, else its size.
+    /// An axis declared in a type annotation.
+    pub fn declared(size: DimExpr, name: Option<String>, d: &crate::ast::DimExpr) -> Axis {
+        let text = Some(d.to_string()).filter(|t| name.is_none() && *t != size.to_string());
+        Axis { size, name, origin: Some(d.span()), text }
+    }
+
+    /// The axis as a user wrote it: its name, else its written form, else its size.
     pub fn written(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.size.to_string())
+        self.name.clone().or_else(|| self.text.clone()).unwrap_or_else(|| self.size.to_string())
     }
 }
 
