@@ -50,26 +50,6 @@ fn writing_over_a_directory_fails() {
     assert!(msg.starts_with("cannot write `"), "{msg}");
 }
 
-#[cfg(unix)]
-#[test]
-fn a_read_only_directory_keeps_the_old_file() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("out.bin");
-    std::fs::write(&p, b"old").unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
-    // Root ignores permissions; then there is nothing to test.
-    let writable = std::fs::File::create(dir.path().join("probe")).is_ok();
-    if !writable {
-        let msg = write_atomic(&p, b"new").unwrap_err().to_string();
-        assert!(msg.contains("Permission denied"), "{msg}");
-        assert_eq!(std::fs::read(&p).unwrap(), b"old");
-        let msg = create_output_dir(dir.path()).unwrap_err().to_string();
-        assert!(msg.contains("is not writable"), "{msg}");
-    }
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
 #[test]
 fn output_directories() {
     let dir = tempfile::tempdir().unwrap();
