@@ -141,6 +141,9 @@ fn ir(file: &Path, entry: Option<&str>) -> Result<(), Failed> {
 fn function<'c>(c: &'c Compiled, name: &str) -> Result<&'c kiln_ir::Function, Failed> {
     c.module.function(name).ok_or_else(|| {
         let names: Vec<&str> = c.module.functions.iter().map(|f| f.name.as_str()).collect();
+        if names.is_empty() {
+            return Failed(format!("error: no entry point `{name}`; this model has none (mark a function `pub fn` to make it one)\n"));
+        }
         Failed(format!("error: no entry point `{name}`; this model has: {}\n", names.join(", ")))
     })
 }
@@ -189,8 +192,9 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         Prec::F32 => Precision::F32,
         Prec::F64 => Precision::F64,
     };
-    let outputs = rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?;
+    // Refuse an unusable output directory before the (possibly long) run.
     rt::create_output_dir(&a.out)?;
+    let outputs = rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?;
     for (name, t) in f.output_names.iter().zip(&outputs) {
         let path = a.out.join(format!("{name}.npy"));
         rt::write_npy(&path, t)?;
@@ -204,10 +208,16 @@ fn summary(t: &Tensor) -> String {
     if t.data.is_empty() {
         return "(empty)".into();
     }
+    // `f64::min` skips NaN, so count them apart rather than print `min inf max -inf`.
+    let nan = t.data.iter().filter(|x| x.is_nan()).count();
+    if nan == t.data.len() {
+        return "all NaN".into();
+    }
     let min = t.data.iter().copied().fold(f64::INFINITY, f64::min);
     let max = t.data.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let mean = t.data.iter().sum::<f64>() / t.data.len() as f64;
-    format!("min {min:.4} max {max:.4} mean {mean:.4}")
+    let nan = if nan == 0 { String::new() } else { format!(" ({nan} NaN)") };
+    format!("min {min:.4} max {max:.4} mean {mean:.4}{nan}")
 }
 
 /// The built-in model of the demo.

@@ -1,7 +1,9 @@
-//! Kiln's backends: renderers from the loop-level kernel IR to Cranelift
-//! code for the CPU and PTX text for NVIDIA GPUs.
+//! Kiln's backends: renderers from the loop-level kernel IR
+//! ([`kiln_ir::kernel`]) to machine code.
 //!
-//! Empty until the CPU backend lands: the foundation executes on the
-//! reference interpreter (`kiln_ir::interp`). The crate exists so the
-//! dependency direction `codegen → ir` is fixed from the start.
+//! [`cpu`] JIT-compiles kernels with Cranelift (f32x4 SIMD, FMA, a packed,
+//! register-blocked GEMM). A backend knows nothing of the runtime: it turns
+//! kernels into callable functions, and the runtime decides what runs when.
 #![warn(missing_docs)]
+
+pub mod cpu;

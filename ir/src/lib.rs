@@ -3,9 +3,9 @@
 //! A [`Module`] holds the parameters of a model and its entry points; each
 //! entry point is a [`Graph`] in SSA form whose every value has a dtype and a
 //! symbolic shape ([`DimExpr`]). The IR knows nothing of the surface syntax
-//! or of any backend. [`verify`] checks a graph's invariants between
-//! stages, [`print`] renders the stable text form used by file tests and
-//! `kiln ir`, and [`interp`] is the reference interpreter every other
+//! or of any backend. [`verify`](mod@verify) checks a graph's invariants between
+//! stages, [`print`](mod@print) renders the stable text form used by file tests and
+//! `kiln ir`, and [`interp`](mod@interp) is the reference interpreter every other
 //! backend is tested against.
 #![warn(missing_docs)]
 
@@ -13,6 +13,7 @@ mod dim;
 mod dtype;
 mod graph;
 pub mod interp;
+pub mod kernel;
 mod op;
 pub mod print;
 mod types;

@@ -7,10 +7,10 @@
 //! groups; a stacked layer's parameters carry a leading layer axis and are
 //! iterated with `scan`.
 //!
-//! Stages inside: [`program::Program::build`] collects config, aliases,
-//! layers, parameters and functions; [`Checker`] elaborates function bodies
-//! expression by expression ([`expr`], [`builtins`], [`shape`], [`index`],
-//! [`einsum`], [`rearrange`], [`scan`]).
+//! Stages inside: `program.rs` collects config, aliases, layers,
+//! parameters and functions; the `Checker` elaborates function bodies
+//! expression by expression (`expr.rs`, `builtins.rs`, `shape.rs`,
+//! `index.rs`, `einsum.rs`, `rearrange.rs`, `scan.rs`).
 
 mod builtins;
 mod einsum;

@@ -1,0 +1,191 @@
+//! The kernel IR verifier and dtype rules.
+
+use super::{Expr, Kernel, Mem, Program, Step, Stmt, Var};
+use crate::{BinaryOp, DType};
+use std::collections::HashMap;
+
+/// What is wrong with a kernel or program.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("kernel `{kernel}`: {msg}")]
+pub struct KernelError {
+    /// The kernel's name (or `program`).
+    pub kernel: String,
+    /// What is wrong.
+    pub msg: String,
+}
+
+/// The dtype of a memory's elements as loaded (bf16/f16 load as f32).
+pub fn mem_dtype(k: &Kernel, m: Mem) -> Option<DType> {
+    let d = match m {
+        Mem::Arg(i) => k.args.get(i as usize)?.dtype,
+        Mem::Scratch(i) => k.scratch.get(i as usize)?.dtype,
+    };
+    Some(compute_dtype(d))
+}
+
+/// The type arithmetic happens in: half floats compute in f32.
+pub fn compute_dtype(d: DType) -> DType {
+    match d {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
+}
+
+/// The dtype of an expression, given the dtypes of the variables in scope.
+pub fn expr_dtype(k: &Kernel, vars: &HashMap<Var, DType>, e: &Expr) -> Result<DType, String> {
+    Ok(match e {
+        Expr::Const(_, d) => compute_dtype(*d),
+        Expr::Var(v) => *vars.get(v).ok_or_else(|| format!("v{} is used before it is defined", v.0))?,
+        Expr::Tile => DType::I64,
+        Expr::Load(m, i) => {
+            if expr_dtype(k, vars, i)? != DType::I64 {
+                return Err("a load index must be i64".into());
+            }
+            mem_dtype(k, *m).ok_or_else(|| format!("{m:?} does not exist"))?
+        }
+        Expr::Unary(_, x) => expr_dtype(k, vars, x)?,
+        Expr::Binary(op, a, b) => {
+            let (x, y) = (expr_dtype(k, vars, a)?, expr_dtype(k, vars, b)?);
+            if x != y {
+                return Err(format!("{op:?} of {x} and {y}"));
+            }
+            if matches!(op, BinaryOp::And | BinaryOp::Or) != (x == DType::Bool) {
+                return Err(format!("{op:?} on {x}"));
+            }
+            x
+        }
+        Expr::Rem(a, b) => {
+            if expr_dtype(k, vars, a)? != DType::I64 || expr_dtype(k, vars, b)? != DType::I64 {
+                return Err("rem takes i64".into());
+            }
+            DType::I64
+        }
+        Expr::Cmp(_, a, b) => {
+            let (x, y) = (expr_dtype(k, vars, a)?, expr_dtype(k, vars, b)?);
+            if x != y {
+                return Err(format!("comparison of {x} and {y}"));
+            }
+            DType::Bool
+        }
+        Expr::Select(c, a, b) => {
+            if expr_dtype(k, vars, c)? != DType::Bool {
+                return Err("select needs a bool condition".into());
+            }
+            let (x, y) = (expr_dtype(k, vars, a)?, expr_dtype(k, vars, b)?);
+            if x != y {
+                return Err(format!("select of {x} and {y}"));
+            }
+            x
+        }
+        Expr::Cast(d, x) => {
+            expr_dtype(k, vars, x)?;
+            compute_dtype(*d)
+        }
+    })
+}
+
+/// Checks one kernel.
+pub fn kernel(k: &Kernel) -> Result<(), KernelError> {
+    let err = |msg: String| KernelError { kernel: k.name.clone(), msg };
+    let mut vars = HashMap::new();
+    block(k, &k.body, &mut vars).map_err(err)?;
+    Ok(())
+}
+
+fn define(vars: &mut HashMap<Var, DType>, v: Var, d: DType) -> Result<(), String> {
+    if vars.insert(v, d).is_some() {
+        return Err(format!("v{} is defined twice", v.0));
+    }
+    Ok(())
+}
+
+fn index(k: &Kernel, vars: &HashMap<Var, DType>, e: &Expr) -> Result<(), String> {
+    match expr_dtype(k, vars, e)? {
+        DType::I64 => Ok(()),
+        d => Err(format!("an index must be i64, found {d}")),
+    }
+}
+
+fn block(k: &Kernel, body: &[Stmt], vars: &mut HashMap<Var, DType>) -> Result<(), String> {
+    for s in body {
+        match s {
+            Stmt::Loop { var, body, .. } => {
+                define(vars, *var, DType::I64)?;
+                block(k, body, vars)?;
+            }
+            Stmt::Let { var, value } => {
+                let d = expr_dtype(k, vars, value)?;
+                define(vars, *var, d)?;
+            }
+            Stmt::Reduce { var, op, index: i, value, .. } => {
+                define(vars, *i, DType::I64)?;
+                let d = expr_dtype(k, vars, value)?;
+                if d == DType::Bool {
+                    return Err("cannot reduce bool values".into());
+                }
+                define(vars, *var, if *op == super::RedOp::ArgMax { DType::I64 } else { d })?;
+            }
+            Stmt::Store { mem, index: i, value } => {
+                mem_dtype(k, *mem).ok_or_else(|| format!("store to missing {mem:?}"))?;
+                index(k, vars, i)?;
+                expr_dtype(k, vars, value)?;
+            }
+            Stmt::Gemm(g) => {
+                for op in [&g.a, &g.b, &g.c] {
+                    match mem_dtype(k, op.mem) {
+                        Some(d) if d.is_float() => {}
+                        Some(d) => return Err(format!("gemm operand of dtype {d}")),
+                        None => return Err(format!("gemm operand {:?} does not exist", op.mem)),
+                    }
+                    index(k, vars, &op.offset)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks every kernel and that every launch passes views of the right
+/// dtype and enough length.
+pub fn program(p: &Program) -> Result<(), KernelError> {
+    for k in &p.kernels {
+        kernel(k)?;
+    }
+    fn steps(p: &Program, s: &[Step], depth: u32) -> Result<(), KernelError> {
+        let err = |msg: String| KernelError { kernel: "program".into(), msg };
+        for st in s {
+            match st {
+                Step::Launch { kernel, args } => {
+                    let k = p.kernels.get(kernel.0 as usize).ok_or_else(|| err(format!("launch of missing kernel {}", kernel.0)))?;
+                    if k.args.len() != args.len() {
+                        return Err(err(format!("`{}` takes {} arguments, launched with {}", k.name, k.args.len(), args.len())));
+                    }
+                    for (a, v) in k.args.iter().zip(args) {
+                        let b = p.buffers.get(v.buf.0 as usize).ok_or_else(|| err("missing buffer".into()))?;
+                        if b.dtype != a.dtype {
+                            return Err(err(format!("`{}` gets {} for a {} argument", k.name, b.dtype, a.dtype)));
+                        }
+                        if v.offset.terms.iter().any(|(h, _)| h.0 >= depth) {
+                            return Err(err("a view uses a loop counter outside its loop".into()));
+                        }
+                    }
+                }
+                Step::Repeat { var, body, .. } => {
+                    if var.0 != depth {
+                        return Err(err("host loop counters must be numbered by depth".into()));
+                    }
+                    steps(p, body, depth + 1)?;
+                }
+                Step::Copy { dst, src, .. } => {
+                    let (d, s) = (p.buffers.get(dst.buf.0 as usize), p.buffers.get(src.buf.0 as usize));
+                    match (d, s) {
+                        (Some(d), Some(s)) if d.dtype == s.dtype => {}
+                        _ => return Err(err("copy between missing buffers or different dtypes".into())),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    steps(p, &p.steps, 0)
+}
