@@ -26,9 +26,15 @@ enum Cmd {
     Ir {
         /// The `.kl` file.
         file: PathBuf,
-        /// Entry point to print; all of them when omitted.
+        /// Entry point to print; all of them when omitted (`--stage graph` only).
         #[arg(long)]
         entry: Option<String>,
+        /// Which stage: the lowered graph, or the kernels it is scheduled into.
+        #[arg(long, value_enum, default_value_t = Stage::Graph)]
+        stage: Stage,
+        /// A dimension's size as NAME=N, for `--stage kernels` (defaults as in `kiln run`).
+        #[arg(long = "dim", value_name = "NAME=N")]
+        dims: Vec<String>,
     },
     /// Run an entry point and write each output as DIR/NAME.npy.
     Run(RunArgs),
@@ -66,6 +72,14 @@ struct RunArgs {
     precision: Prec,
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Stage {
+    /// The typed tensor graph the front end produces.
+    Graph,
+    /// Fused kernels of the loop-level kernel IR (shapes made concrete).
+    Kernels,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
     /// The reference interpreter: naive and exact, the oracle for every other backend.
@@ -101,7 +115,7 @@ fn main() -> ExitCode {
     };
     let r = match cli.cmd {
         Cmd::Check { file } => check(&file),
-        Cmd::Ir { file, entry } => ir(&file, entry.as_deref()),
+        Cmd::Ir { file, entry, stage, dims } => ir(&file, entry.as_deref(), stage, &dims),
         Cmd::Run(args) => run(&args),
         Cmd::Demo => demo(),
     };
@@ -126,8 +140,17 @@ fn check(file: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
-fn ir(file: &Path, entry: Option<&str>) -> Result<(), Failed> {
+fn ir(file: &Path, entry: Option<&str>, stage: Stage, dims: &[String]) -> Result<(), Failed> {
     let c = compile(file)?;
+    if stage == Stage::Kernels {
+        let f = function(&c, entry.unwrap_or("forward"))?;
+        let bound = rt::bind_dims(f, &vec![None; f.arg_names.len()], &parse_dims(dims)?)?;
+        let env = |n: &str| bound.get(n);
+        let p = kiln_ir::schedule::schedule(&c.module, f, &env, &Default::default())?;
+        println!("# {} kernels, {} buffers", p.kernels.len(), p.buffers.len());
+        print!("{}", kiln_ir::kernel::print::program(&p));
+        return Ok(());
+    }
     match entry {
         None => print!("{}", kiln_ir::print::module(&c.module)),
         Some(name) => {
@@ -153,6 +176,17 @@ fn key_value<'s>(s: &'s str, flag: &str) -> Result<(&'s str, &'s str), Failed> {
     s.split_once('=').filter(|(k, v)| !k.is_empty() && !v.is_empty()).ok_or_else(|| Failed(format!("error: `--{flag} {s}`: expected NAME=VALUE\n")))
 }
 
+/// `--dim NAME=N` flags.
+fn parse_dims(flags: &[String]) -> Result<Vec<(String, i64)>, Failed> {
+    let mut dims = Vec::new();
+    for d in flags {
+        let (k, v) = key_value(d, "dim")?;
+        let n: i64 = v.parse().map_err(|_| Failed(format!("error: `--dim {d}`: `{v}` is not an integer\n")))?;
+        dims.push((k.to_string(), n));
+    }
+    Ok(dims)
+}
+
 fn run(a: &RunArgs) -> Result<(), Failed> {
     let Backend::Reference = a.backend;
     let c = compile(&a.file)?;
@@ -161,12 +195,7 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         Some(w) => rt::load_params(&c.module, w)?,
         None => rt::init_params(&c.module, a.seed)?,
     };
-    let mut dims = Vec::new();
-    for d in &a.dims {
-        let (k, v) = key_value(d, "dim")?;
-        let n: i64 = v.parse().map_err(|_| Failed(format!("error: `--dim {d}`: `{v}` is not an integer\n")))?;
-        dims.push((k.to_string(), n));
-    }
+    let dims = parse_dims(&a.dims)?;
     let mut given: Vec<Option<(Tensor, String)>> = vec![None; f.arg_names.len()];
     for i in &a.inputs {
         let (k, v) = key_value(i, "input")?;

@@ -105,7 +105,10 @@ impl Constraint {
         if ok {
             Ok(())
         } else {
-            Err(format!("constraint `{}` does not hold: {} = {l}, {} = {r}", self.text, self.lhs, self.rhs))
+            // Name the symbolic sides' values; constants speak for themselves.
+            let side = |e: &DimExpr, v: i64| e.as_const().is_none().then(|| format!("{e} = {v}"));
+            let values: Vec<String> = [side(&self.lhs, l), side(&self.rhs, r)].into_iter().flatten().collect();
+            Err(format!("constraint `{}` does not hold: {}", self.text, values.join(", ")))
         }
     }
 }

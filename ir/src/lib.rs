@@ -16,6 +16,7 @@ pub mod interp;
 pub mod kernel;
 mod op;
 pub mod print;
+pub mod schedule;
 mod types;
 pub mod verify;
 

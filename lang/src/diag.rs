@@ -134,13 +134,17 @@ impl Diagnostic {
                 .collect();
             on_line.sort_by_key(|x| x.0);
             // First row: every marker; the rightmost label's text beside it.
-            let mut row = String::new();
+            // Overlapping labels: the primary's `^` wins over `-`.
+            let width_needed = on_line.iter().map(|(c, w, _, _)| c + w).max().unwrap_or(0);
+            let mut cells = vec![' '; width_needed];
             for (c, w, mark, _) in &on_line {
-                while row.chars().count() < *c {
-                    row.push(' ');
+                for cell in &mut cells[*c..c + w] {
+                    if *cell != '^' {
+                        *cell = *mark;
+                    }
                 }
-                row.extend(std::iter::repeat_n(*mark, *w));
             }
+            let mut row: String = cells.into_iter().collect();
             if let Some(last) = on_line.last().filter(|l| !l.3.is_empty()) {
                 write!(row, " {}", last.3).unwrap();
             }

@@ -22,7 +22,7 @@ pub struct Compiled {
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     /// The root file could not be read.
-    #[error("cannot read `{}`: {error}", path.display())]
+    #[error("cannot read `{}`: {}", path.display(), io_reason(error))]
     Io {
         /// The path given.
         path: PathBuf,
@@ -85,7 +85,7 @@ pub fn compile_source(path: &Path, text: String) -> Result<Compiled, CompileErro
                             queue.push(sources.add(p, text));
                         }
                         Err(e) => diagnostics.push(
-                            Diagnostic::new("E0100", format!("cannot import `{rel}`: {e}"), *span)
+                            Diagnostic::new("E0100", format!("cannot import `{rel}`: {}", io_reason(&e)), *span)
                                 .note(format!("looked for {}", p.display())),
                         ),
                     }
@@ -110,4 +110,13 @@ pub fn compile_source(path: &Path, text: String) -> Result<Compiled, CompileErro
 
 fn canonical(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// An OS error's message without the ` (os error N)` suffix.
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
 }

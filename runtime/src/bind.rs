@@ -27,6 +27,9 @@ pub fn default_dim(name: &str) -> i64 {
     }
 }
 
+/// The most elements one tensor may have (2^34: 64 GiB of f32).
+pub const MAX_ELEMENTS: i64 = 1 << 34;
+
 /// An input value together with where it came from (a file name), for messages.
 #[derive(Clone, Copy, Debug)]
 pub struct GivenInput<'a> {
@@ -171,6 +174,23 @@ pub fn bind_dims_from(
             if let Some((pos, x)) = g.tensor.data.iter().enumerate().find(|(_, &x)| !(x >= 0.0 && x < limit as f64)) {
                 let how = if b.as_const().is_some() { String::new() } else { format!(" ({b} = {limit})") };
                 return Err(bad(format!("element {pos} is {x}, outside the valid indices 0..{limit}{how}")));
+            }
+        }
+    }
+
+    // Every value of the graph must fit in memory's address arithmetic:
+    // a huge --dim is an error here, not an allocation abort later.
+    for node in &f.graph.nodes {
+        let Some(t) = node.ty.tensor() else { continue };
+        let numel = t.numel();
+        if let Ok(n) = numel.eval(&env) {
+            if n > MAX_ELEMENTS {
+                let vs = type_vars(&t.shape);
+                let parts: Vec<String> = vs.iter().map(|v| format!("{v} = {}", out.dims[v])).collect();
+                return Err(RuntimeError::Invalid(format!(
+                    "`{}` would need a tensor {} of {n} elements ({}); at most {MAX_ELEMENTS} are supported",
+                    f.name, t, parts.join(", ")
+                )));
             }
         }
     }

@@ -96,7 +96,7 @@ pub fn kiln_in<S: AsRef<std::ffi::OsStr>>(cwd: &Path, args: &[S]) -> Run {
     Run::from(out)
 }
 
-/// Writes `text` to `dir/name` and returns the path.
+/// Writes `bytes` to `dir/name` and returns the path.
 pub fn write(dir: &TempDir, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).expect("write temp file");

@@ -36,7 +36,7 @@ impl<'e> Args<'e> {
     fn expect(&self, min: usize, max: usize, kws: &[&str]) -> R<()> {
         if self.pos.len() < min || self.pos.len() > max {
             let n = if min == max { format!("{min}") } else { format!("{min} to {max}") };
-            return Err(Diagnostic::new("E0206", format!("`{}` takes {n} positional arguments, {} given", self.name, self.pos.len()), self.span).into());
+            return Err(Diagnostic::new("E0206", format!("`{}` takes {n} positional argument{}, {} given", self.name, if max == 1 { "" } else { "s" }, self.pos.len()), self.span).into());
         }
         for (k, _) in self.kw {
             if !kws.contains(&k.name.as_str()) {

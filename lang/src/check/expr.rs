@@ -104,8 +104,10 @@ impl<'a> Checker<'a> {
             match truth {
                 Truth::True => {}
                 Truth::False => {
+                    let (a, _) = resolve_known(self.prog, &scope.dims, &w.lhs)?;
+                    let (b, _) = resolve_known(self.prog, &scope.dims, &w.rhs)?;
                     return Err(Diagnostic::new("E0312", format!("`{text}` is always false"), w.span)
-                        .note(format!("it reads `{l}` vs `{r}`"))
+                        .note(format!("with config values it reads `{a} {} {b}`", cmp_text(w.op)))
                         .into())
                 }
                 Truth::Unknown => {
@@ -589,6 +591,17 @@ impl<'a> Checker<'a> {
         };
         let mut vals: Vec<Val> = results.into_iter().map(|t| Val::Tensor(back(t))).collect();
         Ok(if vals.len() == 1 { vals.pop().expect("one result") } else { Val::Tuple(vals) })
+    }
+}
+
+fn cmp_text(op: ast::CmpOp) -> &'static str {
+    match op {
+        ast::CmpOp::Eq => "==",
+        ast::CmpOp::Ne => "!=",
+        ast::CmpOp::Lt => "<",
+        ast::CmpOp::Le => "<=",
+        ast::CmpOp::Gt => ">",
+        ast::CmpOp::Ge => ">=",
     }
 }
 

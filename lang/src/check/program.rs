@@ -152,7 +152,7 @@ impl<'a> Program<'a> {
         })?;
         let mut axes = Vec::new();
         for d in &t.dims {
-            let (size, name) = super::scope::resolve_dim(self, &HashMap::new(), d, &mut Vec::new())
+            let (size, name) = super::scope::resolve_known(self, &HashMap::new(), d)
                 .map_err(|e| {
                     if e.code == "E0200" {
                         Diagnostic { code: "E0204", ..e }.help(

@@ -1,0 +1,144 @@
+//! The scheduler: a graph with concrete shapes becomes a kernel
+//! [`Program`](crate::kernel::Program).
+//!
+//! It decides which values live in memory and fuses the rest into the
+//! kernels that read them:
+//! - elementwise ops and pure index maps (broadcast, reshape, transpose,
+//!   slice, gather, one_hot, iota) are inlined into their consumer, so a
+//!   chain of them is one pass over memory, and so is a reduction together
+//!   with the elementwise ops that feed it;
+//! - a row op (softmax, log_softmax, layernorm, rmsnorm) is computed inside
+//!   the kernel of the elementwise chain that consumes it, when that chain
+//!   keeps its shape (`x + gelu(layernorm(x))` is one kernel);
+//! - matmul operands that are strided views of memory are read in place
+//!   (transposes and head splits cost nothing); the product is a tiled
+//!   [`Gemm`](crate::kernel::Gemm);
+//! - `scan` becomes a host loop over its body's kernels.
+//!
+//! Stages: [`plan`] (what to materialize) then [`emit`] (kernels), with the
+//! kernel verifier run on the result.
+
+mod builder;
+mod emit;
+mod index;
+mod plan;
+mod recipe;
+
+use crate::kernel::{self, BufKind, Buffer, HostOffset, Program, Step, View};
+use crate::{Function, Graph, Module};
+use builder::Src;
+
+/// Knobs of the scheduler.
+#[derive(Clone, Debug)]
+pub struct ScheduleOptions {
+    /// Fuse elementwise chains and row ops into their consumers (off: every
+    /// op gets its own kernel, the baseline fusion is measured against).
+    pub fuse: bool,
+    /// Threads the program will run on, for choosing tile counts.
+    pub threads: usize,
+}
+
+impl Default for ScheduleOptions {
+    fn default() -> Self {
+        ScheduleOptions { fuse: true, threads: std::thread::available_parallelism().map_or(1, |n| n.get()) }
+    }
+}
+
+/// Why scheduling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// A dimension has no value.
+    #[error("dimension `{0}` is unbound")]
+    UnboundDim(String),
+    /// A dimension evaluated to a negative size.
+    #[error("a dimension evaluates to {0}")]
+    NegativeDim(i64),
+    /// The graph is malformed (a bug upstream).
+    #[error("invalid graph: {0}")]
+    Invalid(#[from] crate::verify::VerifyError),
+    /// The produced program is malformed (a bug in the scheduler).
+    #[error("invalid kernel program: {0}")]
+    Kernel(#[from] kernel::verify::KernelError),
+    /// Something this scheduler does not handle yet.
+    #[error("not supported by the kernel scheduler: {0}")]
+    Unsupported(String),
+}
+
+/// Lowers one entry point with concrete dims to a kernel program.
+pub fn schedule(m: &Module, f: &Function, dims: &dyn Fn(&str) -> Option<i64>, opts: &ScheduleOptions) -> Result<Program, ScheduleError> {
+    crate::verify::function(m, f)?;
+    let mut cx = Cx { m, dims, opts, prog: Program::default(), params: Default::default(), depth: 0 };
+    let mut inputs = Vec::new();
+    for (i, t) in f.graph.inputs.iter().enumerate() {
+        let len = cx.numel(&t.shape)?;
+        inputs.push(cx.buffer(t.dtype, len, BufKind::Input(i as u32), f.arg_names[i].clone()));
+    }
+    let outs = cx.graph(&f.graph, inputs, Some(&f.output_names))?;
+    for (i, src) in outs.into_iter().enumerate() {
+        let b = &cx.prog.buffers[src.buf.0 as usize];
+        if b.kind != BufKind::Output(i as u32) {
+            let dst = cx.buffer(src.dtype, src.len, BufKind::Output(i as u32), f.output_names[i].clone());
+            cx.prog.steps.push(Step::Copy { dst: view(&dst), src: view(&src), len: src.len });
+        }
+    }
+    kernel::verify::program(&cx.prog)?;
+    Ok(cx.prog)
+}
+
+fn view(s: &Src) -> View {
+    View { buf: s.buf, offset: s.offset.clone() }
+}
+
+/// Program-wide scheduling state.
+pub(crate) struct Cx<'a> {
+    m: &'a Module,
+    dims: &'a dyn Fn(&str) -> Option<i64>,
+    opts: &'a ScheduleOptions,
+    prog: Program,
+    /// Parameter index → its buffer.
+    params: std::collections::HashMap<u32, Src>,
+    /// Host loop nesting (scan bodies).
+    depth: u32,
+}
+
+impl Cx<'_> {
+    fn dim(&self, d: &crate::DimExpr) -> Result<u64, ScheduleError> {
+        let v = d.eval(self.dims).map_err(ScheduleError::UnboundDim)?;
+        u64::try_from(v).map_err(|_| ScheduleError::NegativeDim(v))
+    }
+
+    fn shape(&self, s: &[crate::DimExpr]) -> Result<Vec<u64>, ScheduleError> {
+        s.iter().map(|d| self.dim(d)).collect()
+    }
+
+    fn numel(&self, s: &[crate::DimExpr]) -> Result<u64, ScheduleError> {
+        Ok(self.shape(s)?.iter().product())
+    }
+
+    fn buffer(&mut self, dtype: crate::DType, len: u64, kind: BufKind, name: String) -> Src {
+        let buf = kernel::BufId(self.prog.buffers.len() as u32);
+        self.prog.buffers.push(Buffer { dtype, len, kind, name });
+        Src { buf, offset: HostOffset::default(), len, dtype }
+    }
+
+    fn param(&mut self, index: u32) -> Result<Src, ScheduleError> {
+        if let Some(s) = self.params.get(&index) {
+            return Ok(s.clone());
+        }
+        let p = &self.m.params[index as usize];
+        let len = self.numel(&p.ty.shape)?;
+        let s = self.buffer(p.ty.dtype, len, BufKind::Param(index), p.name.clone());
+        self.params.insert(index, s.clone());
+        Ok(s)
+    }
+
+    /// Schedules a graph whose inputs live in `inputs`; returns where each
+    /// output lives. `outputs` names the results of the entry graph (their
+    /// buffers are allocated as outputs directly).
+    fn graph(&mut self, g: &Graph, inputs: Vec<Src>, outputs: Option<&[String]>) -> Result<Vec<Src>, ScheduleError> {
+        let mut gs = plan::plan(self, g, inputs)?;
+        emit::graph(self, &mut gs, outputs)?;
+        Ok(g.outputs.iter().map(|o| gs.storage[o.index()].clone().expect("outputs are materialized")).collect())
+    }
+}
+

@@ -1,0 +1,150 @@
+//! Deciding what lives in memory: the fusion plan of one graph.
+
+use super::builder::Src;
+use super::{Cx, ScheduleError};
+use crate::{Graph, Op, Type, ValueId};
+use std::collections::HashMap;
+
+/// One graph's scheduling state.
+pub(crate) struct GraphState<'g> {
+    pub g: &'g Graph,
+    /// Concrete shape of each tensor node (empty for tuples).
+    pub shapes: Vec<Vec<u64>>,
+    /// Whether the node's value is stored (it gets a kernel, or is an input).
+    pub materialize: Vec<bool>,
+    /// For such a root: the row op it computes.
+    pub row_of: Vec<Option<ValueId>>,
+    /// Where each materialized value lives, once emitted.
+    pub storage: Vec<Option<Src>>,
+    /// Scan results.
+    pub tuples: HashMap<usize, Vec<Src>>,
+    pub inputs: Vec<Src>,
+}
+
+/// Elementwise in the strict sense: output element i reads element i of each argument.
+fn is_elementwise(op: &Op) -> bool {
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast)
+}
+
+/// Pure index maps: no arithmetic on values.
+pub fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Broadcast | Op::Reshape | Op::Transpose { .. } | Op::Slice { .. })
+}
+
+fn is_row(op: &Op) -> bool {
+    matches!(op, Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. })
+}
+
+pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<GraphState<'g>, ScheduleError> {
+    let n = g.nodes.len();
+    let mut shapes = Vec::with_capacity(n);
+    for node in &g.nodes {
+        shapes.push(match &node.ty {
+            Type::Tensor(t) => cx.shape(&t.shape)?,
+            Type::Tuple(_) => vec![],
+        });
+    }
+    // Liveness and uses, from the outputs back.
+    let mut live = vec![false; n];
+    for o in &g.outputs {
+        live[o.index()] = true;
+    }
+    let mut uses = vec![0u32; n];
+    let mut consumer: Vec<Option<ValueId>> = vec![None; n];
+    for i in (0..n).rev() {
+        if !live[i] {
+            continue;
+        }
+        for a in &g.nodes[i].args {
+            live[a.index()] = true;
+            uses[a.index()] += 1;
+            consumer[a.index()] = Some(ValueId(i as u32));
+        }
+    }
+    let is_output: Vec<bool> = (0..n).map(|i| g.outputs.iter().any(|o| o.index() == i)).collect();
+    let mut materialize = vec![false; n];
+    for i in 0..n {
+        if !live[i] {
+            continue;
+        }
+        let op = &g.nodes[i].op;
+        // Sources are memory already; heavy ops and row ops get kernels
+        // (a row op may be taken back below when its consumer absorbs it).
+        let m = match op {
+            Op::Input { .. } | Op::Param { .. } | Op::Extract { .. } => true,
+            Op::Reduce { .. } | Op::MatMul | Op::Concat { .. } | Op::Scan { .. } => true,
+            op if is_row(op) => true,
+            _ => is_output[i] || !cx.opts.fuse || (uses[i] > 1 && !cheap(g, &materialize, i)),
+        };
+        materialize[i] = m;
+        // Scan arguments and non-view matmul operands must be memory.
+        match op {
+            Op::Scan { .. } => {
+                for a in &g.nodes[i].args {
+                    materialize[a.index()] = true;
+                }
+            }
+            Op::MatMul => {
+                for a in &g.nodes[i].args {
+                    if !view_of_memory(g, &materialize, a.index()) {
+                        materialize[a.index()] = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Row ops into their consumer chain: single use all the way, elementwise,
+    // same shape, ending at a stored root that absorbs no other row op.
+    let mut row_of = vec![None; n];
+    if cx.opts.fuse {
+        for i in 0..n {
+            if !live[i] || !is_row(&g.nodes[i].op) || is_output[i] || uses[i] != 1 {
+                continue;
+            }
+            let mut cur = i;
+            let root = loop {
+                let Some(c) = consumer[cur] else { break None };
+                let c = c.index();
+                if !is_elementwise(&g.nodes[c].op) || shapes[c] != shapes[i] {
+                    break None;
+                }
+                if materialize[c] {
+                    break Some(c);
+                }
+                if uses[c] != 1 {
+                    break None;
+                }
+                cur = c;
+            };
+            if let Some(r) = root {
+                if row_of[r].is_none() {
+                    row_of[r] = Some(ValueId(i as u32));
+                    materialize[i] = false;
+                }
+            }
+        }
+    }
+    Ok(GraphState { g, shapes, materialize, row_of, storage: vec![None; n], tuples: HashMap::new(), inputs })
+}
+
+/// Cheap to recompute per use: constants, iota, and index maps of memory
+/// or of other cheap values.
+fn cheap(g: &Graph, materialize: &[bool], i: usize) -> bool {
+    match &g.nodes[i].op {
+        Op::Const { .. } | Op::Iota { .. } => true,
+        op if is_view(op) => {
+            let a = g.nodes[i].args[0].index();
+            materialize[a] || cheap(g, materialize, a)
+        }
+        _ => false,
+    }
+}
+
+/// A chain of index maps ending in memory: readable in place as strided data.
+fn view_of_memory(g: &Graph, materialize: &[bool], i: usize) -> bool {
+    if materialize[i] {
+        return true;
+    }
+    is_view(&g.nodes[i].op) && view_of_memory(g, materialize, g.nodes[i].args[0].index())
+}
