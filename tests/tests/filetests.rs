@@ -27,3 +27,36 @@ fn ir_dumps() {
         kiln_ir::print::module(&c.module)
     });
 }
+
+/// Kernel programs: the first line says the dims and whether to print only
+/// the host schedule (`# dims: B=2 T=8 summary`).
+#[test]
+fn kernel_programs() {
+    filetest::run(&repo_root().join("tests/filetests/kernels"), |path| {
+        let text = std::fs::read_to_string(path).expect("read input");
+        let header = text.lines().next().and_then(|l| l.strip_prefix("# dims:")).expect("first line: `# dims: ...`");
+        let summary = header.split_whitespace().any(|w| w == "summary");
+        let dims: Vec<(String, i64)> = header
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.parse().expect("dim value")))
+            .collect();
+        let c = kiln_lang::compile_file(path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let mut out = String::new();
+        for f in &c.module.functions {
+            let env = |n: &str| dims.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+            let p = kiln_ir::schedule::schedule(&c.module, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2 })
+                .unwrap_or_else(|e| panic!("{e}"));
+            out.push_str(&format!("== {}: {} kernels\n", f.name, p.kernels.len()));
+            let text = kiln_ir::kernel::print::program(&p);
+            if summary {
+                // Just the host schedule: which kernels run, in order.
+                let steps = text.split("\nkernel ").next().unwrap_or("");
+                out.extend(steps.lines().filter(|l| !l.starts_with("buf ") && !l.is_empty()).map(|l| format!("{l}\n")));
+            } else {
+                out.push_str(&text);
+            }
+        }
+        out
+    });
+}

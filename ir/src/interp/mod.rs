@@ -17,7 +17,7 @@ mod layout;
 mod matmul;
 mod normalize;
 mod reduce;
-mod scalar;
+pub(crate) mod scalar;
 mod scan;
 mod tensor;
 

@@ -17,6 +17,7 @@
 //! before use and once; loads and stores name a kernel argument or a
 //! scratch array; index expressions are `i64`; `Gemm` operands are float.
 
+pub mod eval;
 pub mod print;
 pub mod verify;
 

@@ -27,6 +27,9 @@ pub(crate) fn graph(cx: &mut Cx, gs: &mut GraphState, outputs: Option<&[String]>
                 gs.tuples.insert(i, results);
                 continue;
             }
+            _ if matches!(node.op, Op::Reshape) && reshape_output(cx, gs, n, outputs).is_some() => {
+                gs.storage[node.args[0].index()].clone().expect("stored")
+            }
             _ => {
                 let dst = destination(cx, gs, n, outputs)?;
                 match &node.op {
@@ -45,6 +48,21 @@ pub(crate) fn graph(cx: &mut Cx, gs: &mut GraphState, outputs: Option<&[String]>
         gs.storage[i] = Some(src);
     }
     Ok(())
+}
+
+/// An entry result that only reshapes a temporary of this graph: the
+/// temporary becomes the output buffer (row-major data needs no copy).
+fn reshape_output(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[String]>) -> Option<Src> {
+    let names = outputs.filter(|_| cx.depth == 0)?;
+    let k = gs.g.outputs.iter().position(|o| *o == n)?;
+    let src = gs.storage[gs.g.node(n).args[0].index()].clone()?;
+    let b = &mut cx.prog.buffers[src.buf.0 as usize];
+    if b.kind != BufKind::Temp || src.offset != Default::default() || src.len != b.len {
+        return None;
+    }
+    b.kind = BufKind::Output(k as u32);
+    b.name = names[k].clone();
+    Some(src)
 }
 
 /// A new buffer for node `n`: an output buffer when `n` is an entry result.
