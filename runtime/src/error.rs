@@ -171,6 +171,15 @@ pub enum RuntimeError {
     /// holds), or another misuse of the API by the calling code.
     #[error("{0}")]
     Invalid(String),
+    /// A bug in Kiln: the scheduler or a backend failed on a checked entry
+    /// point, or produced a kernel program the CPU engine refuses.
+    #[error("internal compiler error in {site}: {message}")]
+    Internal {
+        /// What failed: ``kernel `k3_add` ``, ``the scheduler for `forward` ``.
+        site: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 fn more(others: usize) -> String {

@@ -5,6 +5,7 @@
 //! expectations; a mismatch fails with a unified diff.
 #![warn(missing_docs)]
 
+pub mod backends;
 pub mod filetest;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,44 @@
+//! Every way Kiln can execute an entry point, behind one trait, so the
+//! differential suite runs each case on each backend. A new backend is
+//! tested by adding one line to [`all`].
+
+use kiln_ir::interp::Tensor;
+use kiln_ir::{Function, Module};
+use std::collections::BTreeMap;
+
+/// An executor of entry points.
+pub trait Backend {
+    /// A short name for failure messages.
+    fn name(&self) -> &'static str;
+    /// Runs `f` with the given parameters, inputs and dims.
+    fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String>;
+}
+
+/// The scheduler's kernels, run by the kernel IR's reference evaluator.
+pub struct KernelEval;
+
+impl Backend for KernelEval {
+    fn name(&self) -> &'static str {
+        "kernel-eval"
+    }
+
+    fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String> {
+        let env = |n: &str| dims.get(n).copied();
+        let p = kiln_ir::schedule::schedule(m, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2 }).map_err(|e| e.to_string())?;
+        let outs = kiln_ir::kernel::eval::run(&p, inputs, params)?;
+        Ok(outs
+            .into_iter()
+            .zip(&f.graph.outputs)
+            .map(|(data, o)| {
+                let t = f.graph.tensor_type(*o);
+                let shape = t.shape.iter().map(|d| d.eval(&env).expect("bound") as usize).collect();
+                Tensor { dtype: t.dtype, shape, data }
+            })
+            .collect())
+    }
+}
+
+/// Every backend the differential suite covers.
+pub fn all() -> Vec<Box<dyn Backend>> {
+    vec![Box::new(KernelEval)]
+}
