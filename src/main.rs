@@ -1,5 +1,7 @@
 //! `kiln`: the command-line driver.
 
+mod bench;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_lang::{compile_file, compile_source, Compiled};
 use kiln_runtime as rt;
@@ -40,6 +42,15 @@ enum Cmd {
     Run(RunArgs),
     /// The guided tour on the built-in GPT: check, lower, run, compute a loss.
     Demo,
+    /// Benchmarks of the CPU backend beside the machine's ceilings.
+    Bench {
+        /// Print JSON (for bench/compare_torch.py) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Fewer sizes and shorter timings.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -65,7 +76,7 @@ struct RunArgs {
     #[arg(long, default_value = "out")]
     out: PathBuf,
     /// Where to execute.
-    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
     /// Arithmetic of the reference interpreter: f32 rounds every result to its dtype, f64 is exact math.
     #[arg(long, value_enum, default_value_t = Prec::F32)]
@@ -82,6 +93,8 @@ enum Stage {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
+    /// Fused kernels JIT-compiled with Cranelift, on all cores.
+    Cpu,
     /// The reference interpreter: naive and exact, the oracle for every other backend.
     Reference,
 }
@@ -118,6 +131,7 @@ fn main() -> ExitCode {
         Cmd::Ir { file, entry, stage, dims } => ir(&file, entry.as_deref(), stage, &dims),
         Cmd::Run(args) => run(&args),
         Cmd::Demo => demo(),
+        Cmd::Bench { json, quick } => bench::run(json, quick).map_err(|e| Failed(format!("error: {e}\n"))),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,7 +202,6 @@ fn parse_dims(flags: &[String]) -> Result<Vec<(String, i64)>, Failed> {
 }
 
 fn run(a: &RunArgs) -> Result<(), Failed> {
-    let Backend::Reference = a.backend;
     let c = compile(&a.file)?;
     let f = function(&c, &a.entry)?;
     let params = match &a.weights {
@@ -223,7 +236,10 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
     };
     // Refuse an unusable output directory before the (possibly long) run.
     rt::create_output_dir(&a.out)?;
-    let outputs = rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?;
+    let outputs = match a.backend {
+        Backend::Reference => rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?,
+        Backend::Cpu => rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &rt::cpu::Cache::new())?.0,
+    };
     for (name, t) in f.output_names.iter().zip(&outputs) {
         let path = a.out.join(format!("{name}.npy"));
         rt::write_npy(&path, t)?;

@@ -9,6 +9,7 @@
 //! backend is tested against.
 #![warn(missing_docs)]
 
+pub mod autodiff;
 mod dim;
 mod dtype;
 mod graph;

@@ -8,6 +8,8 @@
 //! - [`bind`]: bind dimension variables (`B`, `T`, ...) from input shapes,
 //!   `--dim` overrides and defaults, and check inputs and constraints.
 //! - [`exec`]: run an entry point on the reference interpreter.
+//! - [`cpu`]: run an entry point natively: scheduled, JIT-compiled kernels
+//!   on all cores.
 //! - [`fsutil`]: atomic file replacement and output directories.
 //!
 //! Tensors are [`kiln_ir::interp::Tensor`]: a dtype, a shape and row-major
@@ -17,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod bind;
+pub mod cpu;
 pub mod error;
 pub mod exec;
 pub mod fsutil;
@@ -27,6 +30,7 @@ pub mod safetensors;
 pub mod tensor;
 
 pub use bind::{bind_dims, bind_dims_from, default_dim, BoundDims, GivenInput};
+pub use cpu::{run_cpu, Cache, CpuExecutable, Pool, Stats};
 pub use error::RuntimeError;
 pub use exec::run_reference;
 pub use fsutil::{create_output_dir, read_file, write_atomic, write_atomic_with};

@@ -38,7 +38,21 @@ impl Backend for KernelEval {
     }
 }
 
+/// The Cranelift CPU backend on all cores.
+pub struct Cpu;
+
+impl Backend for Cpu {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String> {
+        let cache = kiln_runtime::cpu::Cache::new();
+        kiln_runtime::cpu::run_cpu(m, f, params, inputs, dims, &cache).map(|r| r.0).map_err(|e| e.to_string())
+    }
+}
+
 /// Every backend the differential suite covers.
 pub fn all() -> Vec<Box<dyn Backend>> {
-    vec![Box::new(KernelEval)]
+    vec![Box::new(KernelEval), Box::new(Cpu)]
 }

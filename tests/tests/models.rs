@@ -87,3 +87,33 @@ fn gpt_is_causal() {
     assert_eq!(x[..4 * per_pos], y[..4 * per_pos], "positions before the change moved");
     assert_ne!(x[4 * per_pos..5 * per_pos], y[4 * per_pos..5 * per_pos], "the changed position did not move");
 }
+
+/// Every model's entry points on every backend match the f64 reference,
+/// at sizes that straddle the vector width and tile edges.
+#[test]
+fn every_model_on_every_backend() {
+    for path in models() {
+        let c = compile_file(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let params = rt::init_params(&c.module, 9).expect("init");
+        for f in &c.module.functions {
+            for (b, t, n) in [(1, 1, 1), (2, 17, 3), (3, 5, 33)] {
+                let dims = [("B".to_string(), b), ("T".to_string(), t), ("N".to_string(), n)];
+                let dims: Vec<(String, i64)> = dims.into_iter().filter(|(k, _)| f.dim_vars.contains(k)).collect();
+                let bound = rt::bind_dims(f, &vec![None; f.arg_names.len()], &dims).expect("bind");
+                let env = |k: &str| bound.get(k);
+                let inputs: Vec<Tensor> = (0..f.arg_names.len()).map(|i| rt::random_input(f, i, &env, 21 + i as u64).expect("input")).collect();
+                let want = rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, rt::Precision::F64).expect("reference");
+                for backend in kiln_tests::backends::all() {
+                    let got = backend.run(&c.module, f, &params, &inputs, &bound.dims).unwrap_or_else(|e| panic!("{} on {}: {e}", path.display(), backend.name()));
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(g.shape, w.shape);
+                        let scale = w.data.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+                        for (x, y) in g.data.iter().zip(&w.data) {
+                            assert!((x - y).abs() <= 5e-5 * scale, "{} `{}` on {} (B={b}, T={t}): {x} vs {y}", path.display(), f.name, backend.name());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -32,6 +32,9 @@ pub struct KernelBuilder {
     next_var: u32,
     pub ops: Vec<String>,
     pub row: Option<RowCtx>,
+    /// A value this kernel has already stored (a matmul before its
+    /// epilogue): reads of it load from there.
+    pub stored: Option<(crate::ValueId, Src)>,
 }
 
 impl KernelBuilder {

@@ -34,12 +34,13 @@ pub(crate) fn graph(cx: &mut Cx, gs: &mut GraphState, outputs: Option<&[String]>
                 let dst = destination(cx, gs, n, outputs)?;
                 match &node.op {
                     Op::Reduce { .. } => reduce(cx, gs, n, &dst)?,
-                    Op::MatMul => matmul(cx, gs, n, &dst)?,
+                    Op::MatMul => matmul(cx, gs, n, n, &dst)?,
                     Op::Concat { axis } => concat(cx, gs, n, *axis as usize, &dst)?,
                     Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. } => row(cx, gs, n, n, &dst)?,
-                    _ => match gs.row_of[i] {
-                        Some(r) => row(cx, gs, r, n, &dst)?,
-                        None => pointwise(cx, gs, n, &dst)?,
+                    _ => match (gs.row_of[i], gs.mm_of[i]) {
+                        (Some(r), _) => row(cx, gs, r, n, &dst)?,
+                        (None, Some(mm)) => matmul(cx, gs, mm, n, &dst)?,
+                        (None, None) => pointwise(cx, gs, n, &dst)?,
                     },
                 }
                 dst
@@ -297,8 +298,10 @@ fn operand_flat(cx: &mut Cx, gs: &GraphState, kb: &KernelBuilder, n: ValueId, fl
     }
 }
 
-/// Tiles of rows (and, when rows are few, of columns), each a [`Gemm`].
-fn matmul(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src) -> Result<(), ScheduleError> {
+/// Tiles of rows (and, when rows are few, of columns), each a [`Gemm`];
+/// when `root` is an elementwise chain consuming the product, each tile
+/// then applies it in place (bias, activation, residual).
+fn matmul(cx: &mut Cx, gs: &GraphState, n: ValueId, root: ValueId, dst: &Src) -> Result<(), ScheduleError> {
     let node = gs.g.node(n);
     let (a, b) = (node.args[0], node.args[1]);
     let cs = gs.shapes[n.index()].clone();
@@ -370,6 +373,21 @@ fn matmul(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src) -> Result<(), Sch
             let c_off = linearize(&at(row0.clone(), col0.clone()), &cs);
             let c = Operand { mem: kb.arg(dst, Access::Write), offset: c_off.to_expr(), row_stride: nn, col_stride: 1 };
             body.push(Stmt::Gemm(Gemm { m: msz, n: nsz, k, a: opa, b: opb, c, accumulate: false }));
+            if root != n {
+                // Each element of the tile is read and rewritten by the same
+                // iteration, so the epilogue can work in place.
+                kb.stored = Some((n, dst.clone()));
+                let (i, j) = (kb.var(msz), kb.var(nsz));
+                let idx = at(row0.add(&Ix::var(i)), col0.add(&Ix::var(j)));
+                let flat = linearize(&idx, &cs);
+                let rshape = &gs.shapes[root.index()];
+                let ridx = if *rshape == cs { idx } else { super::index::unravel(&flat, rshape, &kb.ranges) };
+                let value = gs.value(cx, &mut kb, root, &ridx)?;
+                let out = kb.arg(dst, Access::ReadWrite);
+                let index = flat.to_expr();
+                let inner = Stmt::Loop { var: j, extent: nsz, vector: true, body: vec![Stmt::Store { mem: out, index, value }] };
+                body.push(Stmt::Loop { var: i, extent: msz, vector: false, body: vec![inner] });
+            }
             launch(cx, kb, dims.iter().product(), body);
         }
     }

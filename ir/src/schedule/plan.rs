@@ -12,8 +12,12 @@ pub(crate) struct GraphState<'g> {
     pub shapes: Vec<Vec<u64>>,
     /// Whether the node's value is stored (it gets a kernel, or is an input).
     pub materialize: Vec<bool>,
-    /// For such a root: the row op it computes.
+    /// For the root of an elementwise chain that consumes a row op: the row
+    /// op its kernel computes.
     pub row_of: Vec<Option<ValueId>>,
+    /// For the root of an elementwise chain that consumes a matmul: the
+    /// matmul whose tiles it finishes (an epilogue).
+    pub mm_of: Vec<Option<ValueId>>,
     /// Where each materialized value lives, once emitted.
     pub storage: Vec<Option<Src>>,
     /// Scan results.
@@ -85,32 +89,45 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
                 }
             }
             Op::MatMul => {
+                // Store the value under any chain of index maps, so the
+                // matmul still reads it in place through the maps.
                 for a in &g.nodes[i].args {
-                    if !view_of_memory(g, &materialize, a.index()) {
-                        materialize[a.index()] = true;
+                    let mut base = a.index();
+                    while !materialize[base] && is_view(&g.nodes[base].op) {
+                        base = g.nodes[base].args[0].index();
                     }
+                    materialize[base] = true;
                 }
             }
             _ => {}
         }
     }
-    // Row ops into their consumer chain: single use all the way, elementwise,
-    // same shape, ending at a stored root that absorbs no other row op.
+    // Row ops and matmuls into their consumer chain: single use all the
+    // way, elementwise, same shape, ending at a stored root that absorbs
+    // nothing else.
     let mut row_of = vec![None; n];
+    let mut mm_of = vec![None; n];
     if cx.opts.fuse {
         for i in 0..n {
-            if !live[i] || !is_row(&g.nodes[i].op) || is_output[i] || uses[i] != 1 {
+            let op = &g.nodes[i].op;
+            let mm = matches!(op, Op::MatMul);
+            if !live[i] || !(is_row(op) || mm) || is_output[i] || uses[i] != 1 {
                 continue;
             }
             let mut cur = i;
             let root = loop {
                 let Some(c) = consumer[cur] else { break None };
                 let c = c.index();
-                if !is_elementwise(&g.nodes[c].op) || shapes[c] != shapes[i] {
+                // A matmul's epilogue may also pass through reshapes (the
+                // folded [rows, n] product back to [B, T, n]): same elements,
+                // same order.
+                let elementwise = is_elementwise(&g.nodes[c].op) && shapes[c] == shapes[cur];
+                let reshape = mm && matches!(g.nodes[c].op, Op::Reshape);
+                if !(elementwise || reshape) || (!mm && shapes[c] != shapes[i]) {
                     break None;
                 }
                 if materialize[c] {
-                    break Some(c);
+                    break elementwise.then_some(c);
                 }
                 if uses[c] != 1 {
                     break None;
@@ -118,14 +135,18 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
                 cur = c;
             };
             if let Some(r) = root {
-                if row_of[r].is_none() {
-                    row_of[r] = Some(ValueId(i as u32));
+                if row_of[r].is_none() && mm_of[r].is_none() {
+                    if mm {
+                        mm_of[r] = Some(ValueId(i as u32));
+                    } else {
+                        row_of[r] = Some(ValueId(i as u32));
+                    }
                     materialize[i] = false;
                 }
             }
         }
     }
-    Ok(GraphState { g, shapes, materialize, row_of, storage: vec![None; n], tuples: HashMap::new(), inputs })
+    Ok(GraphState { g, shapes, materialize, row_of, mm_of, storage: vec![None; n], tuples: HashMap::new(), inputs })
 }
 
 /// Cheap to recompute per use: constants, iota, and index maps of memory
@@ -139,12 +160,4 @@ fn cheap(g: &Graph, materialize: &[bool], i: usize) -> bool {
         }
         _ => false,
     }
-}
-
-/// A chain of index maps ending in memory: readable in place as strided data.
-fn view_of_memory(g: &Graph, materialize: &[bool], i: usize) -> bool {
-    if materialize[i] {
-        return true;
-    }
-    is_view(&g.nodes[i].op) && view_of_memory(g, materialize, g.nodes[i].args[0].index())
 }

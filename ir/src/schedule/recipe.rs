@@ -46,7 +46,8 @@ impl GraphState<'_> {
     /// The value of node `n` at `idx`, in its compute dtype.
     pub fn value(&self, cx: &mut Cx, kb: &mut KernelBuilder, n: ValueId, idx: &[Ix]) -> Result<Expr, ScheduleError> {
         let i = n.index();
-        if let Some(src) = &self.storage[i] {
+        let here = kb.stored.as_ref().filter(|(v, _)| *v == n).map(|(_, s)| s.clone());
+        if let Some(src) = here.as_ref().or(self.storage[i].as_ref()) {
             let mem = kb.arg(src, Access::Read);
             return Ok(Expr::Load(mem, Box::new(linearize(idx, &self.shapes[i]).to_expr())));
         }

@@ -8,7 +8,7 @@
 //! tiles in parallel on the executable's [`Pool`]) and converts the outputs
 //! back to tensors.
 //!
-//! Temps live in one arena (see [`plan`](super::plan)); arenas are kept
+//! Temps live in one arena (see [`plan`]); arenas are kept
 //! between runs and are not cleared, so a kernel must write a temp before
 //! reading it, as scheduled programs do. Outputs start zeroed.
 
@@ -18,7 +18,7 @@ use super::storage::{byte_len, Storage};
 use crate::tensor::type_string;
 use crate::{RuntimeError, Tensor};
 use kiln_codegen::cpu::{Compiled, KernelFn};
-use kiln_ir::kernel::{Access, BufId, BufKind, HostOffset, KernelId, Program, Step, View};
+use kiln_ir::kernel::{Access, BufId, BufKind, HostOffset, Program, Step, View};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,13 @@ struct ArgPtrs(Vec<*mut u8>);
 // independent (they write disjoint elements), the buffers outlive the
 // launch, and no Rust reference to them exists while it runs.
 unsafe impl Sync for ArgPtrs {}
+
+impl ArgPtrs {
+    /// The `args` array a kernel function takes.
+    fn array(&self) -> *const *mut u8 {
+        self.0.as_ptr()
+    }
+}
 
 impl CpuExecutable {
     /// Checks, plans and compiles a program. `output_shapes[i]` is the
@@ -223,7 +230,9 @@ impl CpuExecutable {
                 input_storage.push((*b, Storage::from_tensor(t)));
             }
         }
-        if params.storage.len() != bufs.len() {
+        let foreign = params.storage.len() != bufs.len()
+            || bufs.iter().zip(&params.storage).any(|(b, s)| matches!(b.kind, BufKind::Param(_)) != s.is_some());
+        if foreign {
             return Err(RuntimeError::Invalid("parameters prepared for another executable".into()));
         }
         let mut outputs = Vec::with_capacity(self.outputs.len());
@@ -231,7 +240,7 @@ impl CpuExecutable {
             let buf = &bufs[b.0 as usize];
             outputs.push(Storage::for_elements(buf.dtype, buf.len)?);
         }
-        let mut arena = self.arenas.lock().map_or(None, |mut a| a.pop()).unwrap_or_else(|| Storage::zeroed(0));
+        let mut arena = self.arenas.lock().ok().and_then(|mut a| a.pop()).unwrap_or_else(|| Storage::zeroed(0));
         if (arena.len() as u64) < self.plan.peak_bytes {
             arena = Storage::zeroed(self.plan.peak_bytes as usize);
         }
@@ -292,7 +301,7 @@ impl CpuExecutable {
                     let k = &self.program.kernels[kernel.0 as usize];
                     let mut ptrs = Vec::with_capacity(args.len());
                     for (a, v) in k.args.iter().zip(args) {
-                        ptrs.push(pointer(bases, v, a.len, counters, &k.name)?);
+                        ptrs.push(pointer(bases, v, a.len, counters, &|| format!("kernel `{}`", k.name))?);
                     }
                     let ptrs = ArgPtrs(ptrs);
                     let f: KernelFn = self.compiled.get(*kernel);
@@ -302,8 +311,10 @@ impl CpuExecutable {
                         // to at least the argument's `len` elements of live
                         // storage (checked by `pointer`); tiles in
                         // `0..grid` are independent, and each chunk gets
-                        // a disjoint range of them.
-                        unsafe { f(ptrs.0.as_ptr(), tiles.start, tiles.end) }
+                        // a disjoint range of them. Arguments the kernel
+                        // writes are never input or parameter storage
+                        // (refused by `new`).
+                        unsafe { f(ptrs.array(), tiles.start, tiles.end) }
                     });
                     *launches += 1;
                 }
@@ -317,8 +328,9 @@ impl CpuExecutable {
                     counters.pop();
                 }
                 Step::Copy { dst, src, len } => {
-                    let d = pointer(bases, dst, *len, counters, "copy")?;
-                    let s = pointer(bases, src, *len, counters, "copy")?;
+                    let site = || "a copy step".to_string();
+                    let d = pointer(bases, dst, *len, counters, &site)?;
+                    let s = pointer(bases, src, *len, counters, &site)?;
                     let bytes = *len as usize * bases[dst.buf.0 as usize].elem;
                     // SAFETY: both ranges lie inside live storage (checked by
                     // `pointer`), the dtypes match (verifier), and
@@ -333,14 +345,17 @@ impl CpuExecutable {
 
 /// The address of a view's element 0, after checking that `len` elements
 /// from it lie inside the buffer.
-fn pointer(bases: &[Base], v: &View, len: u64, counters: &[u64], who: &str) -> Result<*mut u8, RuntimeError> {
+fn pointer(bases: &[Base], v: &View, len: u64, counters: &[u64], site: &dyn Fn() -> String) -> Result<*mut u8, RuntimeError> {
     let base = bases[v.buf.0 as usize];
     let offset = eval(&v.offset, counters);
-    match offset.and_then(|o| o.checked_add(len)) {
-        Some(end) if end <= base.len => Ok(base.ptr.wrapping_add(offset.unwrap_or(0) as usize * base.elem)),
+    match offset.and_then(|o| Some((o, o.checked_add(len)?))) {
+        Some((o, end)) if end <= base.len => Ok(base.ptr.wrapping_add(o as usize * base.elem)),
         _ => Err(RuntimeError::Internal {
-            site: if who == "copy" { "a copy step".into() } else { format!("kernel `{who}`") },
-            message: format!("a view at {offset:?} of {len} elements is outside a buffer of {}", base.len),
+            site: site(),
+            message: match offset {
+                Some(o) => format!("a view of {len} elements at {o} is outside a buffer of {}", base.len),
+                None => "a view offset overflows".into(),
+            },
         }),
     }
 }
@@ -425,26 +440,12 @@ impl Roles {
 /// their buffers and that inputs and parameters are only read. `counts`
 /// are the trip counts of the enclosing loops.
 fn check_steps(p: &Program, steps: &[Step], counts: &mut Vec<u64>) -> Result<(), RuntimeError> {
-    let check = |v: &View, len: u64, write: bool, site: &dyn Fn() -> String| -> Result<(), RuntimeError> {
-        let b = &p.buffers[v.buf.0 as usize];
-        if write && matches!(b.kind, BufKind::Input(_) | BufKind::Param(_)) {
-            return Err(RuntimeError::Internal { site: site(), message: format!("writes the read-only buffer `{}`", b.name) });
-        }
-        let last: Vec<u64> = counts.iter().map(|c| c - 1).collect();
-        match eval(&v.offset, &last).and_then(|o| o.checked_add(len)) {
-            Some(end) if end <= b.len => Ok(()),
-            _ => Err(RuntimeError::Internal {
-                site: site(),
-                message: format!("a view of {len} elements reaches past the end of `{}` ({} elements)", b.name, b.len),
-            }),
-        }
-    };
     for s in steps {
         match s {
             Step::Launch { kernel, args } => {
                 let k = &p.kernels[kernel.0 as usize];
                 for (a, v) in k.args.iter().zip(args) {
-                    check(v, a.len, a.access != Access::Read, &|| format!("kernel `{}`", k.name))?;
+                    check_view(p, counts, v, a.len, a.access != Access::Read, &|| format!("kernel `{}`", k.name))?;
                 }
             }
             Step::Repeat { count, body, .. } => {
@@ -455,12 +456,29 @@ fn check_steps(p: &Program, steps: &[Step], counts: &mut Vec<u64>) -> Result<(),
                 }
             }
             Step::Copy { dst, src, len } => {
-                check(dst, *len, true, &|| "a copy step".into())?;
-                check(src, *len, false, &|| "a copy step".into())?;
+                check_view(p, counts, dst, *len, true, &|| "a copy step".into())?;
+                check_view(p, counts, src, *len, false, &|| "a copy step".into())?;
             }
         }
     }
     Ok(())
+}
+
+/// Checks one view of `len` elements for every value of the loop counters
+/// (the offset is largest at their last values: coefficients are unsigned).
+fn check_view(p: &Program, counts: &[u64], v: &View, len: u64, write: bool, site: &dyn Fn() -> String) -> Result<(), RuntimeError> {
+    let b = &p.buffers[v.buf.0 as usize];
+    if write && matches!(b.kind, BufKind::Input(_) | BufKind::Param(_)) {
+        return Err(RuntimeError::Internal { site: site(), message: format!("writes the read-only buffer `{}`", b.name) });
+    }
+    let last: Vec<u64> = counts.iter().map(|c| c - 1).collect();
+    match eval(&v.offset, &last).and_then(|o| o.checked_add(len)) {
+        Some(end) if end <= b.len => Ok(()),
+        _ => Err(RuntimeError::Internal {
+            site: site(),
+            message: format!("a view of {len} elements reaches past the end of `{}` ({} elements)", b.name, b.len),
+        }),
+    }
 }
 
 /// Compiles every kernel; on failure, names the kernel at fault.
@@ -482,10 +500,9 @@ fn compile(p: &Program) -> Result<Compiled, RuntimeError> {
     })
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
+/// Executables are shared between threads (see [`Cache`](super::Cache)).
+const _: () = {
+    const fn is<T: Send + Sync>() {}
     is::<CpuExecutable>();
     is::<PreparedParams>();
-    let _ = KernelId(0);
-}
+};

@@ -15,7 +15,7 @@
 
 use super::storage::{byte_len, ALIGN};
 use crate::RuntimeError;
-use kiln_ir::kernel::{BufKind, Program, Step};
+use kiln_ir::kernel::{BufId, BufKind, Program, Step};
 
 /// The top-level steps during which a buffer is live (both ends included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,20 +81,20 @@ fn align_up(x: u64) -> u64 {
 /// for a buffer that no step uses. Buffer ids out of range are ignored
 /// (the verifier reports them).
 pub fn lifetimes(p: &Program) -> Vec<Option<Lifetime>> {
+    fn touch(lives: &mut [Option<Lifetime>], b: BufId, at: usize) {
+        if let Some(l) = lives.get_mut(b.0 as usize) {
+            let life = l.get_or_insert(Lifetime { first: at, last: at });
+            life.first = life.first.min(at);
+            life.last = life.last.max(at);
+        }
+    }
     fn visit(steps: &[Step], at: usize, lives: &mut [Option<Lifetime>]) {
-        let mut touch = |b: usize| {
-            if let Some(l) = lives.get_mut(b) {
-                let life = l.get_or_insert(Lifetime { first: at, last: at });
-                life.first = life.first.min(at);
-                life.last = life.last.max(at);
-            }
-        };
         for s in steps {
             match s {
-                Step::Launch { args, .. } => args.iter().for_each(|v| touch(v.buf.0 as usize)),
+                Step::Launch { args, .. } => args.iter().for_each(|v| touch(lives, v.buf, at)),
                 Step::Copy { dst, src, .. } => {
-                    touch(dst.buf.0 as usize);
-                    touch(src.buf.0 as usize);
+                    touch(lives, dst.buf, at);
+                    touch(lives, src.buf, at);
                 }
                 Step::Repeat { body, .. } => visit(body, at, lives),
             }

@@ -48,10 +48,7 @@ impl Storage {
     pub fn to_tensor(&self, dtype: DType, shape: Vec<usize>) -> Result<Tensor, RuntimeError> {
         let numel: usize = shape.iter().product();
         if numel * dtype.size_bytes() != self.len {
-            return Err(RuntimeError::Invalid(format!(
-                "a {}-byte buffer cannot hold a {dtype}{shape:?} tensor",
-                self.len
-            )));
+            return Err(RuntimeError::Invalid(format!("a {}-byte buffer cannot hold a {dtype}{shape:?} tensor", self.len)));
         }
         let mut data = Vec::with_capacity(numel);
         decode(dtype, self.bytes(), &mut data);

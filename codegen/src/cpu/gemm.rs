@@ -1,0 +1,980 @@
+//! The packed, cache-blocked, register-blocked GEMM of the CPU backend.
+//!
+//! [`declare_gemm`] defines (once per module and dtype triple) a Cranelift
+//! function
+//!
+//! ```text
+//! gemm(a, a_rs, a_cs, b, b_rs, b_cs, c, c_rs, c_cs, m, n, k, accumulate)
+//! ```
+//!
+//! (pointers of the target's pointer type, everything else `i64`) that
+//! computes `C = A·B`, or `C += A·B` when `accumulate != 0`, for an `m × k`
+//! matrix `A`, a `k × n` matrix `B` and an `m × n` matrix `C`. Element
+//! `(r, c)` of an operand lives at `ptr + (r·rs + c·cs)·size_of(dtype)`:
+//! strides are in elements, any value (transposes and sub-matrix views are
+//! just strides). Arithmetic is f32 whatever the storage dtypes: f32, bf16
+//! and f16 operands are widened while packing, and a bf16 or f16 `C` is
+//! rounded once, to nearest even, when its block is complete (partial sums
+//! stay f32). `m`, `n` or `k` ≤ 0 is allowed: with `k = 0`, `C` becomes 0
+//! (or is left alone when accumulating).
+//!
+//! # Structure (BLIS / GotoBLAS)
+//!
+//! ```text
+//! for jc in 0..n step NC                      // B panel: KC×NC, L2-resident
+//!   for pc in 0..k step KC
+//!     pack B[pc.., jc..] into k-major panels of NR columns
+//!     for ic in 0..m step MC                  // A block: MC×KC, L2-resident
+//!       pack A[ic.., pc..] into k-major panels of MR rows
+//!       for jr in 0..nc step NR               // B micro-panel: KC×NR, L1
+//!         for ir in 0..mc step MR
+//!           MR×NR micro-kernel over kc, accumulators in registers
+//! ```
+//!
+//! For a bf16 or f16 `C` the order is `jc, ic, pc` instead, and the
+//! micro-kernel accumulates into an f32 `MC×NC` scratch block that is
+//! rounded into `C` once `k` is exhausted (B is then packed once per `ic`,
+//! which costs a few percent but keeps the result singly rounded).
+//!
+//! Packing zero-pads edge panels (rows beyond `m`, columns beyond `n`, and
+//! `k` up to a multiple of the micro-kernel's unroll), so the micro-kernel
+//! always runs full `MR×NR` tiles; full tiles of an f32 `C` with unit column
+//! stride are written with vector loads and stores, edge tiles (and any
+//! other `C` layout) through a small stack tile and scalar stores.
+//!
+//! # Blocking parameters ([`Blocking::DEFAULT`])
+//!
+//! - micro-tile `MR × NR = 6 × 8`: 12 f32x4 accumulators, 2 B vectors and
+//!   one broadcast A value fill 15 of x86-64's 16 xmm registers; one k step
+//!   is 12 FMAs for 2 vector loads and 6 broadcasts. Measured against
+//!   4×12 and 4×8 (see `examples/gemm_bench.rs`).
+//! - `KC = 256`: a B micro-panel (`KC·NR·4` = 8 KiB) plus an A micro-panel
+//!   (`MR·KC·4` = 6 KiB) sit comfortably in a 32–48 KiB L1d, and the C tile
+//!   is loaded and stored once per 256·12 FMAs.
+//! - `MC = 96`: the packed A block (`MC·KC·4` = 96 KiB) stays in L2
+//!   (1–2 MiB) — and largely in L1 — while it is swept once per micro-panel
+//!   of B.
+//! - `NC = 256`: the packed B panel (`KC·NC·4` = 256 KiB) fits in L2 beside
+//!   the A block; A is repacked once per 256 columns, under 3 % of the
+//!   work.
+//!
+//! # Memory
+//!
+//! The packing buffers are stack slots of the generated function: `MC·KC·4`
+//! (96 KiB) for A, `KC·NC·4` (256 KiB) for B, a 192-byte edge tile, and for
+//! a bf16/f16 `C` an `MC·NC·4` (96 KiB) scratch block: about 352 KiB (448
+//! KiB with a half-precision `C`) of the calling thread's stack. No global
+//! state: the function is reentrant and may run on many threads at once.
+//! (The host module enables inline stack probes, so a thread with too
+//! small a stack faults on its guard page rather than corrupting memory.)
+
+use super::CodegenError;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    types, AbiParam, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, UserFuncName, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, FuncOrDataId, Linkage, Module};
+use kiln_ir::DType;
+
+/// Cache and register blocking of the generated GEMM. [`Blocking::DEFAULT`]
+/// is what [`declare_gemm`] uses; other values exist for tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Blocking {
+    /// Rows of the micro-tile (1..=8).
+    pub mr: usize,
+    /// Columns of the micro-tile (a multiple of 4, at most 16).
+    pub nr: usize,
+    /// k extent of a packed block.
+    pub kc: usize,
+    /// Rows of a packed A block (a multiple of `mr`).
+    pub mc: usize,
+    /// Columns of a packed B panel (a multiple of `nr`).
+    pub nc: usize,
+}
+
+impl Blocking {
+    /// The blocking [`declare_gemm`] uses (see the module documentation).
+    pub const DEFAULT: Blocking = Blocking { mr: 6, nr: 8, kc: 256, mc: 96, nc: 256 };
+
+    fn check(&self) -> Result<(), String> {
+        let ok = (1..=8).contains(&self.mr)
+            && self.nr % 4 == 0
+            && (4..=16).contains(&self.nr)
+            && self.mr * self.nr / 4 <= 16
+            && self.kc > 0
+            && self.mc % self.mr == 0
+            && self.mc > 0
+            && self.nc % self.nr == 0
+            && self.nc > 0
+            && (self.kc * (self.mc + self.nc) + self.mc * self.nc) * 4 <= 4 << 20;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("blocking {self:?}"))
+        }
+    }
+
+    /// Bytes of stack the generated function uses for its buffers.
+    pub fn stack_bytes(&self, c: DType) -> usize {
+        let scratch = if c == DType::F32 { 0 } else { self.mc * self.nc * 4 };
+        (self.mc * self.kc + self.kc * self.nc + self.mr * self.nr) * 4 + scratch
+    }
+}
+
+/// Declares and defines, once per module and dtype triple, the GEMM for
+/// operands of storage dtypes `a`, `b` and `c` (each f32, bf16 or f16).
+/// See the [module documentation](self) for the function's signature and
+/// semantics.
+///
+/// The function is named `kiln_gemm_{a}_{b}_{c}` with local linkage; a
+/// second call with the same dtypes returns the id declared by the first.
+/// The caller finalizes the module.
+pub fn declare_gemm(module: &mut JITModule, a: DType, b: DType, c: DType) -> Result<FuncId, CodegenError> {
+    declare_gemm_with(module, a, b, c, Blocking::DEFAULT)
+}
+
+/// [`declare_gemm`] with an explicit [`Blocking`] (for tuning). Functions
+/// of a non-default blocking are named with its parameters appended.
+pub fn declare_gemm_with(
+    module: &mut JITModule,
+    a: DType,
+    b: DType,
+    c: DType,
+    blk: Blocking,
+) -> Result<FuncId, CodegenError> {
+    let mut name = format!("kiln_gemm_{}_{}_{}", a.name(), b.name(), c.name());
+    if blk != Blocking::DEFAULT {
+        name += &format!("_{}x{}_k{}_m{}_n{}", blk.mr, blk.nr, blk.kc, blk.mc, blk.nc);
+    }
+    if let Some(FuncOrDataId::Func(id)) = module.get_name(&name) {
+        return Ok(id);
+    }
+    let unsupported = |what: String| CodegenError::Unsupported { kernel: name.clone(), what };
+    for d in [a, b, c] {
+        if !matches!(d, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(unsupported(format!("gemm of {} operands", d.name())));
+        }
+    }
+    blk.check().map_err(unsupported)?;
+    let cl = |e: cranelift_module::ModuleError| CodegenError::Cranelift(e.to_string());
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    for i in 0..13 {
+        let ty = if i % 3 == 0 && i < 9 { ptr } else { types::I64 };
+        sig.params.push(AbiParam::new(ty));
+    }
+    let id = module.declare_function(&name, Linkage::Local, &sig).map_err(cl)?;
+    let fma = module.isa().has_native_fma();
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0x6765, id.as_u32());
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut bd = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut g = Gen { b: &mut bd, ptr, fma, blk, dt: [a, b, c] };
+        g.body();
+        bd.seal_all_blocks();
+        bd.finalize(module.target_config());
+    }
+    if let Err(e) = module.define_function(id, &mut ctx) {
+        let msg = match e {
+            cranelift_module::ModuleError::Compilation(e) => cranelift_codegen::print_errors::pretty_error(&ctx.func, e),
+            e => e.to_string(),
+        };
+        return Err(CodegenError::Cranelift(format!("{name}: {msg}")));
+    }
+    module.clear_context(&mut ctx);
+    Ok(id)
+}
+
+/// Flags for every access: the generated code only touches memory the
+/// caller vouched for, or its own stack.
+fn mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Flags for the packed buffers (16-byte aligned stack slots).
+fn packed() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// Flags for the micro-kernel's loads of packed panels: besides aligned
+/// and non-trapping, `readonly` and `can_move`, which makes them pure for
+/// Cranelift's mid-end, so each is placed right at its use (and an A
+/// broadcast folds into `vbroadcastss mem`) instead of all loads of a step
+/// being issued first and kept live across it. Sound because nothing
+/// writes a panel while a micro-kernel reads it, and each load's address
+/// derives from the micro-kernel loop's own induction pointers, so it can
+/// neither be hoisted above the packing nor merged with another round's.
+fn panel_load() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly().with_can_move()
+}
+
+/// Where a micro-kernel writes its tile.
+#[derive(Clone, Copy)]
+enum Dest {
+    /// Straight into an f32 `C`: `c_rs`/`c_cs` in bytes, `unit` (i8) when
+    /// the column stride is one element, `beta` (i8) to add to `C`.
+    Direct { rs: Value, cs: Value, unit: Value, beta: Value },
+    /// Into the f32 scratch block (row stride `nc·4` bytes, always a full
+    /// tile); `beta` (i8) to add to what is there.
+    Scratch { beta: Value },
+}
+
+struct Gen<'a, 'f> {
+    b: &'a mut FunctionBuilder<'f>,
+    ptr: Type,
+    fma: bool,
+    blk: Blocking,
+    /// Storage dtypes of A, B, C.
+    dt: [DType; 3],
+}
+
+impl Gen<'_, '_> {
+    fn iconst(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(types::I64, v)
+    }
+
+    fn min(&mut self, x: Value, y: Value) -> Value {
+        self.b.ins().smin(x, y)
+    }
+
+    /// `x · k` for a constant `k`.
+    fn muli(&mut self, x: Value, k: i64) -> Value {
+        self.b.ins().imul_imm_s(x, k)
+    }
+
+    fn addi(&mut self, x: Value, k: i64) -> Value {
+        self.b.ins().iadd_imm_s(x, k)
+    }
+
+    /// `ptr + off` (both pointer-sized).
+    fn at(&mut self, p: Value, off: Value) -> Value {
+        self.b.ins().iadd(p, off)
+    }
+
+    fn stack(&mut self, bytes: usize) -> Value {
+        let ss = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes as u32, 4));
+        self.b.ins().stack_addr(self.ptr, ss, 0)
+    }
+
+    /// `for i in (start..end).step_by(step) { f(i) }` with `i` an i64.
+    fn for_range(&mut self, start: Value, end: Value, step: i64, f: &mut dyn FnMut(&mut Self, Value)) {
+        let iv = self.b.declare_var(types::I64);
+        self.b.def_var(iv, start);
+        let (head, body, exit) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        let i = self.b.use_var(iv);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        self.b.seal_block(body);
+        f(self, i);
+        let next = self.addi(i, step);
+        self.b.def_var(iv, next);
+        self.b.ins().jump(head, &[]);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+    }
+
+    /// `if c { t } else { e }` (either may be empty).
+    fn if_else(&mut self, c: Value, t: &mut dyn FnMut(&mut Self), e: &mut dyn FnMut(&mut Self)) {
+        let (bt, be, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(c, bt, &[], be, &[]);
+        self.b.switch_to_block(bt);
+        self.b.seal_block(bt);
+        t(self);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(be);
+        self.b.seal_block(be);
+        e(self);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+    }
+
+    fn body(&mut self) {
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        self.b.seal_block(entry);
+        let p = self.b.block_params(entry).to_vec();
+        let [da, db, dc] = self.dt;
+        let (pa, pb, pc) = (p[0], p[3], p[6]);
+        let (m, n, k, acc) = (p[9], p[10], p[11], p[12]);
+        let sz = |d: DType| d.size_bytes() as i64;
+        let ars = self.muli(p[1], sz(da));
+        let acs = self.muli(p[2], sz(da));
+        let brs = self.muli(p[4], sz(db));
+        let bcs = self.muli(p[5], sz(db));
+        let crs = self.muli(p[7], sz(dc));
+        let ccs = self.muli(p[8], sz(dc));
+
+        // Nothing to do for an empty C.
+        let zero = self.iconst(0);
+        let em = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, m, zero);
+        let en = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, n, zero);
+        let empty = self.b.ins().bor(em, en);
+        let (ret, work) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(empty, ret, &[], work, &[]);
+        self.b.switch_to_block(work);
+        self.b.seal_block(work);
+
+        // k ≤ 0: C = 0 unless accumulating.
+        let kz = self.b.ins().icmp(IntCC::SignedLessThanOrEqual, k, zero);
+        let accz = self.b.ins().icmp_imm_s(IntCC::Equal, acc, 0);
+        let clear = self.b.ins().band(kz, accz);
+        self.if_else(
+            clear,
+            &mut |g| {
+                g.for_range(zero, m, 1, &mut |g, i| {
+                    let row = g.b.ins().imul(i, crs);
+                    let row = g.at(pc, row);
+                    g.for_range(zero, n, 1, &mut |g, j| {
+                        let off = g.b.ins().imul(j, ccs);
+                        let addr = g.at(row, off);
+                        if dc == DType::F32 {
+                            let z = g.b.ins().f32const(0.0);
+                            g.b.ins().store(mem(), z, addr, 0);
+                        } else {
+                            let z = g.b.ins().iconst(types::I32, 0);
+                            g.b.ins().istore16(mem(), z, addr, 0);
+                        }
+                    });
+                });
+            },
+            &mut |_| {},
+        );
+        let main = self.b.create_block();
+        self.b.ins().brif(kz, ret, &[], main, &[]);
+        self.b.switch_to_block(main);
+        self.b.seal_block(main);
+
+        let blk = self.blk;
+        let ap = self.stack(blk.mc * blk.kc * 4);
+        let bp = self.stack(blk.kc * blk.nc * 4);
+        let tile = self.stack(blk.mr * blk.nr * 4);
+        let a_unit = self.b.ins().icmp_imm_s(IntCC::Equal, p[1], 1);
+        let b_unit = self.b.ins().icmp_imm_s(IntCC::Equal, p[5], 1);
+        let c_unit = self.b.ins().icmp_imm_s(IntCC::Equal, p[8], 1);
+        let accnz = self.b.ins().icmp_imm_s(IntCC::NotEqual, acc, 0);
+        let (kcb, mcb, ncb) = (self.iconst(blk.kc as i64), self.iconst(blk.mc as i64), self.iconst(blk.nc as i64));
+
+        if dc == DType::F32 {
+            self.for_range(zero, n, blk.nc as i64, &mut |g, jc| {
+                let rest = g.b.ins().isub(n, jc);
+                let nc = g.min(ncb, rest);
+                g.for_range(zero, k, blk.kc as i64, &mut |g, kk| {
+                    let rest = g.b.ins().isub(k, kk);
+                    let kc = g.min(kcb, rest);
+                    let later = g.b.ins().icmp_imm_s(IntCC::NotEqual, kk, 0);
+                    let beta = g.b.ins().bor(later, accnz);
+                    // Pack B[kk.., jc..]: lanes are columns.
+                    let o1 = g.b.ins().imul(kk, brs);
+                    let o2 = g.b.ins().imul(jc, bcs);
+                    let src = g.at(pb, o1);
+                    let src = g.at(src, o2);
+                    g.pack(bp, src, bcs, brs, b_unit, blk.nr, nc, kc, db);
+                    g.for_range(zero, m, blk.mc as i64, &mut |g, ic| {
+                        let rest = g.b.ins().isub(m, ic);
+                        let mc = g.min(mcb, rest);
+                        let o1 = g.b.ins().imul(ic, ars);
+                        let o2 = g.b.ins().imul(kk, acs);
+                        let src = g.at(pa, o1);
+                        let src = g.at(src, o2);
+                        g.pack(ap, src, ars, acs, a_unit, blk.mr, mc, kc, da);
+                        // C block origin.
+                        let o1 = g.b.ins().imul(ic, crs);
+                        let o2 = g.b.ins().imul(jc, ccs);
+                        let cblk = g.at(pc, o1);
+                        let cblk = g.at(cblk, o2);
+                        let dest = Dest::Direct { rs: crs, cs: ccs, unit: c_unit, beta };
+                        g.macro_kernel(ap, bp, cblk, mc, nc, kc, tile, dest);
+                    });
+                });
+            });
+        } else {
+            let cs = self.stack(blk.mc * blk.nc * 4);
+            self.for_range(zero, n, blk.nc as i64, &mut |g, jc| {
+                let rest = g.b.ins().isub(n, jc);
+                let nc = g.min(ncb, rest);
+                g.for_range(zero, m, blk.mc as i64, &mut |g, ic| {
+                    let rest = g.b.ins().isub(m, ic);
+                    let mc = g.min(mcb, rest);
+                    g.for_range(zero, k, blk.kc as i64, &mut |g, kk| {
+                        let rest = g.b.ins().isub(k, kk);
+                        let kc = g.min(kcb, rest);
+                        let beta = g.b.ins().icmp_imm_s(IntCC::NotEqual, kk, 0);
+                        let o1 = g.b.ins().imul(kk, brs);
+                        let o2 = g.b.ins().imul(jc, bcs);
+                        let src = g.at(pb, o1);
+                        let src = g.at(src, o2);
+                        g.pack(bp, src, bcs, brs, b_unit, blk.nr, nc, kc, db);
+                        let o1 = g.b.ins().imul(ic, ars);
+                        let o2 = g.b.ins().imul(kk, acs);
+                        let src = g.at(pa, o1);
+                        let src = g.at(src, o2);
+                        g.pack(ap, src, ars, acs, a_unit, blk.mr, mc, kc, da);
+                        g.macro_kernel(ap, bp, cs, mc, nc, kc, tile, Dest::Scratch { beta });
+                    });
+                    let o1 = g.b.ins().imul(ic, crs);
+                    let o2 = g.b.ins().imul(jc, ccs);
+                    let cblk = g.at(pc, o1);
+                    let cblk = g.at(cblk, o2);
+                    g.store_scratch(cs, cblk, crs, ccs, c_unit, accnz, mc, nc);
+                });
+            });
+        }
+        self.b.ins().jump(ret, &[]);
+        self.b.switch_to_block(ret);
+        self.b.seal_block(ret);
+        self.b.ins().return_(&[]);
+    }
+
+    /// Packs `valid` lanes (rows of A or columns of B) × `kc` k steps of the
+    /// operand at `src` (lane stride `lane_s`, k stride `k_s`, in bytes;
+    /// `unit` when the lane stride is one element) into panels of `r`
+    /// lanes at `dst`: panel `q` holds lanes `q·r..q·r+r`, k-major, as f32
+    /// (`kc·r` floats), zero past `valid` lanes.
+    #[allow(clippy::too_many_arguments)]
+    fn pack(
+        &mut self,
+        dst: Value,
+        src: Value,
+        lane_s: Value,
+        k_s: Value,
+        unit: Value,
+        r: usize,
+        valid: Value,
+        kc: Value,
+        d: DType,
+    ) {
+        let zero = self.iconst(0);
+        let rr = self.iconst(r as i64);
+        let kc4 = self.muli(kc, 4);
+        self.for_range(zero, valid, r as i64, &mut |g, q| {
+            let rest = g.b.ins().isub(valid, q);
+            let lanes = g.min(rr, rest);
+            let o = g.b.ins().imul(q, lane_s);
+            let s = g.at(src, o);
+            // `q` counts lanes: its panel starts `q·kc` floats in.
+            let o = g.b.ins().imul(q, kc4);
+            let dpanel = g.at(dst, o);
+            let full = g.b.ins().icmp(IntCC::Equal, lanes, rr);
+            g.if_else(
+                full,
+                &mut |g| {
+                    g.if_else(
+                        unit,
+                        &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, true, kc, d),
+                        &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, false, kc, d),
+                    )
+                },
+                &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, Some(lanes), false, kc, d),
+            );
+        });
+    }
+
+    /// One panel: `kc` k steps of `r` lanes. `edge = Some(lanes)` reads only
+    /// the first `lanes` lanes (the rest become 0); `vector` reads groups of
+    /// four consecutive lanes at once (lane stride one element).
+    #[allow(clippy::too_many_arguments)]
+    fn pack_panel(
+        &mut self,
+        dst: Value,
+        s: Value,
+        lane_s: Value,
+        k_s: Value,
+        r: usize,
+        edge: Option<Value>,
+        vector: bool,
+        kc: Value,
+        d: DType,
+    ) {
+        // Per-lane source pointers (clamped to a valid lane on an edge
+        // panel) and keep-masks.
+        let mut lp = vec![];
+        let mut keep = vec![];
+        if !vector {
+            for l in 0..r {
+                let li = self.iconst(l as i64);
+                let (li, kp) = match edge {
+                    Some(lanes) => {
+                        let last = self.addi(lanes, -1);
+                        let kp = self.b.ins().icmp(IntCC::SignedLessThan, li, lanes);
+                        (self.min(li, last), Some(kp))
+                    }
+                    None => (li, None),
+                };
+                let o = self.b.ins().imul(li, lane_s);
+                lp.push(self.at(s, o));
+                keep.push(kp);
+            }
+        }
+        let zero = self.iconst(0);
+        let dv = self.b.declare_var(self.ptr);
+        self.b.def_var(dv, dst);
+        // Counts k steps; the source offset advances by the (runtime) k
+        // stride and the destination by one packed row.
+        let ov = self.b.declare_var(types::I64);
+        self.b.def_var(ov, zero);
+        self.for_range(zero, kc, 1, &mut |g, _| {
+            let off = g.b.use_var(ov);
+            let dp = g.b.use_var(dv);
+            if vector {
+                let base = g.at(s, off);
+                for grp in 0..r / 4 {
+                    let v = g.load4(base, (grp * 4 * d.size_bytes()) as i32, d);
+                    g.b.ins().store(packed(), v, dp, (grp * 16) as i32);
+                }
+                for l in (r / 4) * 4..r {
+                    let v = g.load1(base, (l * d.size_bytes()) as i32, d);
+                    g.b.ins().store(packed(), v, dp, (l * 4) as i32);
+                }
+            } else {
+                for l in 0..r {
+                    let a = g.at(lp[l], off);
+                    let mut v = g.load1(a, 0, d);
+                    if let Some(kp) = keep[l] {
+                        let z = g.b.ins().f32const(0.0);
+                        v = g.b.ins().select(kp, v, z);
+                    }
+                    g.b.ins().store(packed(), v, dp, (l * 4) as i32);
+                }
+            }
+            let off = g.b.ins().iadd(off, k_s);
+            g.b.def_var(ov, off);
+            let dp = g.addi(dp, (r * 4) as i64);
+            g.b.def_var(dv, dp);
+        });
+    }
+
+    /// One element of storage dtype `d` at `p + off`, as f32.
+    fn load1(&mut self, p: Value, off: i32, d: DType) -> Value {
+        match d {
+            DType::F32 => self.b.ins().load(types::F32, mem(), p, off),
+            _ => {
+                let h = self.b.ins().uload16(types::I32, mem(), p, off);
+                self.half_to_f32(h, d)
+            }
+        }
+    }
+
+    /// Four consecutive elements of storage dtype `d` at `p + off`, as f32x4.
+    fn load4(&mut self, p: Value, off: i32, d: DType) -> Value {
+        match d {
+            DType::F32 => self.b.ins().load(types::F32X4, mem(), p, off),
+            _ => {
+                let h = self.b.ins().uload16x4(mem(), p, off);
+                self.half_to_f32(h, d)
+            }
+        }
+    }
+
+    /// `c ? x : y` lane-wise: `select` on scalars, `bitselect` on vectors
+    /// (`c` from an `icmp` of the same shape).
+    fn sel(&mut self, c: Value, x: Value, y: Value) -> Value {
+        if self.b.func.dfg.value_type(x).is_vector() {
+            self.b.ins().bitselect(c, x, y)
+        } else {
+            self.b.ins().select(c, x, y)
+        }
+    }
+
+    /// An integer constant of `ty` (`I32` or `I32X4`).
+    fn ci(&mut self, ty: Type, v: i32) -> Value {
+        let s = self.b.ins().iconst(types::I32, v as i64);
+        if ty.is_vector() {
+            self.b.ins().splat(ty, s)
+        } else {
+            s
+        }
+    }
+
+    fn bitcast(&mut self, ty: Type, x: Value) -> Value {
+        self.b.ins().bitcast(ty, MemFlagsData::new().with_endianness(Endianness::Little), x)
+    }
+
+    /// bf16 / f16 bits (zero-extended into `I32` or `I32X4` lanes) to f32
+    /// (`F32` / `F32X4`), exactly: subnormals, infinities and NaN included.
+    fn half_to_f32(&mut self, h: Value, d: DType) -> Value {
+        let ity = self.b.func.dfg.value_type(h);
+        let fty = if ity.is_vector() { types::F32X4 } else { types::F32 };
+        if d == DType::BF16 {
+            let x = self.b.ins().ishl_imm_u(h, 16);
+            return self.bitcast(fty, x);
+        }
+        // f16: shift exponent and mantissa into place and rebias; fix up
+        // Inf/NaN (exponent all ones) and subnormals (renormalized by a
+        // float subtraction that is exact).
+        let c7fff = self.ci(ity, 0x7fff);
+        let mag = self.b.ins().band(h, c7fff);
+        let o = self.b.ins().ishl_imm_u(mag, 13);
+        let cexp = self.ci(ity, 0x7c00 << 13);
+        let e = self.b.ins().band(o, cexp);
+        let bias = self.ci(ity, (127 - 15) << 23);
+        let o = self.b.ins().iadd(o, bias);
+        // Inf/NaN.
+        let more = self.ci(ity, (128 - 16) << 23);
+        let infnan = self.b.ins().iadd(o, more);
+        // Subnormal: (o + 2^23) as float − 2^-14.
+        let one = self.ci(ity, 1 << 23);
+        let sub = self.b.ins().iadd(o, one);
+        let subf = self.bitcast(fty, sub);
+        let magic = self.b.ins().f32const(f32::from_bits(113 << 23));
+        let magic = if ity.is_vector() { self.b.ins().splat(fty, magic) } else { magic };
+        let subf = self.b.ins().fsub(subf, magic);
+        let sub = self.bitcast(ity, subf);
+        let is_infnan = self.b.ins().icmp(IntCC::Equal, e, cexp);
+        let zero = self.ci(ity, 0);
+        let is_sub = self.b.ins().icmp(IntCC::Equal, e, zero);
+        let r = self.sel(is_infnan, infnan, o);
+        let r = self.sel(is_sub, sub, r);
+        let c8000 = self.ci(ity, 0x8000);
+        let sign = self.b.ins().band(h, c8000);
+        let sign = self.b.ins().ishl_imm_u(sign, 16);
+        let r = self.b.ins().bor(r, sign);
+        self.bitcast(fty, r)
+    }
+
+    /// f32 (`F32` / `F32X4`) to bf16 / f16 bits in the low 16 bits of
+    /// `I32` / `I32X4` lanes, rounding to nearest even. NaN stays NaN
+    /// (quieted), f16 overflow becomes infinity, f16 subnormals are exact.
+    fn f32_to_half(&mut self, x: Value, d: DType) -> Value {
+        let fty = self.b.func.dfg.value_type(x);
+        let ity = if fty.is_vector() { types::I32X4 } else { types::I32 };
+        let f = self.bitcast(ity, x);
+        let abs_mask = self.ci(ity, 0x7fff_ffff);
+        let abs = self.b.ins().band(f, abs_mask);
+        let inf = self.ci(ity, 0x7f80_0000);
+        let is_nan = self.b.ins().icmp(IntCC::SignedGreaterThan, abs, inf);
+        if d == DType::BF16 {
+            let hi = self.b.ins().ushr_imm_u(f, 16);
+            let one = self.ci(ity, 1);
+            let odd = self.b.ins().band(hi, one);
+            let bias = self.ci(ity, 0x7fff);
+            let r = self.b.ins().iadd(f, bias);
+            let r = self.b.ins().iadd(r, odd);
+            let r = self.b.ins().ushr_imm_u(r, 16);
+            let q = self.ci(ity, 0x40);
+            let qn = self.b.ins().bor(hi, q);
+            return self.sel(is_nan, qn, r);
+        }
+        // f16 (after F. Giesen's float_to_half_fast3_rtne).
+        let sign = self.b.ins().band_not(f, abs_mask);
+        let sign = self.b.ins().ushr_imm_u(sign, 16);
+        // Overflow → Inf, NaN → quiet NaN.
+        let c7c00 = self.ci(ity, 0x7c00);
+        let c7e00 = self.ci(ity, 0x7e00);
+        let big = self.sel(is_nan, c7e00, c7c00);
+        let f16max = self.ci(ity, (127 + 16) << 23);
+        let is_big = self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, abs, f16max);
+        // Result subnormal (|x| < 2^-14): |x| + 0.5 rounds at 2^-24.
+        let absf = self.bitcast(fty, abs);
+        let half = self.b.ins().f32const(0.5);
+        let half = if fty.is_vector() { self.b.ins().splat(fty, half) } else { half };
+        let t = self.b.ins().fadd(absf, half);
+        let t = self.bitcast(ity, t);
+        let half_bits = self.ci(ity, 0x3f00_0000);
+        let small = self.b.ins().isub(t, half_bits);
+        let min_normal = self.ci(ity, 113 << 23);
+        let is_small = self.b.ins().icmp(IntCC::SignedLessThan, abs, min_normal);
+        // Normal: rebias, round to nearest even at bit 13.
+        let sh = self.b.ins().ushr_imm_u(abs, 13);
+        let one = self.ci(ity, 1);
+        let odd = self.b.ins().band(sh, one);
+        let rebias = self.ci(ity, ((15 - 127) << 23) + 0xfff);
+        let nrm = self.b.ins().iadd(abs, rebias);
+        let nrm = self.b.ins().iadd(nrm, odd);
+        let nrm = self.b.ins().ushr_imm_u(nrm, 13);
+        let r = self.sel(is_small, small, nrm);
+        let r = self.sel(is_big, big, r);
+        self.b.ins().bor(r, sign)
+    }
+
+    /// Runs the micro-kernel over an `mc × nc` block: packed A at `ap`
+    /// (panels of `mr` rows), packed B at `bp` (panels of `nr` columns),
+    /// both `kc` steps deep; `cblk` is C's (or the scratch's) block origin.
+    #[allow(clippy::too_many_arguments)]
+    fn macro_kernel(
+        &mut self,
+        ap: Value,
+        bp: Value,
+        cblk: Value,
+        mc: Value,
+        nc: Value,
+        kc: Value,
+        tile: Value,
+        dest: Dest,
+    ) {
+        let blk = self.blk;
+        let zero = self.iconst(0);
+        let (mrv, nrv) = (self.iconst(blk.mr as i64), self.iconst(blk.nr as i64));
+        let kc4 = self.muli(kc, 4);
+        self.for_range(zero, nc, blk.nr as i64, &mut |g, jr| {
+            let rest = g.b.ins().isub(nc, jr);
+            let nr = g.min(nrv, rest);
+            let o = g.b.ins().imul(jr, kc4);
+            let bpanel = g.at(bp, o);
+            let ccol = match dest {
+                Dest::Direct { cs, .. } => g.b.ins().imul(jr, cs),
+                Dest::Scratch { .. } => g.muli(jr, 4),
+            };
+            let ccol = g.at(cblk, ccol);
+            g.for_range(zero, mc, blk.mr as i64, &mut |g, ir| {
+                let rest = g.b.ins().isub(mc, ir);
+                let mr = g.min(mrv, rest);
+                let o = g.b.ins().imul(ir, kc4);
+                let apanel = g.at(ap, o);
+                let crow = match dest {
+                    Dest::Direct { rs, .. } => g.b.ins().imul(ir, rs),
+                    Dest::Scratch { .. } => g.muli(ir, (blk.nc * 4) as i64),
+                };
+                let ctile = g.at(ccol, crow);
+                let accs = g.micro(apanel, bpanel, kc);
+                g.write_tile(&accs, ctile, mr, nr, tile, dest);
+            });
+        });
+    }
+
+    /// The register-blocked inner loop: returns the `mr × nr/4` f32x4
+    /// accumulators (row-major) of `Σ_p A[:, p] ⊗ B[p, :]` over the `kc`
+    /// packed steps (`kc ≥ 1`).
+    ///
+    /// One k step is, per accumulator, a broadcast of an A element and an
+    /// FMA with a B vector (`nr/4` B vectors loaded once per step). The
+    /// shape of the CLIF is chosen for what Cranelift makes of it:
+    ///
+    /// - each FMA gets its own broadcast: x86's `vfmadd213` overwrites the
+    ///   broadcast operand, so a shared broadcast would cost a register copy
+    ///   per use anyway; a fresh one is a single `vbroadcastss mem` load µop
+    ///   instead of a load plus a shuffle. For the loads to fold, every
+    ///   value derived from them must be used exactly once, so the loop is
+    ///   top-tested (its back edge is the only use of each new accumulator)
+    ///   and the duplicate loads use distinct address expressions (`pa` or
+    ///   the next iteration's `pa2`, with offsets adjusted) so the mid-end
+    ///   does not merge them;
+    /// - the panel loads are pure (see [`panel_load`]) so the mid-end places
+    ///   each next to its use; with the loads pinned in program order, all
+    ///   of them would come first and their values would spill;
+    /// - no unrolling: Cranelift merges straight-line blocks and places pure
+    ///   instructions by use, so an unrolled body computes each
+    ///   accumulator's chain through all steps at once, keeping every
+    ///   step's B vectors live (more than 16 xmm registers).
+    fn micro(&mut self, apanel: Value, bpanel: Value, kc: Value) -> Vec<Value> {
+        let blk = self.blk;
+        let (mr, nv) = (blk.mr, blk.nr / 4);
+        let nacc = mr * nv;
+        let z = self.b.ins().f32const(0.0);
+        let zv = self.b.ins().splat(types::F32X4, z);
+        let bytes = self.b.ins().imul_imm_s(kc, (blk.nr * 4) as i64);
+        let bend = self.at(bpanel, bytes);
+        let (head, body, done) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        let pa = self.b.append_block_param(head, self.ptr);
+        let pb = self.b.append_block_param(head, self.ptr);
+        let accs: Vec<Value> = (0..nacc).map(|_| self.b.append_block_param(head, types::F32X4)).collect();
+        let args: Vec<_> = [apanel, bpanel].into_iter().chain(std::iter::repeat_n(zv, nacc)).map(Into::into).collect();
+        self.b.ins().jump(head, &args);
+        self.b.switch_to_block(head);
+        let more = self.b.ins().icmp(IntCC::UnsignedLessThan, pb, bend);
+        self.b.ins().brif(more, body, &[], done, &[]);
+        self.b.switch_to_block(body);
+        self.b.seal_block(body);
+        let astep = (mr * 4) as i64;
+        let pa2 = self.addi(pa, astep);
+        let pb2 = self.addi(pb, (blk.nr * 4) as i64);
+        let bv: Vec<Value> =
+            (0..nv).map(|j| self.b.ins().load(types::F32X4, panel_load(), pb, (16 * j) as i32)).collect();
+        let mut cur = accs.clone();
+        for i in 0..mr {
+            for j in 0..nv {
+                // Distinct address expressions for the `nv` loads of A[i, p]:
+                // `pa`, `pa2`, then `pa + 4096·j` (folded into the
+                // addressing mode by the lowering).
+                let at = (4 * i) as i64;
+                let (base, off) = match j {
+                    0 => (pa, at),
+                    1 => (pa2, at - astep),
+                    _ => (self.addi(pa, 4096 * j as i64), at - 4096 * j as i64),
+                };
+                let a = self.b.ins().load(types::F32, panel_load(), base, off as i32);
+                let av = self.b.ins().splat(types::F32X4, a);
+                let c = &mut cur[i * nv + j];
+                *c = if self.fma {
+                    self.b.ins().fma(av, bv[j], *c)
+                } else {
+                    let p = self.b.ins().fmul(av, bv[j]);
+                    self.b.ins().fadd(*c, p)
+                };
+            }
+        }
+        let next: Vec<_> = [pa2, pb2].into_iter().chain(cur.iter().copied()).map(Into::into).collect();
+        self.b.ins().jump(head, &next);
+        self.b.seal_block(head);
+        self.b.switch_to_block(done);
+        self.b.seal_block(done);
+        accs
+    }
+
+    /// Writes (or adds, per `dest`'s beta) the accumulators of an
+    /// `mr × nr` (valid part of the) tile at `ctile`.
+    fn write_tile(&mut self, accs: &[Value], ctile: Value, mr: Value, nr: Value, tile: Value, dest: Dest) {
+        let blk = self.blk;
+        let nv = blk.nr / 4;
+        let accs = accs.to_vec();
+        // Full-tile vector store: row i at `ctile + i·rs`.
+        let vector = |g: &mut Self, rs_bytes: Option<Value>, rs_const: i64, beta: Value| {
+            let accs = accs.clone();
+            g.if_else(
+                beta,
+                &mut |g| {
+                    let mut row = ctile;
+                    for i in 0..blk.mr {
+                        for j in 0..nv {
+                            let old = g.b.ins().load(types::F32X4, mem(), row, (16 * j) as i32);
+                            let s = g.b.ins().fadd(old, accs[i * nv + j]);
+                            g.b.ins().store(mem(), s, row, (16 * j) as i32);
+                        }
+                        row = match rs_bytes {
+                            Some(rs) => g.at(row, rs),
+                            None => g.addi(row, rs_const),
+                        };
+                    }
+                },
+                &mut |g| {
+                    let mut row = ctile;
+                    for i in 0..blk.mr {
+                        for j in 0..nv {
+                            g.b.ins().store(mem(), accs[i * nv + j], row, (16 * j) as i32);
+                        }
+                        row = match rs_bytes {
+                            Some(rs) => g.at(row, rs),
+                            None => g.addi(row, rs_const),
+                        };
+                    }
+                },
+            );
+        };
+        match dest {
+            Dest::Scratch { beta } => vector(self, None, (blk.nc * 4) as i64, beta),
+            Dest::Direct { rs, cs, unit, beta } => {
+                let mrf = self.b.ins().icmp_imm_s(IntCC::Equal, mr, blk.mr as i64);
+                let nrf = self.b.ins().icmp_imm_s(IntCC::Equal, nr, blk.nr as i64);
+                let full = self.b.ins().band(mrf, nrf);
+                let fast = self.b.ins().band(full, unit);
+                let accs2 = accs.clone();
+                self.if_else(
+                    fast,
+                    &mut |g| vector(g, Some(rs), 0, beta),
+                    &mut |g| {
+                        // Edge tile or strided C: spill to the stack tile,
+                        // then scalar read-modify-write of the valid part.
+                        for (x, &v) in accs2.iter().enumerate() {
+                            g.b.ins().store(packed(), v, tile, (16 * x) as i32);
+                        }
+                        let zero = g.iconst(0);
+                        g.for_range(zero, mr, 1, &mut |g, i| {
+                            let o = g.b.ins().imul(i, rs);
+                            let crow = g.at(ctile, o);
+                            let o = g.muli(i, (blk.nr * 4) as i64);
+                            let trow = g.at(tile, o);
+                            g.for_range(zero, nr, 1, &mut |g, j| {
+                                let o = g.muli(j, 4);
+                                let t = g.at(trow, o);
+                                let v = g.b.ins().load(types::F32, packed(), t, 0);
+                                let o = g.b.ins().imul(j, cs);
+                                let c = g.at(crow, o);
+                                let old = g.b.ins().load(types::F32, mem(), c, 0);
+                                let sum = g.b.ins().fadd(old, v);
+                                let r = g.b.ins().select(beta, sum, v);
+                                g.b.ins().store(mem(), r, c, 0);
+                            });
+                        });
+                    },
+                );
+            }
+        }
+    }
+
+    /// Rounds the f32 scratch block (`mc × nc`, row stride `NC` floats) into
+    /// a bf16/f16 `C` block at `cblk`, adding C's old values when
+    /// `accumulate`.
+    #[allow(clippy::too_many_arguments)]
+    fn store_scratch(
+        &mut self,
+        cs: Value,
+        cblk: Value,
+        crs: Value,
+        ccs: Value,
+        c_unit: Value,
+        accumulate: Value,
+        mc: Value,
+        nc: Value,
+    ) {
+        let dc = self.dt[2];
+        let blk = self.blk;
+        let zero = self.iconst(0);
+        self.for_range(zero, mc, 1, &mut |g, i| {
+            let o = g.b.ins().imul(i, crs);
+            let crow = g.at(cblk, o);
+            let o = g.muli(i, (blk.nc * 4) as i64);
+            let srow = g.at(cs, o);
+            // Groups of four when C's columns are contiguous.
+            let nc4 = g.b.ins().band_imm_s(nc, !3i64);
+            let start = g.b.ins().select(c_unit, nc4, zero);
+            g.for_range(zero, start, 4, &mut |g, j| {
+                let o = g.muli(j, 4);
+                let sp = g.at(srow, o);
+                let v = g.b.ins().load(types::F32X4, packed(), sp, 0);
+                let o = g.muli(j, 2);
+                let cp = g.at(crow, o);
+                let v = {
+                    let mut out = v;
+                    g.if_else_value(accumulate, &mut out, &mut |g, v| {
+                        let old = g.load4(cp, 0, dc);
+                        g.b.ins().fadd(old, v)
+                    });
+                    out
+                };
+                let h = g.f32_to_half(v, dc);
+                let h16 = g.b.ins().unarrow(h, h);
+                let q = g.bitcast(types::I64X2, h16);
+                let q = g.b.ins().extractlane(q, 0);
+                g.b.ins().store(mem(), q, cp, 0);
+            });
+            g.for_range(start, nc, 1, &mut |g, j| {
+                let o = g.muli(j, 4);
+                let sp = g.at(srow, o);
+                let v = g.b.ins().load(types::F32, packed(), sp, 0);
+                let o = g.b.ins().imul(j, ccs);
+                let cp = g.at(crow, o);
+                let old = g.load1(cp, 0, dc);
+                let sum = g.b.ins().fadd(old, v);
+                let v = g.b.ins().select(accumulate, sum, v);
+                let h = g.f32_to_half(v, dc);
+                g.b.ins().istore16(mem(), h, cp, 0);
+            });
+        });
+    }
+
+    /// `*v = c ? f(*v) : *v`, with `f` emitted on a branch (so its loads
+    /// only run when `c`).
+    fn if_else_value(&mut self, c: Value, v: &mut Value, f: &mut dyn FnMut(&mut Self, Value) -> Value) {
+        let ty = self.b.func.dfg.value_type(*v);
+        let (bt, join) = (self.b.create_block(), self.b.create_block());
+        let out = self.b.append_block_param(join, ty);
+        let x = *v;
+        self.b.ins().brif(c, bt, &[], join, &[x.into()]);
+        self.b.switch_to_block(bt);
+        self.b.seal_block(bt);
+        let y = f(self, x);
+        self.b.ins().jump(join, &[y.into()]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        *v = out;
+    }
+}

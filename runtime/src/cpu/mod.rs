@@ -1,0 +1,79 @@
+//! The CPU execution engine: kernel programs JIT-compiled with
+//! [`kiln_codegen::cpu`] and run on all cores.
+//!
+//! - [`storage`]: typed, aligned host storage and conversion from and to
+//!   [`Tensor`]s.
+//! - [`plan`]: the memory plan that lets temps with disjoint lifetimes
+//!   share one arena.
+//! - [`pool`]: running a kernel's tiles in parallel with rayon.
+//! - [`exec`]: [`CpuExecutable`], a checked and compiled program, and its
+//!   host-step interpreter.
+//! - [`cache`]: compiled executables keyed by entry point and dims.
+//!
+//! [`run_cpu`] ties them together: schedule an entry point with concrete
+//! dims (once per [`Cache`]), then run it.
+
+pub mod cache;
+pub mod exec;
+pub mod plan;
+pub mod pool;
+pub mod storage;
+
+pub use cache::Cache;
+pub use exec::{CpuExecutable, PreparedParams, Stats};
+pub use plan::MemoryPlan;
+pub use pool::Pool;
+
+use crate::{RuntimeError, Tensor};
+use kiln_ir::schedule::ScheduleOptions;
+use kiln_ir::{Function, Module};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Runs `f` of `m` on the CPU with the given parameter values (parallel
+/// to `m.params`), inputs (parallel to `f.arg_names`) and dimension sizes;
+/// the outputs are parallel to `f.output_names`. The executable is taken
+/// from `cache` when `f` was compiled for these dims before.
+pub fn run_cpu(
+    m: &Module,
+    f: &Function,
+    params: &[Tensor],
+    inputs: &[Tensor],
+    dims: &BTreeMap<String, i64>,
+    cache: &Cache,
+) -> Result<(Vec<Tensor>, Stats), RuntimeError> {
+    let (exe, cached) = cache.get_or_build(&f.name, dims, || compile_cpu(m, f, dims, cache.pool().clone(), cache.options()))?;
+    let (outs, mut stats) = exe.run_with_stats(params, inputs)?;
+    stats.cached = cached;
+    Ok((outs, stats))
+}
+
+/// Schedules `f` of `m` with concrete dims and compiles it for the CPU,
+/// to run on `pool`. Scheduler failures are [`RuntimeError::Internal`].
+pub fn compile_cpu(
+    m: &Module,
+    f: &Function,
+    dims: &BTreeMap<String, i64>,
+    pool: Arc<Pool>,
+    options: &ScheduleOptions,
+) -> Result<CpuExecutable, RuntimeError> {
+    let start = Instant::now();
+    let env = |name: &str| dims.get(name).copied();
+    let internal = |message: String| RuntimeError::Internal { site: format!("the scheduler for `{}`", f.name), message };
+    let program = kiln_ir::schedule::schedule(m, f, &env, options).map_err(|e| internal(e.to_string()))?;
+    let mut shapes = Vec::with_capacity(f.graph.outputs.len());
+    for &o in &f.graph.outputs {
+        let ty = f.graph.node(o).ty.tensor().ok_or_else(|| internal(format!("result {o} is not a tensor")))?;
+        let mut shape = Vec::with_capacity(ty.shape.len());
+        for d in &ty.shape {
+            let v = d.eval(&env).map_err(|v| internal(format!("dimension `{v}` is unbound")))?;
+            shape.push(usize::try_from(v).map_err(|_| internal(format!("a result dimension evaluates to {v}")))?);
+        }
+        shapes.push(shape);
+    }
+    let schedule_time = start.elapsed();
+    let mut exe = CpuExecutable::new(program, shapes)?.with_pool(pool);
+    exe.add_compile_time(schedule_time);
+    Ok(exe)
+}

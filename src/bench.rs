@@ -1,0 +1,116 @@
+//! `kiln bench`: the CPU backend's workloads beside the machine's
+//! ceilings, measured in one run. `bench/compare_torch.py` adds PyTorch.
+
+use kiln_ir::interp::Tensor;
+use kiln_ir::schedule::ScheduleOptions;
+use kiln_runtime::cpu::{compile_cpu, CpuExecutable, Pool};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Mean seconds per call over at least `min` (after one warm-up call).
+fn time(min: Duration, mut f: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    f()?;
+    let (start, mut runs) = (Instant::now(), 0u32);
+    while runs < 3 || start.elapsed() < min {
+        f()?;
+        runs += 1;
+    }
+    Ok(start.elapsed().as_secs_f64() / runs as f64)
+}
+
+/// Compiles a one-function program for the CPU with concrete dims.
+fn build(src: &str, dims: &[(&str, i64)], pool: &Arc<Pool>) -> Result<(kiln_lang::Compiled, CpuExecutable), String> {
+    let c = kiln_lang::compile_source(Path::new("bench.kl"), src.to_string()).map_err(|e| e.render())?;
+    let f = &c.module.functions[0];
+    let dims: BTreeMap<String, i64> = dims.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let exe = compile_cpu(&c.module, f, &dims, pool.clone(), &ScheduleOptions::default()).map_err(|e| e.to_string())?;
+    Ok((c, exe))
+}
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    // A cheap deterministic fill: the values do not matter for timing.
+    let n: usize = shape.iter().product();
+    let data = (0..n).map(|i| (((i as u64).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f64) / 500.0 - 1.0).collect();
+    Tensor { dtype: kiln_ir::DType::F32, shape: shape.to_vec(), data }
+}
+
+/// Runs the benchmarks; prints a table, or JSON for `bench/compare_torch.py`.
+pub fn run(json: bool, quick: bool) -> Result<(), String> {
+    let pool = Arc::new(Pool::global());
+    let threads = pool.threads();
+    let secs = if quick { 0.2 } else { 1.0 };
+    let min = Duration::from_secs_f64(if quick { 0.2 } else { 0.6 });
+    let peak = kiln_codegen::cpu::peak::fma_peak_gflops(threads, secs).map_err(|e| e.to_string())?;
+    let peak1 = kiln_codegen::cpu::peak::fma_peak_gflops(1, secs).map_err(|e| e.to_string())?;
+    if !json {
+        eprintln!("FMA ceiling: {peak:.1} GFLOP/s on {threads} threads ({peak1:.1} on one)");
+    }
+
+    let sizes: &[i64] = if quick { &[128, 256, 512] } else { &[128, 256, 512, 1024, 2048] };
+    let mut matmul = Vec::new();
+    for &n in sizes {
+        let (c, exe) = build("pub fn mm(a: f32[N, N], b: f32[N, N]) -> f32[N, N] { return a @ b }", &[("N", n)], &pool)?;
+        let params = exe.prepare_params(&kiln_runtime::init_params(&c.module, 0).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let inputs = [random(&[n as usize, n as usize], 1), random(&[n as usize, n as usize], 2)];
+        let t = time(min, || exe.run_prepared(&params, &inputs).map(|_| ()).map_err(|e| e.to_string()))?;
+        let g = 2.0 * (n as f64).powi(3) / t / 1e9;
+        if !json {
+            eprintln!("matmul {n:>5}: {g:7.1} GFLOP/s ({:.0}% of the ceiling)", 100.0 * g / peak);
+        }
+        matmul.push(serde_json::json!({"n": n, "gflops": g}));
+    }
+
+    // Copy bandwidth: the same bytes moved by plain parallel memcpy.
+    let (rows, cols) = (4096usize, 768usize);
+    let n = rows * cols;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let t = time(min, || {
+        let per = n.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (d, x) in dst.chunks_mut(per).zip(src.chunks(per)) {
+                s.spawn(move || d.copy_from_slice(x));
+            }
+        });
+        Ok(())
+    })?;
+    let copy_gbs = (2 * n * 4) as f64 / t / 1e9;
+
+    let ln_src = "config { C = 768 } \n param g: f32[C] = ones \n param b: f32[C] = zeros \n pub fn f(x: f32[R, C]) -> f32[R, C] { return x + gelu(layernorm(x, g, b)) }";
+    let (c, exe) = build(ln_src, &[("R", rows as i64)], &pool)?;
+    let params = exe.prepare_params(&kiln_runtime::init_params(&c.module, 0).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let inputs = [random(&[rows, cols], 3)];
+    let t = time(min, || exe.run_prepared(&params, &inputs).map(|_| ()).map_err(|e| e.to_string()))?;
+    let bytes = (2 * n * 4) as f64;
+    let ln = serde_json::json!({"rows": rows, "cols": cols, "ms": t * 1e3, "bytes": bytes, "gbs": bytes / t / 1e9, "kernels": exe.program().kernels.len()});
+    if !json {
+        eprintln!("copy bandwidth: {copy_gbs:.1} GB/s; x + gelu(layernorm(x)) {rows}x{cols}: {:.3} ms, {:.1} GB/s ({:.0}% of copy)", t * 1e3, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / copy_gbs);
+    }
+
+    // Compile time of gpt.kl's forward pass, parse to runnable code.
+    let t0 = Instant::now();
+    let c = kiln_lang::compile_source(Path::new("models/gpt.kl"), crate::GPT.to_string()).map_err(|e| e.render())?;
+    let front = t0.elapsed();
+    let f = c.module.function("forward").ok_or("gpt.kl has no forward")?;
+    let dims: BTreeMap<String, i64> = [("B".to_string(), 1), ("T".to_string(), 256)].into_iter().collect();
+    let env = |n: &str| dims.get(n).copied();
+    let t1 = Instant::now();
+    kiln_ir::schedule::schedule(&c.module, f, &env, &ScheduleOptions::default()).map_err(|e| e.to_string())?;
+    let sched = t1.elapsed();
+    let exe = compile_cpu(&c.module, f, &dims, pool.clone(), &ScheduleOptions::default()).map_err(|e| e.to_string())?;
+    let total = front + exe.compile_time();
+    let compile = serde_json::json!({"total_ms": total.as_secs_f64() * 1e3, "front_ms": front.as_secs_f64() * 1e3,
+        "schedule_ms": sched.as_secs_f64() * 1e3, "codegen_ms": (exe.compile_time().saturating_sub(sched)).as_secs_f64() * 1e3,
+        "kernels": exe.program().kernels.len()});
+    if !json {
+        eprintln!("compile gpt.kl forward: {:.0} ms", total.as_secs_f64() * 1e3);
+    }
+    let out = serde_json::json!({"threads": threads, "fma_peak_gflops": peak, "fma_peak_gflops_1t": peak1, "copy_gbs": copy_gbs,
+        "matmul": matmul, "layernorm_gelu": ln, "compile": compile});
+    if json {
+        println!("{out}");
+    }
+    Ok(())
+}
