@@ -9,15 +9,22 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Mean seconds per call over at least `min` (after one warm-up call).
-fn time(min: Duration, mut f: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+/// Mean seconds per call over at least `min` (after one warm-up call);
+/// `f` returns the seconds to count for its call.
+fn time(min: Duration, mut f: impl FnMut() -> Result<f64, String>) -> Result<f64, String> {
     f()?;
-    let (start, mut runs) = (Instant::now(), 0u32);
+    let (start, mut runs, mut total) = (Instant::now(), 0u32, 0.0);
     while runs < 3 || start.elapsed() < min {
-        f()?;
+        total += f()?;
         runs += 1;
     }
-    Ok(start.elapsed().as_secs_f64() / runs as f64)
+    Ok(total / runs as f64)
+}
+
+/// One run of a compiled program, timing its kernels (not the conversion
+/// of inputs and outputs to and from f64 tensors).
+fn exec(exe: &CpuExecutable, params: &kiln_runtime::cpu::PreparedParams, inputs: &[Tensor]) -> Result<f64, String> {
+    exe.run_prepared(params, inputs).map(|(_, st)| st.exec_time.as_secs_f64()).map_err(|e| e.to_string())
 }
 
 /// Compiles a one-function program for the CPU with concrete dims.
@@ -54,7 +61,7 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
         let (c, exe) = build("pub fn mm(a: f32[N, N], b: f32[N, N]) -> f32[N, N] { return a @ b }", &[("N", n)], &pool)?;
         let params = exe.prepare_params(&kiln_runtime::init_params(&c.module, 0).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         let inputs = [random(&[n as usize, n as usize], 1), random(&[n as usize, n as usize], 2)];
-        let t = time(min, || exe.run_prepared(&params, &inputs).map(|_| ()).map_err(|e| e.to_string()))?;
+        let t = time(min, || exec(&exe, &params, &inputs))?;
         let g = 2.0 * (n as f64).powi(3) / t / 1e9;
         if !json {
             eprintln!("matmul {n:>5}: {g:7.1} GFLOP/s ({:.0}% of the ceiling)", 100.0 * g / peak);
@@ -69,12 +76,13 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
     let mut dst = vec![0.0f32; n];
     let t = time(min, || {
         let per = n.div_ceil(threads);
+        let t0 = Instant::now();
         std::thread::scope(|s| {
             for (d, x) in dst.chunks_mut(per).zip(src.chunks(per)) {
                 s.spawn(move || d.copy_from_slice(x));
             }
         });
-        Ok(())
+        Ok(t0.elapsed().as_secs_f64())
     })?;
     let copy_gbs = (2 * n * 4) as f64 / t / 1e9;
 
@@ -82,7 +90,7 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
     let (c, exe) = build(ln_src, &[("R", rows as i64)], &pool)?;
     let params = exe.prepare_params(&kiln_runtime::init_params(&c.module, 0).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let inputs = [random(&[rows, cols], 3)];
-    let t = time(min, || exe.run_prepared(&params, &inputs).map(|_| ()).map_err(|e| e.to_string()))?;
+    let t = time(min, || exec(&exe, &params, &inputs))?;
     let bytes = (2 * n * 4) as f64;
     let ln = serde_json::json!({"rows": rows, "cols": cols, "ms": t * 1e3, "bytes": bytes, "gbs": bytes / t / 1e9, "kernels": exe.program().kernels.len()});
     if !json {

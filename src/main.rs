@@ -238,7 +238,19 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
     rt::create_output_dir(&a.out)?;
     let outputs = match a.backend {
         Backend::Reference => rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?,
-        Backend::Cpu => rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &rt::cpu::Cache::new())?.0,
+        Backend::Cpu => {
+            let (outs, st) = rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &rt::cpu::Cache::new())?;
+            eprintln!(
+                "cpu: compiled in {:.1} ms, ran {} kernel launches in {:.2} ms ({:.2} ms in kernels); temporaries take {} (without reuse: {})",
+                st.compile_time.as_secs_f64() * 1e3,
+                st.launches,
+                st.run_time.as_secs_f64() * 1e3,
+                st.exec_time.as_secs_f64() * 1e3,
+                bytes(st.peak_bytes),
+                bytes(st.naive_bytes)
+            );
+            outs
+        }
     };
     for (name, t) in f.output_names.iter().zip(&outputs) {
         let path = a.out.join(format!("{name}.npy"));
@@ -246,6 +258,15 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         println!("{name}: {} -> {}  {}", rt::type_string(t.dtype, &t.shape), path.display(), summary(t));
     }
     Ok(())
+}
+
+/// `12.3 MiB`.
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }
 
 /// `min -1.2 max 3.4 mean 0.01` for a quick look at an output.

@@ -46,37 +46,54 @@ fn module() -> JITModule {
     JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()))
 }
 
-/// Seconds for one `n³` GEMM on `threads` threads (best of several runs).
+/// Seconds for one `n³` GEMM on `threads` threads: each thread computes
+/// its row block of C `reps` times back to back, after a barrier; the time
+/// is the slowest thread's average, best of a few rounds (so that a round
+/// disturbed by other processes does not count).
 fn time_gemm(f: GemmFn, n: usize, threads: usize) -> f64 {
     let a: Vec<f32> = (0..n * n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
     let b: Vec<f32> = (0..n * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0).collect();
     let mut c = vec![0f32; n * n];
     let flops = 2.0 * (n as f64).powi(3);
-    // Enough repetitions for about 0.5 s at 50 GFLOP/s, at least 3.
-    let reps = ((0.5 * 50e9 / flops) as usize).clamp(3, 200);
+    // About 0.1 s per round at 50 GFLOP/s, at least one repetition.
+    let reps = ((0.1 * 50e9 / flops) as usize).max(1);
     let rows = n.div_ceil(threads);
-    let mut best = f64::INFINITY;
-    for _ in 0..reps {
-        let cp = c.as_mut_ptr() as usize;
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            for th in 0..threads {
-                let (a, b) = (&a, &b);
+    let cp = c.as_mut_ptr() as usize;
+    let barrier = std::sync::Barrier::new(threads);
+    let rounds = 7;
+    let per_thread: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|th| {
+                let (a, b, barrier) = (&a, &b, &barrier);
                 s.spawn(move || {
                     let r0 = (th * rows).min(n);
                     let m = rows.min(n - r0);
-                    // SAFETY: disjoint row blocks of C; A, B, C are n×n.
-                    unsafe {
-                        let ap = a.as_ptr().add(r0 * n);
-                        let cp = (cp as *mut f32).add(r0 * n);
-                        let nn = n as i64;
-                        f(ap, nn, 1, b.as_ptr(), nn, 1, cp, nn, 1, m as i64, nn, nn, 0);
-                    }
-                });
-            }
-        });
-        best = best.min(t.elapsed().as_secs_f64());
-    }
+                    let nn = n as i64;
+                    let call = || {
+                        // SAFETY: disjoint row blocks of C; A, B, C are n×n.
+                        unsafe {
+                            let ap = a.as_ptr().add(r0 * n);
+                            let cp = (cp as *mut f32).add(r0 * n);
+                            f(ap, nn, 1, b.as_ptr(), nn, 1, cp, nn, 1, m as i64, nn, nn, 0);
+                        }
+                    };
+                    call(); // warm up: stack pages, caches
+                    (0..rounds)
+                        .map(|_| {
+                            barrier.wait();
+                            let t = Instant::now();
+                            for _ in 0..reps {
+                                call();
+                            }
+                            t.elapsed().as_secs_f64() / reps as f64
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("bench thread panicked")).collect()
+    });
+    let best = (0..rounds).map(|r| per_thread.iter().map(|t| t[r]).fold(0.0, f64::max)).fold(f64::INFINITY, f64::min);
     // Spot-check one element so a broken kernel cannot post a number.
     let (i, j) = (n / 3, n / 2);
     let want: f64 = (0..n).map(|p| a[i * n + p] as f64 * b[p * n + j] as f64).sum();

@@ -71,7 +71,8 @@
 use super::CodegenError;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, UserFuncName, Value,
+    types, AbiParam, Endianness, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, UserFuncName,
+    Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
@@ -165,27 +166,87 @@ pub fn declare_gemm_with(
         let ty = if i % 3 == 0 && i < 9 { ptr } else { types::I64 };
         sig.params.push(AbiParam::new(ty));
     }
-    let id = module.declare_function(&name, Linkage::Local, &sig).map_err(cl)?;
     let fma = module.isa().has_native_fma();
+    let tile = declare_tile(module, blk, fma)?;
+    let id = module.declare_function(&name, Linkage::Local, &sig).map_err(cl)?;
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
     ctx.func.name = UserFuncName::user(0x6765, id.as_u32());
+    let tile = module.declare_func_in_func(tile, &mut ctx.func);
     let mut fctx = FunctionBuilderContext::new();
     {
         let mut bd = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut g = Gen { b: &mut bd, ptr, fma, blk, dt: [a, b, c] };
+        let mut g = Gen { b: &mut bd, ptr, fma, blk, dt: [a, b, c], tile: Some(tile) };
         g.body();
         bd.seal_all_blocks();
         bd.finalize(module.target_config());
     }
-    if let Err(e) = module.define_function(id, &mut ctx) {
+    define(module, id, &mut ctx, &name)?;
+    Ok(id)
+}
+
+/// Defines `id` from `ctx` (and clears it), with Cranelift's errors
+/// rendered against the function.
+fn define(module: &mut JITModule, id: FuncId, ctx: &mut cranelift_codegen::Context, name: &str) -> Result<(), CodegenError> {
+    ctx.set_disasm(std::env::var("KILN_GEMM_DISASM").is_ok()); // TEMP
+    let r = module.define_function(id, ctx); // TEMP
+    if let Some(v) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) { eprintln!("{v}"); } // TEMP
+    if let Err(e) = r {
         let msg = match e {
             cranelift_module::ModuleError::Compilation(e) => cranelift_codegen::print_errors::pretty_error(&ctx.func, e),
             e => e.to_string(),
         };
         return Err(CodegenError::Cranelift(format!("{name}: {msg}")));
     }
-    module.clear_context(&mut ctx);
+    module.clear_context(ctx);
+    Ok(())
+}
+
+/// Declares and defines (once per module and micro-tile shape) the
+/// micro-kernel as a function of its own,
+///
+/// ```text
+/// tile(a_panel, b_panel, kc, c, c_rs_bytes, beta)
+/// ```
+///
+/// which runs the register-blocked loop over `kc ≥ 1` packed steps and
+/// stores the full `MR × NR` tile to the f32 rows at `c + i·c_rs_bytes`
+/// (adding to them when `beta != 0`). A function of its own so that the
+/// loop's registers are allocated free of the enclosing loop nest's state
+/// (which otherwise spills into the loop); the call costs a few cycles per
+/// `kc·MR·NR` FMAs.
+fn declare_tile(module: &mut JITModule, blk: Blocking, fma: bool) -> Result<FuncId, CodegenError> {
+    let name = format!("kiln_gemm_tile_{}x{}", blk.mr, blk.nr);
+    if let Some(FuncOrDataId::Func(id)) = module.get_name(&name) {
+        return Ok(id);
+    }
+    let cl = |e: cranelift_module::ModuleError| CodegenError::Cranelift(e.to_string());
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    for ty in [ptr, ptr, types::I64, ptr, types::I64, types::I64] {
+        sig.params.push(AbiParam::new(ty));
+    }
+    let id = module.declare_function(&name, Linkage::Local, &sig).map_err(cl)?;
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0x6765, id.as_u32());
+    let mut fctx = FunctionBuilderContext::new();
+    {
+        let mut bd = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = bd.create_block();
+        bd.append_block_params_for_function_params(entry);
+        bd.switch_to_block(entry);
+        bd.seal_block(entry);
+        let p = bd.block_params(entry).to_vec();
+        let mut g = Gen { b: &mut bd, ptr, fma, blk, dt: [DType::F32; 3], tile: None };
+        let accs = g.micro(p[0], p[1], p[2]);
+        let beta = g.b.ins().icmp_imm_s(IntCC::NotEqual, p[5], 0);
+        g.store_tile(&accs, p[3], p[4], beta);
+        g.b.ins().return_(&[]);
+        bd.seal_all_blocks();
+        bd.finalize(module.target_config());
+    }
+    define(module, id, &mut ctx, &name)?;
     Ok(id)
 }
 
@@ -230,6 +291,8 @@ struct Gen<'a, 'f> {
     blk: Blocking,
     /// Storage dtypes of A, B, C.
     dt: [DType; 3],
+    /// The micro-tile function (see [`declare_tile`]).
+    tile: Option<FuncRef>,
 }
 
 impl Gen<'_, '_> {
@@ -735,8 +798,7 @@ impl Gen<'_, '_> {
                     Dest::Scratch { .. } => g.muli(ir, (blk.nc * 4) as i64),
                 };
                 let ctile = g.at(ccol, crow);
-                let accs = g.micro(apanel, bpanel, kc);
-                g.write_tile(&accs, ctile, mr, nr, tile, dest);
+                g.write_tile(apanel, bpanel, kc, ctile, mr, nr, tile, dest);
             });
         });
     }
@@ -820,62 +882,78 @@ impl Gen<'_, '_> {
         accs
     }
 
-    /// Writes (or adds, per `dest`'s beta) the accumulators of an
-    /// `mr × nr` (valid part of the) tile at `ctile`.
-    fn write_tile(&mut self, accs: &[Value], ctile: Value, mr: Value, nr: Value, tile: Value, dest: Dest) {
+    /// Stores (`beta` false) or adds (`beta` true) the full tile of
+    /// accumulators to the f32 rows at `ctile + i·rs` (`rs` in bytes).
+    fn store_tile(&mut self, accs: &[Value], ctile: Value, rs: Value, beta: Value) {
         let blk = self.blk;
         let nv = blk.nr / 4;
         let accs = accs.to_vec();
-        // Full-tile vector store: row i at `ctile + i·rs`.
-        let vector = |g: &mut Self, rs_bytes: Option<Value>, rs_const: i64, beta: Value| {
-            let accs = accs.clone();
-            g.if_else(
-                beta,
-                &mut |g| {
-                    let mut row = ctile;
-                    for i in 0..blk.mr {
-                        for j in 0..nv {
-                            let old = g.b.ins().load(types::F32X4, mem(), row, (16 * j) as i32);
-                            let s = g.b.ins().fadd(old, accs[i * nv + j]);
-                            g.b.ins().store(mem(), s, row, (16 * j) as i32);
-                        }
-                        row = match rs_bytes {
-                            Some(rs) => g.at(row, rs),
-                            None => g.addi(row, rs_const),
-                        };
+        let emit = |g: &mut Self, add: bool| {
+            let mut row = ctile;
+            for i in 0..blk.mr {
+                for j in 0..nv {
+                    let mut v = accs[i * nv + j];
+                    if add {
+                        let old = g.b.ins().load(types::F32X4, mem(), row, (16 * j) as i32);
+                        v = g.b.ins().fadd(old, v);
                     }
-                },
-                &mut |g| {
-                    let mut row = ctile;
-                    for i in 0..blk.mr {
-                        for j in 0..nv {
-                            g.b.ins().store(mem(), accs[i * nv + j], row, (16 * j) as i32);
-                        }
-                        row = match rs_bytes {
-                            Some(rs) => g.at(row, rs),
-                            None => g.addi(row, rs_const),
-                        };
-                    }
-                },
-            );
+                    g.b.ins().store(mem(), v, row, (16 * j) as i32);
+                }
+                if i + 1 < blk.mr {
+                    row = g.at(row, rs);
+                }
+            }
+        };
+        self.if_else(beta, &mut |g| emit(g, true), &mut |g| emit(g, false));
+    }
+
+    /// Runs the micro-tile function on packed panels and writes (or adds,
+    /// per `dest`'s beta) the valid `mr × nr` part of the tile at `ctile`:
+    /// directly when the tile is full and C's columns are contiguous,
+    /// otherwise through the stack `tile` and scalar read-modify-writes.
+    #[allow(clippy::too_many_arguments)]
+    fn write_tile(
+        &mut self,
+        apanel: Value,
+        bpanel: Value,
+        kc: Value,
+        ctile: Value,
+        mr: Value,
+        nr: Value,
+        tile: Value,
+        dest: Dest,
+    ) {
+        let blk = self.blk;
+        let f = self.tile.expect("the GEMM body calls the tile function");
+        let call = |g: &mut Self, c: Value, rs: Value, beta: Value| {
+            if std::env::var("KILN_INLINE").is_ok() { // TEMP
+                let accs = g.micro(apanel, bpanel, kc);
+                g.store_tile(&accs, c, rs, beta);
+                return;
+            }
+            let beta = g.b.ins().uextend(types::I64, beta);
+            g.b.ins().call(f, &[apanel, bpanel, kc, c, rs, beta]);
         };
         match dest {
-            Dest::Scratch { beta } => vector(self, None, (blk.nc * 4) as i64, beta),
+            Dest::Scratch { beta } => {
+                let rs = self.iconst((blk.nc * 4) as i64);
+                call(self, ctile, rs, beta);
+            }
             Dest::Direct { rs, cs, unit, beta } => {
                 let mrf = self.b.ins().icmp_imm_s(IntCC::Equal, mr, blk.mr as i64);
                 let nrf = self.b.ins().icmp_imm_s(IntCC::Equal, nr, blk.nr as i64);
                 let full = self.b.ins().band(mrf, nrf);
                 let fast = self.b.ins().band(full, unit);
-                let accs2 = accs.clone();
                 self.if_else(
                     fast,
-                    &mut |g| vector(g, Some(rs), 0, beta),
+                    &mut |g| call(g, ctile, rs, beta),
                     &mut |g| {
-                        // Edge tile or strided C: spill to the stack tile,
-                        // then scalar read-modify-write of the valid part.
-                        for (x, &v) in accs2.iter().enumerate() {
-                            g.b.ins().store(packed(), v, tile, (16 * x) as i32);
-                        }
+                        // Edge tile or strided C: the tile goes to the
+                        // stack, then a scalar read-modify-write of the
+                        // valid part.
+                        let trs = g.iconst((blk.nr * 4) as i64);
+                        let no = g.b.ins().iconst(types::I8, 0);
+                        call(g, tile, trs, no);
                         let zero = g.iconst(0);
                         g.for_range(zero, mr, 1, &mut |g, i| {
                             let o = g.b.ins().imul(i, rs);

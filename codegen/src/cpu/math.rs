@@ -594,15 +594,15 @@ impl<'a, 'f> Fx<'a, 'f> {
         let nk = self.b.ins().fneg(kf);
         let r = if self.fma {
             // pi/2 = C1 + C2 + C3; each fused step rounds once.
-            let (c1, c2, c3) = (self.c(1.570_796_4), self.c(-4.371_139e-8), self.c(-1.715_124_5e-15));
+            let (c1, c2, c3) = (self.c(std::f32::consts::FRAC_PI_2), self.c(-4.371_139e-8), self.c(-1.715_124_5e-15));
             let r = self.fma(nk, c1, x);
             let r = self.fma(nk, c2, r);
             self.fma(nk, c3, r)
         } else {
             // Without FMA the f32 products are inexact: reduce in f64,
-            // where k * C1 is exact (C1 has 30 bits, |k| < 2^22).
+            // where k * C1 is exact (C1 has 27 bits) for |k| < 2^26.
             const C1: f64 = 1.570_796_325_802_803;
-            const C2: f64 = 1.570_796_326_794_896_6 - C1;
+            const C2: f64 = std::f64::consts::FRAC_PI_2 - C1;
             self.in_f64(&[x, kf], &|fx, v| {
                 let (c1, c2) = (fx.c64(v[0], C1), fx.c64(v[0], C2));
                 let p = fx.b.ins().fmul(v[1], c1);
@@ -618,7 +618,7 @@ impl<'a, 'f> Fx<'a, 'f> {
         let t2 = self.mulc(r, std::f32::consts::FRAC_2_PI);
         let (k2f, k2i) = self.round(t2);
         let nk2 = self.b.ins().fneg(k2f);
-        let (c1, c2, c3) = (self.c(1.570_796_4), self.c(-4.371_139e-8), self.c(-1.715_124_5e-15));
+        let (c1, c2, c3) = (self.c(std::f32::consts::FRAC_PI_2), self.c(-4.371_139e-8), self.c(-1.715_124_5e-15));
         let p = self.mul(nk2, c1);
         let r = self.add(r, p);
         let p = self.mul(nk2, c2);

@@ -162,7 +162,8 @@ fn run(f: PeakFn, iters: i64, threads: usize) -> f64 {
 ///
 /// Without a hardware FMA the loop uses a multiply and an add instead
 /// (still 8 flops per vector step). The result is the best of a few
-/// repetitions, so brief interference from other processes is filtered.
+/// eight repetitions, so brief interference from other processes is
+/// filtered out.
 pub fn fma_peak_gflops(threads: usize, seconds: f64) -> Result<f64, CodegenError> {
     if threads == 0 {
         return Err(CodegenError::Unsupported { kernel: "fma_peak".into(), what: "zero threads".into() });
@@ -177,7 +178,7 @@ pub fn fma_peak_gflops(threads: usize, seconds: f64) -> Result<f64, CodegenError
         }
         iters *= 4;
     };
-    let reps = 3;
+    let reps = 8;
     let target = (seconds.max(1e-3) / reps as f64 / per_iter).max(1.0) as i64;
     let mut best = 0f64;
     for _ in 0..reps {

@@ -35,6 +35,9 @@ pub struct Stats {
     /// How long the run took, from converting the inputs to converting the
     /// outputs.
     pub run_time: Duration,
+    /// Of `run_time`, the host steps alone: kernels and copies, without
+    /// converting inputs and outputs (what benchmarks compare).
+    pub exec_time: Duration,
     /// Bytes of the temps' arena.
     pub peak_bytes: u64,
     /// Bytes the temps would take without sharing memory.
@@ -272,7 +275,9 @@ impl CpuExecutable {
         }
 
         let mut launches = 0;
+        let exec_start = Instant::now();
         let result = self.steps(&self.program.steps, &mut Vec::new(), &bases, &mut launches);
+        let exec_time = exec_start.elapsed();
         if let Ok(mut a) = self.arenas.lock() {
             a.push(arena);
         }
@@ -286,6 +291,7 @@ impl CpuExecutable {
             compile_time: self.compile_time,
             cached: false,
             run_time: start.elapsed(),
+            exec_time,
             peak_bytes: self.plan.peak_bytes,
             naive_bytes: self.plan.naive_bytes,
             launches,
