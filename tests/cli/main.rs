@@ -461,7 +461,7 @@ fn bad_flag_exits_1() {
 #[test]
 fn bad_flag_values_exit_1() {
     for (flag, value, words) in [
-        ("--backend", "gpu", "possible values: reference"),
+        ("--backend", "gpu", "possible values: cpu, reference"),
         ("--precision", "f16", "possible values: f32, f64"),
         ("--seed", "abc", "invalid value 'abc' for '--seed <SEED>'"),
         ("--seed", "-1", "unexpected argument '-1'"),

@@ -166,8 +166,8 @@ pub fn declare_gemm_with(
         let ty = if i % 3 == 0 && i < 9 { ptr } else { types::I64 };
         sig.params.push(AbiParam::new(ty));
     }
-    let fma = module.isa().has_native_fma();
-    let tile = declare_tile(module, blk, fma)?;
+    let fused = module.isa().has_native_fma() && !prefers_mul_add(module.isa().name());
+    let tile = declare_tile(module, blk, fused)?;
     let id = module.declare_function(&name, Linkage::Local, &sig).map_err(cl)?;
     let mut ctx = module.make_context();
     ctx.func.signature = sig;
@@ -176,7 +176,7 @@ pub fn declare_gemm_with(
     let mut fctx = FunctionBuilderContext::new();
     {
         let mut bd = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut g = Gen { b: &mut bd, ptr, fma, blk, dt: [a, b, c], tile: Some(tile) };
+        let mut g = Gen { b: &mut bd, ptr, fused, blk, dt: [a, b, c], tile: Some(tile) };
         g.body();
         bd.seal_all_blocks();
         bd.finalize(module.target_config());
@@ -215,7 +215,7 @@ fn define(module: &mut JITModule, id: FuncId, ctx: &mut cranelift_codegen::Conte
 /// loop's registers are allocated free of the enclosing loop nest's state
 /// (which otherwise spills into the loop); the call costs a few cycles per
 /// `kc·MR·NR` FMAs.
-fn declare_tile(module: &mut JITModule, blk: Blocking, fma: bool) -> Result<FuncId, CodegenError> {
+fn declare_tile(module: &mut JITModule, blk: Blocking, fused: bool) -> Result<FuncId, CodegenError> {
     let name = format!("kiln_gemm_tile_{}x{}", blk.mr, blk.nr);
     if let Some(FuncOrDataId::Func(id)) = module.get_name(&name) {
         return Ok(id);
@@ -238,7 +238,7 @@ fn declare_tile(module: &mut JITModule, blk: Blocking, fma: bool) -> Result<Func
         bd.switch_to_block(entry);
         bd.seal_block(entry);
         let p = bd.block_params(entry).to_vec();
-        let mut g = Gen { b: &mut bd, ptr, fma, blk, dt: [DType::F32; 3], tile: None };
+        let mut g = Gen { b: &mut bd, ptr, fused, blk, dt: [DType::F32; 3], tile: None };
         let accs = g.micro(p[0], p[1], p[2]);
         let beta = g.b.ins().icmp_imm_s(IntCC::NotEqual, p[5], 0);
         g.store_tile(&accs, p[3], p[4], beta);
@@ -248,6 +248,27 @@ fn declare_tile(module: &mut JITModule, blk: Blocking, fma: bool) -> Result<Func
     }
     define(module, id, &mut ctx, &name)?;
     Ok(id)
+}
+
+/// Whether the micro-kernel should use a multiply and an add rather than
+/// FMA even where FMA exists: on AMD cores (two FP multiply and two FP add
+/// pipes since Zen 1) the separate form runs at the full FMA rate and,
+/// unlike Cranelift's x86 FMA (which overwrites a multiplicand), leaves the
+/// accumulators in place (see [`Gen::micro`]). Elsewhere (e.g. Intel cores
+/// where adds share the FMA ports) FMA stays. Only meaningful for the host
+/// (the JIT compiles for the CPU it runs on).
+fn prefers_mul_add(isa_name: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa_name == "x64" {
+        let id = std::arch::x86_64::__cpuid(0);
+        let mut vendor = [0u8; 12];
+        vendor[..4].copy_from_slice(&id.ebx.to_le_bytes());
+        vendor[4..8].copy_from_slice(&id.edx.to_le_bytes());
+        vendor[8..].copy_from_slice(&id.ecx.to_le_bytes());
+        return &vendor == b"AuthenticAMD" || &vendor == b"HygonGenuine";
+    }
+    let _ = isa_name;
+    false
 }
 
 /// Flags for every access: the generated code only touches memory the
@@ -287,7 +308,8 @@ enum Dest {
 struct Gen<'a, 'f> {
     b: &'a mut FunctionBuilder<'f>,
     ptr: Type,
-    fma: bool,
+    /// The micro-kernel uses FMA (else a multiply and an add).
+    fused: bool,
     blk: Blocking,
     /// Storage dtypes of A, B, C.
     dt: [DType; 3],
@@ -418,7 +440,7 @@ impl Gen<'_, '_> {
         self.b.seal_block(main);
 
         let blk = self.blk;
-        let ap = self.stack(blk.mc * blk.kc * 4);
+        let ap = self.stack(blk.mc * blk.kc * 16);
         let bp = self.stack(blk.kc * blk.nc * 4);
         let tile = self.stack(blk.mr * blk.nr * 4);
         let a_unit = self.b.ins().icmp_imm_s(IntCC::Equal, p[1], 1);
@@ -441,7 +463,7 @@ impl Gen<'_, '_> {
                     let o2 = g.b.ins().imul(jc, bcs);
                     let src = g.at(pb, o1);
                     let src = g.at(src, o2);
-                    g.pack(bp, src, bcs, brs, b_unit, blk.nr, nc, kc, db);
+                    g.pack(bp, src, bcs, brs, b_unit, blk.nr, nc, kc, db, false);
                     g.for_range(zero, m, blk.mc as i64, &mut |g, ic| {
                         let rest = g.b.ins().isub(m, ic);
                         let mc = g.min(mcb, rest);
@@ -449,7 +471,7 @@ impl Gen<'_, '_> {
                         let o2 = g.b.ins().imul(kk, acs);
                         let src = g.at(pa, o1);
                         let src = g.at(src, o2);
-                        g.pack(ap, src, ars, acs, a_unit, blk.mr, mc, kc, da);
+                        g.pack(ap, src, ars, acs, a_unit, blk.mr, mc, kc, da, true);
                         // C block origin.
                         let o1 = g.b.ins().imul(ic, crs);
                         let o2 = g.b.ins().imul(jc, ccs);
@@ -476,12 +498,12 @@ impl Gen<'_, '_> {
                         let o2 = g.b.ins().imul(jc, bcs);
                         let src = g.at(pb, o1);
                         let src = g.at(src, o2);
-                        g.pack(bp, src, bcs, brs, b_unit, blk.nr, nc, kc, db);
+                        g.pack(bp, src, bcs, brs, b_unit, blk.nr, nc, kc, db, false);
                         let o1 = g.b.ins().imul(ic, ars);
                         let o2 = g.b.ins().imul(kk, acs);
                         let src = g.at(pa, o1);
                         let src = g.at(src, o2);
-                        g.pack(ap, src, ars, acs, a_unit, blk.mr, mc, kc, da);
+                        g.pack(ap, src, ars, acs, a_unit, blk.mr, mc, kc, da, true);
                         g.macro_kernel(ap, bp, cs, mc, nc, kc, tile, Dest::Scratch { beta });
                     });
                     let o1 = g.b.ins().imul(ic, crs);
@@ -502,7 +524,8 @@ impl Gen<'_, '_> {
     /// operand at `src` (lane stride `lane_s`, k stride `k_s`, in bytes;
     /// `unit` when the lane stride is one element) into panels of `r`
     /// lanes at `dst`: panel `q` holds lanes `q·r..q·r+r`, k-major, as f32
-    /// (`kc·r` floats), zero past `valid` lanes.
+    /// (`kc·r` floats; with `splat`, each stored four times as an f32x4,
+    /// `4·kc·r` floats), zero past `valid` lanes.
     #[allow(clippy::too_many_arguments)]
     fn pack(
         &mut self,
@@ -515,36 +538,43 @@ impl Gen<'_, '_> {
         valid: Value,
         kc: Value,
         d: DType,
+        splat: bool,
     ) {
         let zero = self.iconst(0);
         let rr = self.iconst(r as i64);
-        let kc4 = self.muli(kc, 4);
+        let w = if splat { 4 } else { 1 };
+        let kc4 = self.muli(kc, 4 * w);
         self.for_range(zero, valid, r as i64, &mut |g, q| {
             let rest = g.b.ins().isub(valid, q);
             let lanes = g.min(rr, rest);
             let o = g.b.ins().imul(q, lane_s);
             let s = g.at(src, o);
-            // `q` counts lanes: its panel starts `q·kc` floats in.
+            // `q` counts lanes: its panel starts `q·kc·w` floats in.
             let o = g.b.ins().imul(q, kc4);
             let dpanel = g.at(dst, o);
             let full = g.b.ins().icmp(IntCC::Equal, lanes, rr);
             g.if_else(
                 full,
                 &mut |g| {
-                    g.if_else(
-                        unit,
-                        &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, true, kc, d),
-                        &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, false, kc, d),
-                    )
+                    if splat {
+                        g.pack_panel(dpanel, s, lane_s, k_s, r, None, false, kc, d, true)
+                    } else {
+                        g.if_else(
+                            unit,
+                            &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, true, kc, d, false),
+                            &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, false, kc, d, false),
+                        )
+                    }
                 },
-                &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, Some(lanes), false, kc, d),
+                &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, Some(lanes), false, kc, d, splat),
             );
         });
     }
 
     /// One panel: `kc` k steps of `r` lanes. `edge = Some(lanes)` reads only
     /// the first `lanes` lanes (the rest become 0); `vector` reads groups of
-    /// four consecutive lanes at once (lane stride one element).
+    /// four consecutive lanes at once (lane stride one element); `splat`
+    /// stores each element as an f32x4 of four copies.
     #[allow(clippy::too_many_arguments)]
     fn pack_panel(
         &mut self,
@@ -557,7 +587,9 @@ impl Gen<'_, '_> {
         vector: bool,
         kc: Value,
         d: DType,
+        splat: bool,
     ) {
+        let w = if splat { 4 } else { 1 };
         // Per-lane source pointers (clamped to a valid lane on an edge
         // panel) and keep-masks.
         let mut lp = vec![];
@@ -606,12 +638,17 @@ impl Gen<'_, '_> {
                         let z = g.b.ins().f32const(0.0);
                         v = g.b.ins().select(kp, v, z);
                     }
-                    g.b.ins().store(packed(), v, dp, (l * 4) as i32);
+                    if splat {
+                        let v4 = g.b.ins().splat(types::F32X4, v);
+                        g.b.ins().store(packed(), v4, dp, (l * 16) as i32);
+                    } else {
+                        g.b.ins().store(packed(), v, dp, (l * 4) as i32);
+                    }
                 }
             }
             let off = g.b.ins().iadd(off, k_s);
             g.b.def_var(ov, off);
-            let dp = g.addi(dp, (r * 4) as i64);
+            let dp = g.addi(dp, (r * 4 * w) as i64);
             g.b.def_var(dv, dp);
         });
     }
@@ -778,6 +815,7 @@ impl Gen<'_, '_> {
         let zero = self.iconst(0);
         let (mrv, nrv) = (self.iconst(blk.mr as i64), self.iconst(blk.nr as i64));
         let kc4 = self.muli(kc, 4);
+        let kc16 = self.muli(kc, 16);
         self.for_range(zero, nc, blk.nr as i64, &mut |g, jr| {
             let rest = g.b.ins().isub(nc, jr);
             let nr = g.min(nrv, rest);
@@ -791,7 +829,7 @@ impl Gen<'_, '_> {
             g.for_range(zero, mc, blk.mr as i64, &mut |g, ir| {
                 let rest = g.b.ins().isub(mc, ir);
                 let mr = g.min(mrv, rest);
-                let o = g.b.ins().imul(ir, kc4);
+                let o = g.b.ins().imul(ir, kc16);
                 let apanel = g.at(ap, o);
                 let crow = match dest {
                     Dest::Direct { rs, .. } => g.b.ins().imul(ir, rs),
@@ -805,25 +843,30 @@ impl Gen<'_, '_> {
 
     /// The register-blocked inner loop: returns the `mr × nr/4` f32x4
     /// accumulators (row-major) of `Σ_p A[:, p] ⊗ B[p, :]` over the `kc`
-    /// packed steps (`kc ≥ 1`).
+    /// packed steps (`kc ≥ 1`; A packed pre-broadcast, B plain).
     ///
-    /// One k step is, per accumulator, a broadcast of an A element and an
-    /// FMA with a B vector (`nr/4` B vectors loaded once per step). The
-    /// shape of the CLIF is chosen for what Cranelift makes of it:
+    /// One k step loads `nr/4` B vectors and the `mr` broadcast A values
+    /// and updates every accumulator. The CLIF is shaped for what Cranelift
+    /// makes of it:
     ///
-    /// - each FMA gets its own broadcast: x86's `vfmadd213` overwrites the
-    ///   broadcast operand, so a shared broadcast would cost a register copy
-    ///   per use anyway; a fresh one is a single `vbroadcastss mem` load µop
-    ///   instead of a load plus a shuffle. For the loads to fold, every
-    ///   value derived from them must be used exactly once, so the loop is
-    ///   top-tested (its back edge is the only use of each new accumulator)
-    ///   and the duplicate loads use distinct address expressions (`pa` or
-    ///   the next iteration's `pa2`, with offsets adjusted) so the mid-end
-    ///   does not merge them;
-    /// - the panel loads are pure (see [`panel_load`]) so the mid-end places
-    ///   each next to its use; with the loads pinned in program order, all
-    ///   of them would come first and their values would spill;
-    /// - no unrolling: Cranelift merges straight-line blocks and places pure
+    /// - x86's `vfmadd213`/`vfmadd132` (the forms Cranelift emits) overwrite
+    ///   a multiplicand, never the addend, so an FMA's result lands in a
+    ///   new register and the loop's back edge needs one register move per
+    ///   accumulator. Separate `vmulps` + `vaddps` (three-operand AVX) keep
+    ///   each accumulator in place; with a pre-broadcast A vector shared by
+    ///   the `nr/4` products of its row, a step is 8 loads and 24 FP
+    ///   operations, which cores with two FP multiply and two FP add pipes
+    ///   (AMD Zen) run at the full FMA rate. That is the `fused = false`
+    ///   form, also used without FMA.
+    /// - `fused = true` (other CPUs with FMA) issues a fresh A load per FMA
+    ///   (the overwritten operand), from distinct address expressions (`pa`
+    ///   or the next iteration's `pa2`, offsets adjusted) so the mid-end
+    ///   does not merge them.
+    /// - The panel loads are pure (see [`panel_load`]) so the mid-end places
+    ///   each next to its use; pinned in program order, all of them would
+    ///   come first and their values would spill. The loop is top-tested,
+    ///   so the back edge is the only use of each new accumulator.
+    /// - No unrolling: Cranelift merges straight-line blocks and places pure
     ///   instructions by use, so an unrolled body computes each
     ///   accumulator's chain through all steps at once, keeping every
     ///   step's B vectors live (more than 16 xmm registers).
@@ -846,31 +889,35 @@ impl Gen<'_, '_> {
         self.b.ins().brif(more, body, &[], done, &[]);
         self.b.switch_to_block(body);
         self.b.seal_block(body);
-        let astep = (mr * 4) as i64;
+        // One packed A step: `mr` f32x4 (pre-broadcast).
+        let astep = (mr * 16) as i64;
         let pa2 = self.addi(pa, astep);
         let pb2 = self.addi(pb, (blk.nr * 4) as i64);
         let bv: Vec<Value> =
             (0..nv).map(|j| self.b.ins().load(types::F32X4, panel_load(), pb, (16 * j) as i32)).collect();
         let mut cur = accs.clone();
         for i in 0..mr {
+            let at = (16 * i) as i64;
+            let shared = (!self.fused).then(|| self.b.ins().load(types::F32X4, panel_load(), pa, at as i32));
             for j in 0..nv {
-                // Distinct address expressions for the `nv` loads of A[i, p]:
-                // `pa`, `pa2`, then `pa + 4096·j` (folded into the
-                // addressing mode by the lowering).
-                let at = (4 * i) as i64;
-                let (base, off) = match j {
-                    0 => (pa, at),
-                    1 => (pa2, at - astep),
-                    _ => (self.addi(pa, 4096 * j as i64), at - 4096 * j as i64),
-                };
-                let a = self.b.ins().load(types::F32, panel_load(), base, off as i32);
-                let av = self.b.ins().splat(types::F32X4, a);
                 let c = &mut cur[i * nv + j];
-                *c = if self.fma {
-                    self.b.ins().fma(av, bv[j], *c)
-                } else {
-                    let p = self.b.ins().fmul(av, bv[j]);
-                    self.b.ins().fadd(*c, p)
+                *c = match shared {
+                    Some(av) => {
+                        let p = self.b.ins().fmul(av, bv[j]);
+                        self.b.ins().fadd(*c, p)
+                    }
+                    None => {
+                        // Distinct address expressions for the `nv` loads
+                        // of A[i, p]: `pa`, `pa2`, then `pa + 4096·j`
+                        // (folded into the addressing mode).
+                        let (base, off) = match j {
+                            0 => (pa, at),
+                            1 => (pa2, at - astep),
+                            _ => (self.addi(pa, 4096 * j as i64), at - 4096 * j as i64),
+                        };
+                        let av = self.b.ins().load(types::F32X4, panel_load(), base, off as i32);
+                        self.b.ins().fma(av, bv[j], *c)
+                    }
                 };
             }
         }
@@ -926,11 +973,6 @@ impl Gen<'_, '_> {
         let blk = self.blk;
         let f = self.tile.expect("the GEMM body calls the tile function");
         let call = |g: &mut Self, c: Value, rs: Value, beta: Value| {
-            if std::env::var("KILN_INLINE").is_ok() { // TEMP
-                let accs = g.micro(apanel, bpanel, kc);
-                g.store_tile(&accs, c, rs, beta);
-                return;
-            }
             let beta = g.b.ins().uextend(types::I64, beta);
             g.b.ins().call(f, &[apanel, bpanel, kc, c, rs, beta]);
         };
