@@ -98,3 +98,13 @@ fn every_case_once() {
         assert!(ran >= 2, "{name} ran at only {ran} of the sizes");
     }
 }
+
+/// Matmuls large enough to be split into row tiles and remainder tiles
+/// (and, with few rows, column tiles), with an epilogue.
+#[test]
+fn matmul_tiles_and_remainders() {
+    let src = "pub fn f(x: {dt}[N, M], y: {dt}[M, N], b: {dt}[N]) -> ({dt}[N, N], {dt}[N, N]) { return (gelu(x @ y + b), transpose(y) @ transpose(x)) }";
+    for (n, m) in [(97, 65), (193, 130), (2, 257), (257, 3)] {
+        assert!(run_case("matmul_tiles", src, "f32", n, m, 11).unwrap_or_else(|e| panic!("{e}")));
+    }
+}
