@@ -19,21 +19,7 @@ use kiln_codegen::cpu::peak::fma_peak_gflops;
 use kiln_ir::DType;
 use std::time::Instant;
 
-type GemmFn = unsafe extern "C" fn(
-    *const f32,
-    i64,
-    i64,
-    *const f32,
-    i64,
-    i64,
-    *mut f32,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-);
+type GemmFn = unsafe extern "C" fn(*const f32, i64, i64, *const f32, i64, i64, *mut f32, i64, i64, i64, i64, i64, i64);
 
 fn module() -> JITModule {
     let mut flags = settings::builder();
@@ -105,26 +91,41 @@ fn main() {
     let args: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().expect("numeric blocking")).collect();
     let blk = match args.as_slice() {
         [] => Blocking::DEFAULT,
-        [mr, nr, kc, mc, nc] => Blocking { mr: *mr, nr: *nr, kc: *kc, mc: *mc, nc: *nc },
+        [mr, nr, kc, mc, nc] => Blocking { mr: *mr, nr: *nr, kc: *kc, mc: *mc, nc: *nc, fma: None },
         _ => panic!("usage: gemm_bench [MR NR KC MC NC]"),
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("blocking {blk:?}; {cores} cores");
-    let peak1 = fma_peak_gflops(1, 1.0).unwrap();
-    let peak2 = fma_peak_gflops(2, 1.0).unwrap();
-    println!("FMA ceiling (f32x4): 1 thread {peak1:.1} GFLOP/s, 2 threads {peak2:.1} GFLOP/s");
+    // The ceiling is measured before and after the GEMMs and the best taken:
+    // on a shared machine a measurement can only be too low.
+    let peak = |t: usize| fma_peak_gflops(t, 1.0).unwrap();
+    let (mut peak1, mut peak2) = (peak(1), peak(2));
 
     let mut m = module();
-    let id = declare_gemm_with(&mut m, DType::F32, DType::F32, DType::F32, blk).unwrap();
-    m.finalize_definitions().unwrap();
-    // SAFETY: the GEMM's signature is the C ABI of `GemmFn`.
-    let f: GemmFn = unsafe { std::mem::transmute(m.get_finalized_function(id)) };
+    let compile = |m: &mut JITModule, blk: Blocking| -> GemmFn {
+        let id = declare_gemm_with(m, DType::F32, DType::F32, DType::F32, blk).unwrap();
+        m.finalize_definitions().unwrap();
+        // SAFETY: the GEMM's signature is the C ABI of `GemmFn`.
+        unsafe { std::mem::transmute(m.get_finalized_function(id)) }
+    };
+    let f = compile(&mut m, blk);
+    let gflops = |f: GemmFn, n: usize, t: usize| 2.0 * (n as f64).powi(3) / time_gemm(f, n, t) / 1e9;
+    let rows: Vec<(usize, f64, f64)> =
+        [128, 256, 512, 1024, 2048].into_iter().map(|n| (n, gflops(f, n, 1), gflops(f, n, 2))).collect();
+    // The two micro-kernel forms side by side (the default picks one).
+    let forms: Vec<(&str, f64)> = [(true, "FMA"), (false, "multiply + add")]
+        .into_iter()
+        .map(|(fma, what)| (what, gflops(compile(&mut m, Blocking { fma: Some(fma), ..blk }), 1024, 1)))
+        .collect();
+    peak1 = peak1.max(peak(1));
+    peak2 = peak2.max(peak(2));
 
+    println!("FMA ceiling (f32x4): 1 thread {peak1:.1} GFLOP/s, 2 threads {peak2:.1} GFLOP/s");
     println!("{:>6} {:>12} {:>8} {:>12} {:>8}", "N", "1T GFLOP/s", "% peak", "2T GFLOP/s", "% peak");
-    for n in [128, 256, 512, 1024, 2048] {
-        let flops = 2.0 * (n as f64).powi(3);
-        let g1 = flops / time_gemm(f, n, 1) / 1e9;
-        let g2 = flops / time_gemm(f, n, 2) / 1e9;
+    for (n, g1, g2) in rows {
         println!("{n:>6} {g1:>12.1} {:>7.1}% {g2:>12.1} {:>7.1}%", 100.0 * g1 / peak1, 100.0 * g2 / peak2);
+    }
+    for (what, g) in forms {
+        println!("N = 1024, 1 thread, {what} micro-kernel: {g:.1} GFLOP/s ({:.1}%)", 100.0 * g / peak1);
     }
 }

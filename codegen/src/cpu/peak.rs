@@ -38,10 +38,7 @@ fn build() -> Result<(JITModule, PeakFn), CodegenError> {
     flags.set("opt_level", "speed").map_err(cl_err)?;
     flags.set("use_colocated_libcalls", "false").map_err(cl_err)?;
     flags.set("is_pic", "false").map_err(cl_err)?;
-    let isa = cranelift_native::builder()
-        .map_err(cl_err)?
-        .finish(settings::Flags::new(flags))
-        .map_err(cl_err)?;
+    let isa = cranelift_native::builder().map_err(cl_err)?.finish(settings::Flags::new(flags)).map_err(cl_err)?;
     let fma = isa.has_native_fma();
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let ptr = module.target_config().pointer_type();
@@ -157,13 +154,14 @@ fn run(f: PeakFn, iters: i64, threads: usize) -> f64 {
 
 /// Measures the aggregate f32x4 FMA throughput of `threads` threads, in
 /// GFLOP/s (one FMA on four lanes counts as 8 flops), by running a JIT-
-/// compiled loop of [`CHAINS`](self) independent FMA chains for about
-/// `seconds` seconds on every thread.
+/// compiled loop of 14 independent FMA chains (each FMA overwriting its
+/// own accumulator, so no register copies) for about `seconds` seconds on
+/// every thread at once.
 ///
 /// Without a hardware FMA the loop uses a multiply and an add instead
-/// (still 8 flops per vector step). The result is the best of a few
-/// eight repetitions, so brief interference from other processes is
-/// filtered out.
+/// (still 8 flops per vector step). The result is the best of eight
+/// repetitions, so brief interference from other processes is filtered
+/// out (a shared machine can only make it too low).
 pub fn fma_peak_gflops(threads: usize, seconds: f64) -> Result<f64, CodegenError> {
     if threads == 0 {
         return Err(CodegenError::Unsupported { kernel: "fma_peak".into(), what: "zero threads".into() });
