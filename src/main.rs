@@ -1,6 +1,7 @@
 //! `kiln`: the command-line driver.
 
 mod bench;
+mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_lang::{compile_file, compile_source, Compiled};
@@ -42,6 +43,8 @@ enum Cmd {
     Run(RunArgs),
     /// The guided tour on the built-in GPT: check, lower, run, compute a loss.
     Demo,
+    /// Train a model's `loss(tokens, targets)` on a text corpus (CPU backend).
+    Train(train::Args),
     /// Benchmarks of the CPU backend beside the machine's ceilings.
     Bench {
         /// Print JSON (for bench/compare_torch.py) instead of a table.
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(&args),
         Cmd::Demo => demo(),
         Cmd::Bench { json, quick } => bench::run(json, quick).map_err(|e| Failed(format!("error: {e}\n"))),
+        Cmd::Train(args) => train::run(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,8 @@
 //! - [`cpu`]: run an entry point natively: scheduled, JIT-compiled kernels
 //!   on all cores.
 //! - [`fsutil`]: atomic file replacement and output directories.
+//! - [`train`]: optimizers, schedules, the training loop, checkpoints and
+//!   mixed precision.
 //!
 //! Tensors are [`kiln_ir::interp::Tensor`]: a dtype, a shape and row-major
 //! `f64` elements. Nothing here panics on user input: every problem with a
@@ -20,6 +22,7 @@
 
 pub mod bind;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod exec;
 pub mod fsutil;
@@ -28,6 +31,7 @@ pub mod inputs;
 pub mod npy;
 pub mod safetensors;
 pub mod tensor;
+pub mod train;
 
 pub use bind::{bind_dims, bind_dims_from, default_dim, BoundDims, GivenInput};
 pub use cpu::{run_cpu, Cache, CpuExecutable, Pool, Stats};
