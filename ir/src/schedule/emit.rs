@@ -310,12 +310,15 @@ fn matmul(cx: &mut Cx, gs: &GraphState, n: ValueId, root: ValueId, dst: &Src) ->
     let k = gs.shapes[a.index()][r - 1];
     let batch: Vec<u64> = cs[..r - 2].to_vec();
     let nb: u64 = batch.iter().product();
-    // Rows per tile: a multiple of the micro-kernel height, enough tiles to
-    // feed every thread; columns split only when rows alone cannot.
+    // Tiles of about 256 x 256: each packs its own panels of both operands,
+    // so square tiles keep that repacking small next to the product; then
+    // smaller row tiles until every thread has a few.
     let want = (4 * cx.opts.threads as u64).max(1);
-    let mt = if m <= 64 { m.max(1) } else { (m / (want.div_ceil(nb)).max(1)).clamp(48, 192) / 24 * 24 };
-    let m_tiles = m.div_ceil(mt.max(1));
-    let nt = if nb * m_tiles >= want || nn <= 128 { nn.max(1) } else { (nn / want.div_ceil(nb * m_tiles)).max(64).div_ceil(16) * 16 };
+    let nt = nn.clamp(1, 256);
+    let mut mt = m.clamp(1, 256);
+    while nb * m.div_ceil(mt) * nn.div_ceil(nt) < want && mt > 48 {
+        mt = (mt / 2).max(48);
+    }
     let regions = |size: u64, tile: u64| -> Vec<(u64, u64, u64)> {
         // (first index, tile size, tile count): full tiles, then the remainder.
         let full = size / tile;
