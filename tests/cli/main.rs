@@ -634,3 +634,33 @@ fn parameter_with_an_unknown_dimension_is_a_check_error() {
     assert_eq!(r.code, 1, "`kiln check` accepts an unknown dimension in a parameter shape");
     assert!(r.stderr.contains("error[E0204]"), "{}", r.stderr);
 }
+
+#[test]
+fn train_writes_checkpoint_csv_and_plot_and_resumes() {
+    let dir = TempDir::new();
+    let model = repo("tests/fixtures/tiny_gpt.kl");
+    let out = dir.join("run");
+    let r = kiln(&["train", s(&model), "--steps", "6", "--batch", "2", "--block", "16", "--out", s(&out), "--stop-at", "3"]).ok();
+    assert!(r.stderr.contains("checkpoint") || r.stdout.contains("checkpoint"), "{}{}", r.stdout, r.stderr);
+    for f in ["params.safetensors", "checkpoint.json", "loss.csv", "loss.png", "tokenizer.json"] {
+        assert!(out.join(f).exists(), "{f} missing in {}", out.display());
+    }
+    let csv = std::fs::read_to_string(out.join("loss.csv")).expect("csv");
+    assert!(csv.starts_with("step,train_loss,val_loss,lr,tokens_per_s"), "{csv}");
+    // Resuming continues from step 3 to the end of the schedule.
+    assert!(!csv.lines().any(|l| l.starts_with("6,")), "{csv}");
+    kiln(&["train", s(&model), "--resume", s(&out)]).ok();
+    let csv = std::fs::read_to_string(out.join("loss.csv")).expect("csv");
+    assert!(csv.lines().any(|l| l.starts_with("6,")), "resumed run did not reach step 6:\n{csv}");
+}
+
+#[test]
+fn train_refuses_bad_inputs() {
+    let dir = TempDir::new();
+    let model = repo("tests/fixtures/tiny_gpt.kl");
+    let empty = write(&dir, "empty.txt", "");
+    kiln(&["train", s(&model), "--data", s(&empty), "--steps", "2", "--out", s(&dir.join("a"))]).one_line_error(&["empty"]);
+    kiln(&["train", s(&model), "--data", s(&dir.join("nope.txt")), "--steps", "2", "--out", s(&dir.join("b"))]).one_line_error(&["nope.txt"]);
+    let file = write(&dir, "file", "x");
+    kiln(&["train", s(&model), "--steps", "2", "--out", s(&file)]).one_line_error(&["file"]);
+}
