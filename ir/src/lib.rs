@@ -24,5 +24,5 @@ pub mod verify;
 pub use dim::{DimExpr, Facts, Truth};
 pub use dtype::DType;
 pub use graph::{Constraint, Function, Graph, Module, Node, Param, Relation, ValueId};
-pub use op::{BinaryOp, CmpOp, Init, Op, ReduceOp, UnaryOp};
+pub use op::{int_pow, BinaryOp, CmpOp, Init, Op, ReduceOp, UnaryOp};
 pub use types::{TensorType, Type};

@@ -39,6 +39,44 @@ pub enum BinaryOp {
 #[allow(missing_docs)]
 pub enum CmpOp { Eq, Ne, Lt, Le, Gt, Ge }
 
+impl CmpOp {
+    /// Whether `a op b` holds; comparisons with NaN are false except `ne`,
+    /// as in IEEE arithmetic.
+    pub fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Ge => a >= b,
+        }
+    }
+}
+
+/// Integer `a^b`: wrapping for `b >= 0`; for `b < 0` it is `1 / a^-b`
+/// truncated toward zero, so only `a = ±1` survive, and `a = 0` is a
+/// division by zero (`None`).
+pub fn int_pow(a: i64, b: i64) -> Option<i64> {
+    if b < 0 {
+        return match a {
+            0 => None,
+            1 => Some(1),
+            -1 => Some(if b % 2 == 0 { 1 } else { -1 }),
+            _ => Some(0),
+        };
+    }
+    let (mut base, mut e, mut acc) = (a, b as u64, 1i64);
+    while e > 0 {
+        if e & 1 == 1 {
+            acc = acc.wrapping_mul(base);
+        }
+        base = base.wrapping_mul(base);
+        e >>= 1;
+    }
+    Some(acc)
+}
+
 /// Reductions over a set of axes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]

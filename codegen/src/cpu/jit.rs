@@ -31,28 +31,7 @@ extern "C" fn kiln_powf(a: f32, b: f32) -> f32 {
 /// only `±1` survive. `0^negative` (a division by zero in the interpreter)
 /// gives 0: a kernel cannot report errors.
 extern "C" fn kiln_powi(a: i64, b: i64) -> i64 {
-    if b < 0 {
-        return match a {
-            1 => 1,
-            -1 => {
-                if b % 2 == 0 {
-                    1
-                } else {
-                    -1
-                }
-            }
-            _ => 0,
-        };
-    }
-    let (mut base, mut e, mut acc) = (a, b as u64, 1i64);
-    while e > 0 {
-        if e & 1 == 1 {
-            acc = acc.wrapping_mul(base);
-        }
-        base = base.wrapping_mul(base);
-        e >>= 1;
-    }
-    acc
+    kiln_ir::int_pow(a, b).unwrap_or(0)
 }
 
 // Cranelift lowers a scalar `fma` to this libcall when the CPU has no FMA

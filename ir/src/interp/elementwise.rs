@@ -28,15 +28,7 @@ pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, OpE
 /// A comparison; the result is bool (0 or 1). Comparisons with NaN are
 /// false except `ne`, as in IEEE arithmetic.
 pub(crate) fn compare(op: CmpOp, a: &Tensor, b: &Tensor) -> Tensor {
-    let cmp = |x: f64, y: f64| match op {
-        CmpOp::Eq => x == y,
-        CmpOp::Ne => x != y,
-        CmpOp::Lt => x < y,
-        CmpOp::Le => x <= y,
-        CmpOp::Gt => x > y,
-        CmpOp::Ge => x >= y,
-    };
-    let data = a.data.iter().zip(&b.data).map(|(&x, &y)| cmp(x, y) as u8 as f64).collect();
+    let data = a.data.iter().zip(&b.data).map(|(&x, &y)| op.holds(x, y) as u8 as f64).collect();
     Tensor::new(DType::Bool, a.shape.clone(), data)
 }
 

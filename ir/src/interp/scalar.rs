@@ -163,31 +163,10 @@ pub(crate) fn binary_int(op: BinaryOp, a: i64, b: i64) -> Result<i64, OpError> {
         BinaryOp::Mul => a.wrapping_mul(b),
         BinaryOp::Div if b == 0 => return Err(OpError::DivisionByZero),
         BinaryOp::Div => a.wrapping_div(b),
-        BinaryOp::Pow => int_pow(a, b)?,
+        BinaryOp::Pow => crate::int_pow(a, b).ok_or(OpError::DivisionByZero)?,
         BinaryOp::Max => a.max(b),
         BinaryOp::Min => a.min(b),
         BinaryOp::And | BinaryOp::Or => unreachable!("verifier admits and/or only on bool"),
     })
 }
 
-/// `a^b` on integers: wrapping for `b >= 0`; for `b < 0` it is `1 / a^-b`
-/// truncated toward zero, so only `a = ±1` survive and `a = 0` divides by zero.
-fn int_pow(a: i64, b: i64) -> Result<i64, OpError> {
-    if b < 0 {
-        return match a {
-            0 => Err(OpError::DivisionByZero),
-            1 => Ok(1),
-            -1 => Ok(if b % 2 == 0 { 1 } else { -1 }),
-            _ => Ok(0),
-        };
-    }
-    let (mut base, mut e, mut acc) = (a, b as u64, 1i64);
-    while e > 0 {
-        if e & 1 == 1 {
-            acc = acc.wrapping_mul(base);
-        }
-        base = base.wrapping_mul(base);
-        e >>= 1;
-    }
-    Ok(acc)
-}

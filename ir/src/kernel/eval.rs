@@ -9,7 +9,7 @@ use super::verify::compute_dtype;
 use super::{BufKind, Expr, Gemm, Kernel, Mem, Program, RedOp, Step, Stmt, Var, View};
 use crate::interp::scalar::{binary_float, binary_int, unary_float, unary_int};
 use crate::interp::Tensor;
-use crate::{BinaryOp, CmpOp, DType};
+use crate::{BinaryOp, DType};
 use std::collections::HashMap;
 
 /// Runs `p` with the entry's inputs and the module's parameters; returns
@@ -230,15 +230,7 @@ impl TileState<'_> {
             }
             Expr::Cmp(op, a, b) => {
                 let (x, y) = (self.expr(a, bufs)?, self.expr(b, bufs)?);
-                let r = match op {
-                    CmpOp::Eq => x == y,
-                    CmpOp::Ne => x != y,
-                    CmpOp::Lt => x < y,
-                    CmpOp::Le => x <= y,
-                    CmpOp::Gt => x > y,
-                    CmpOp::Ge => x >= y,
-                };
-                r as u8 as f64
+                op.holds(x, y) as u8 as f64
             }
             Expr::Select(c, a, b) => {
                 if self.expr(c, bufs)? != 0.0 {
