@@ -11,9 +11,7 @@
 //! ceiling for the same thread count. Optional arguments override the
 //! blocking (for tuning).
 
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::default_libcall_names;
+use cranelift_jit::JITModule;
 use kiln_codegen::cpu::gemm::{declare_gemm_with, Blocking};
 use kiln_codegen::cpu::peak::fma_peak_gflops;
 use kiln_ir::DType;
@@ -22,14 +20,7 @@ use std::time::Instant;
 type GemmFn = unsafe extern "C" fn(*const f32, i64, i64, *const f32, i64, i64, *mut f32, i64, i64, i64, i64, i64, i64);
 
 fn module() -> JITModule {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").unwrap();
-    flags.set("use_colocated_libcalls", "false").unwrap();
-    flags.set("is_pic", "false").unwrap();
-    flags.set("enable_probestack", "true").unwrap();
-    flags.set("probestack_strategy", "inline").unwrap();
-    let isa = cranelift_native::builder().unwrap().finish(settings::Flags::new(flags)).unwrap();
-    JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()))
+    kiln_codegen::cpu::host_module(&Default::default()).expect("host module")
 }
 
 /// Seconds for one `n³` GEMM on `threads` threads: each thread computes

@@ -2,30 +2,16 @@
 //! and strided views, accumulation, k = 0, bf16/f16 operands and results,
 //! concurrency, and the no-FMA code path.
 
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::default_libcall_names;
+use cranelift_jit::JITModule;
 use kiln_codegen::cpu::gemm::{declare_gemm, declare_gemm_with, Blocking};
 use kiln_ir::DType;
 use proptest::prelude::*;
 
 type GemmFn = unsafe extern "C" fn(*const u8, i64, i64, *const u8, i64, i64, *mut u8, i64, i64, i64, i64, i64, i64);
 
-/// A host JIT module configured like the backend's (opt_level=speed,
-/// inline stack probes); `fma: false` turns the x86 FMA feature off.
+/// The backend's host JIT module; `fma: false` turns the x86 FMA feature off.
 fn module(fma: bool) -> JITModule {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").unwrap();
-    flags.set("use_colocated_libcalls", "false").unwrap();
-    flags.set("is_pic", "false").unwrap();
-    flags.set("enable_probestack", "true").unwrap();
-    flags.set("probestack_strategy", "inline").unwrap();
-    let mut isa = cranelift_native::builder().unwrap();
-    if cfg!(target_arch = "x86_64") && !fma {
-        isa.set("has_fma", "false").unwrap();
-    }
-    let isa = isa.finish(settings::Flags::new(flags)).unwrap();
-    JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()))
+    kiln_codegen::cpu::host_module(&kiln_codegen::cpu::Options { fma, ..Default::default() }).expect("host module")
 }
 
 /// A compiled GEMM for one dtype triple (keeps its module alive).

@@ -81,6 +81,12 @@ impl Default for Options {
     }
 }
 
+/// A JIT module for the host CPU, configured as the backend configures its
+/// own (the GEMM's tests and benchmark build their functions in it).
+pub fn host_module(opts: &Options) -> Result<cranelift_jit::JITModule, CodegenError> {
+    jit::new_module(opts).map(|(m, _)| m)
+}
+
 /// Compiled kernels; they live as long as this value.
 pub struct Compiled {
     fns: Vec<KernelFn>,
