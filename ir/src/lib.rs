@@ -9,6 +9,7 @@
 //! backend is tested against.
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod autodiff;
 mod dim;
 mod dtype;
@@ -21,6 +22,7 @@ pub mod schedule;
 mod types;
 pub mod verify;
 
+pub use attention::{AttnMask, AttnVariant, Attention};
 pub use dim::{DimExpr, Facts, Truth};
 pub use dtype::DType;
 pub use graph::{Constraint, Function, Graph, Module, Node, Param, Relation, ValueId};

@@ -4,7 +4,7 @@
 //! elementwise ops always see operands of one shape, and surface sugar
 //! (einsum, rearrange, masks, losses) is lowered to these by the front end.
 
-use crate::{DType, DimExpr, Graph};
+use crate::{Attention, DType, DimExpr, Graph};
 
 /// Elementwise functions of one argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -225,7 +225,15 @@ pub enum Op {
         /// Number of sequences iterated over.
         n_seq: u32,
     },
-    /// Element `index` of a tuple (the result of a scan).
+    /// Fused attention (see [`crate::attention`]); built by the optimizer,
+    /// never by the front end. Arguments `q, k, v` and the mask, if any;
+    /// the result is the tuple `(o, lse)`.
+    Attention(Box<Attention>),
+    /// The fused attention's backward pass: arguments as the forward's,
+    /// then `o`, `lse` and the cotangent of `o`; the result is the tuple
+    /// `(dq, dk, dv)`. Probabilities are recomputed from `lse`.
+    AttentionGrad(Box<Attention>),
+    /// Element `index` of a tuple (the result of a scan or attention).
     Extract {
         /// Tuple position.
         index: u32,
@@ -260,6 +268,8 @@ impl Op {
             Op::Gather { .. } => "gather".into(),
             Op::OneHot => "one_hot".into(),
             Op::Scan { .. } => "scan".into(),
+            Op::Attention(_) => "attention".into(),
+            Op::AttentionGrad(_) => "attention_grad".into(),
             Op::Extract { .. } => "extract".into(),
         }
     }

@@ -71,6 +71,7 @@ fn attrs(m: &Module, op: &Op) -> String {
         Op::Slice { axis, start, end, step } => format!("[axis={axis}, {start}..{end}, step={step}]"),
         Op::Scan { n_carry, n_seq, .. } => format!("[carry={n_carry}, seq={n_seq}]"),
         Op::Extract { index } => format!("[{index}]"),
+        Op::Attention(a) | Op::AttentionGrad(a) => format!("[{a}]"),
         _ => String::new(),
     }
 }

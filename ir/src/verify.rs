@@ -171,7 +171,10 @@ fn check_node(m: &Module, g: &Graph, id: ValueId, n: &Node) -> Result<(), Verify
         }
         (Op::Scan { .. }, Type::Tensor(_)) => Err("`scan` produces a tuple".into()),
         (Op::Extract { index }, Type::Tensor(t)) => check_extract(g, n, *index as usize, t),
-        (_, Type::Tuple(_)) => Err("only `scan` may produce a tuple".into()),
+        (Op::Attention(a), Type::Tuple(ts)) => check_tuple(ts, a.forward_types(&arg_types(g, n))),
+        (Op::AttentionGrad(a), Type::Tuple(ts)) => check_tuple(ts, a.backward_types(&arg_types(g, n))),
+        (Op::Attention(_) | Op::AttentionGrad(_), Type::Tensor(_)) => Err("attention produces a tuple".into()),
+        (_, Type::Tuple(_)) => Err("only `scan` and attention may produce a tuple".into()),
         (op, Type::Tensor(t)) => check_tensor_op(m, g, op, &arg_types(g, n), t),
     };
     result.map_err(err)
@@ -181,6 +184,12 @@ fn check_node(m: &Module, g: &Graph, id: ValueId, n: &Node) -> Result<(), Verify
 /// the op is `extract`, are skipped).
 fn arg_types<'g>(g: &'g Graph, n: &Node) -> Vec<&'g TensorType> {
     n.args.iter().filter_map(|&a| g.node(a).ty.tensor()).collect()
+}
+
+fn check_tuple(ts: &[TensorType], want: Result<Vec<TensorType>, String>) -> Result<(), String> {
+    let want = want?;
+    ensure!(ts == want.as_slice(), "result types should be ({})", want.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
 }
 
 fn check_extract(g: &Graph, n: &Node, index: usize, t: &TensorType) -> Result<(), String> {
@@ -216,6 +225,8 @@ fn arity(op: &Op) -> Arity {
         Op::Select | Op::LayerNorm { .. } => Exactly(3),
         Op::Concat { .. } => AtLeast(1),
         Op::Scan { n_carry, n_seq, .. } => AtLeast((n_carry + n_seq) as usize),
+        Op::Attention(a) => Exactly(a.forward_arity()),
+        Op::AttentionGrad(a) => Exactly(a.backward_arity()),
     }
 }
 
@@ -346,7 +357,9 @@ fn check_tensor_op(m: &Module, g: &Graph, op: &Op, a: &[&TensorType], t: &Tensor
             );
             Ok(())
         }
-        Op::Scan { .. } | Op::Extract { .. } => unreachable!("handled by check_node"),
+        Op::Scan { .. } | Op::Extract { .. } | Op::Attention(_) | Op::AttentionGrad(_) => {
+            unreachable!("handled by check_node")
+        }
     }
 }
 

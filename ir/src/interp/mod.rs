@@ -10,6 +10,7 @@
 //! match its declared types never panics: every runtime failure (unbound
 //! dims, bad indices, integer division by zero) is an [`InterpError`].
 
+mod attention;
 mod elementwise;
 mod error;
 mod index;
@@ -171,12 +172,21 @@ impl Env<'_> {
                 let scan = scan::Scan { body, n_carry: *n_carry as usize, n_seq: *n_seq as usize, desc };
                 Value::Tuple(scan.run(self, &args, &want)?)
             }
+            (Op::Attention(at) | Op::AttentionGrad(at), _) => {
+                let c = at.causal.as_ref().map_or(Ok(0), |c| self.index(c)).map_err(OpError::Full)?;
+                let ts = if matches!(n.op, Op::Attention(_)) {
+                    attention::forward(at, &args, c)
+                } else {
+                    attention::backward(at, &args, c)
+                };
+                Value::Tuple(ts.into_iter().map(|t| self.finish(t)).collect())
+            }
             (Op::Extract { index }, _) => match &vals[n.args[0].index()] {
                 Value::Tuple(ts) => Value::Tensor(ts[*index as usize].clone()),
                 Value::Tensor(_) => unreachable!("verified: extract takes a tuple"),
             },
             (op, Type::Tensor(t)) => Value::Tensor(self.tensor_op(op, &args, t.dtype, &want[0], inputs)?),
-            (_, Type::Tuple(_)) => unreachable!("verified: only scan yields a tuple"),
+            (_, Type::Tuple(_)) => unreachable!("verified: only scan and attention yield tuples"),
         };
         let got: Vec<&[usize]> = match &out {
             Value::Tensor(t) => vec![&t.shape],
@@ -228,7 +238,9 @@ impl Env<'_> {
             }
             Op::Gather { axis } => index::gather(a[0], a[1], *axis as usize)?,
             Op::OneHot => index::one_hot(a[0], shape, dtype)?,
-            Op::Scan { .. } | Op::Extract { .. } => unreachable!("handled by node"),
+            Op::Scan { .. } | Op::Extract { .. } | Op::Attention(_) | Op::AttentionGrad(_) => {
+                unreachable!("handled by node")
+            }
         };
         Ok(self.finish(t))
     }

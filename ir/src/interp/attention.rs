@@ -1,0 +1,134 @@
+//! Fused attention, forward and backward, computed naively: the scores of
+//! one query row at a time, in f64.
+
+use super::tensor::numel;
+use super::Tensor;
+use crate::{AttnMask, Attention, DType};
+
+/// The shapes one attention node works on, flattened: `batch` rows of
+/// `(heads, sq, d)` queries over `(heads / group, sk, dv)` keys and values.
+struct Dims {
+    batch: usize,
+    heads: usize,
+    sq: usize,
+    sk: usize,
+    d: usize,
+    dv: usize,
+}
+
+impl Dims {
+    fn of(a: &Attention, q: &Tensor, k: &Tensor, v: &Tensor) -> Dims {
+        let r = q.shape.len();
+        let head_axes = if a.group == 1 { 0 } else { 1 };
+        let heads = if a.group == 1 { 1 } else { q.shape[r - 3] };
+        Dims {
+            batch: numel(&q.shape[..r - 2 - head_axes]),
+            heads,
+            sq: q.shape[r - 2],
+            sk: k.shape[r - 2],
+            d: q.shape[r - 1],
+            dv: v.shape[r - 1],
+        }
+    }
+}
+
+/// Calls `f(q_row, k_row, scores)` for every query row with the masked,
+/// scaled scores of that row; `q_row` and `k_row` are the flat indices of
+/// the query's first element and of key 0 of its key/value head.
+fn each_row(a: &Attention, n: &Dims, q: &Tensor, k: &Tensor, mask: Option<&Tensor>, c: i64, mut f: impl FnMut(usize, usize, usize, &[f64])) {
+    let group = a.group as usize;
+    let mut s = vec![0.0; n.sk];
+    for b in 0..n.batch {
+        for h in 0..n.heads {
+            let kv_head = b * (n.heads / group) + h / group;
+            for i in 0..n.sq {
+                let row = (b * n.heads + h) * n.sq + i;
+                let qi = row * n.d;
+                for (j, sj) in s.iter_mut().enumerate() {
+                    let kj = (kv_head * n.sk + j) * n.d;
+                    let dot: f64 = (0..n.d).map(|e| q.data[qi + e] * k.data[kj + e]).sum();
+                    let mut x = a.scale * dot;
+                    if let Some(m) = mask {
+                        let mv = m.data[row * n.sk + j];
+                        match a.mask {
+                            AttnMask::Bias => x += mv,
+                            AttnMask::Keep if mv == 0.0 => x = f64::NEG_INFINITY,
+                            _ => {}
+                        }
+                    }
+                    if a.causal.is_some() && j as i64 > i as i64 + c {
+                        x = f64::NEG_INFINITY;
+                    }
+                    *sj = x;
+                }
+                f(row, kv_head * n.sk, qi, &s);
+            }
+        }
+    }
+}
+
+/// `log Σ exp(s)`, max-subtracted (NaN when every score is `-inf`, as the
+/// naive softmax's 0/0).
+fn logsumexp(s: &[f64]) -> f64 {
+    let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    m + s.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+/// `(o, lse)`. `c` is the causal offset's value.
+pub(crate) fn forward(a: &Attention, args: &[&Tensor], c: i64) -> Vec<Tensor> {
+    let (q, k, v) = (args[0], args[1], args[2]);
+    let n = Dims::of(a, q, k, v);
+    let rows = n.batch * n.heads * n.sq;
+    let mut o = vec![0.0; rows * n.dv];
+    let mut lse = vec![0.0; rows];
+    each_row(a, &n, q, k, args.get(3).copied(), c, |row, k0, _, s| {
+        let l = logsumexp(s);
+        lse[row] = l;
+        for (j, sj) in s.iter().enumerate() {
+            let p = (sj - l).exp();
+            for e in 0..n.dv {
+                o[row * n.dv + e] += p * v.data[(k0 + j) * n.dv + e];
+            }
+        }
+    });
+    let mut o_shape = q.shape.clone();
+    *o_shape.last_mut().expect("rank >= 2") = n.dv;
+    let lse_shape = q.shape[..q.shape.len() - 1].to_vec();
+    vec![Tensor::new(q.dtype, o_shape, o), Tensor::new(DType::F32, lse_shape, lse)]
+}
+
+/// `(dq, dk, dv)` from the forward's arguments, `o`, `lse` and `do`, with
+/// the probabilities recomputed from `lse`.
+pub(crate) fn backward(a: &Attention, args: &[&Tensor], c: i64) -> Vec<Tensor> {
+    let nf = a.forward_arity();
+    let (q, k, v) = (args[0], args[1], args[2]);
+    let (o, lse, dout) = (args[nf], args[nf + 1], args[nf + 2]);
+    let n = Dims::of(a, q, k, v);
+    let mut dq = vec![0.0; q.numel()];
+    let mut dk = vec![0.0; k.numel()];
+    let mut dv = vec![0.0; v.numel()];
+    let mask = if nf == 4 { Some(args[3]) } else { None };
+    each_row(a, &n, q, k, mask, c, |row, k0, qi, s| {
+        let dro = &dout.data[row * n.dv..(row + 1) * n.dv];
+        let delta: f64 = dro.iter().zip(&o.data[row * n.dv..(row + 1) * n.dv]).map(|(x, y)| x * y).sum();
+        for (j, sj) in s.iter().enumerate() {
+            let p = (sj - lse.data[row]).exp();
+            let vj = (k0 + j) * n.dv;
+            let dp: f64 = (0..n.dv).map(|e| dro[e] * v.data[vj + e]).sum();
+            for e in 0..n.dv {
+                dv[vj + e] += p * dro[e];
+            }
+            let ds = p * (dp - delta) * a.scale;
+            let kj = (k0 + j) * n.d;
+            for e in 0..n.d {
+                dq[qi + e] += ds * k.data[kj + e];
+                dk[kj + e] += ds * q.data[qi + e];
+            }
+        }
+    });
+    vec![
+        Tensor::new(q.dtype, q.shape.clone(), dq),
+        Tensor::new(k.dtype, k.shape.clone(), dk),
+        Tensor::new(v.dtype, v.shape.clone(), dv),
+    ]
+}
