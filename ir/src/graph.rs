@@ -124,6 +124,9 @@ pub struct Function {
     /// targets), the exclusive upper bound of valid values; random inputs
     /// are drawn below it.
     pub arg_bounds: Vec<Option<DimExpr>>,
+    /// For bounded arguments, one more accepted value outside the bound:
+    /// the `ignore_index` of a cross-entropy (padding targets).
+    pub arg_ignore: Vec<Option<i64>>,
     /// Result names, parallel to `graph.outputs`.
     pub output_names: Vec<String>,
     /// Dimension variables bound from the arguments' shapes.

@@ -103,9 +103,15 @@ pub fn function(m: &Module, f: &Function) -> Result<(), VerifyError> {
     if f.arg_bounds.len() != g.inputs.len() {
         return Err(err(format!("{} argument bounds for {} inputs", f.arg_bounds.len(), g.inputs.len())));
     }
-    for (i, (b, t)) in f.arg_bounds.iter().zip(&g.inputs).enumerate() {
+    if f.arg_ignore.len() != g.inputs.len() {
+        return Err(err(format!("{} ignored indices for {} inputs", f.arg_ignore.len(), g.inputs.len())));
+    }
+    for (i, ((b, t), ig)) in f.arg_bounds.iter().zip(&g.inputs).zip(&f.arg_ignore).enumerate() {
         if b.is_some() && !t.dtype.is_int() {
             return Err(err(format!("argument {i} has an index bound but dtype {}", t.dtype)));
+        }
+        if ig.is_some() && b.is_none() {
+            return Err(err(format!("argument {i} has an ignored index but no bound")));
         }
     }
     if f.output_names.len() != g.outputs.len() {

@@ -254,6 +254,7 @@ impl Gb {
         let f = Function {
             name: name.to_string(),
             arg_names: self.names,
+            arg_ignore: vec![None; self.bounds.len()],
             arg_bounds: self.bounds,
             output_names: vec!["loss".into()],
             dim_vars,

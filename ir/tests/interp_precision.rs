@@ -219,6 +219,11 @@ fn graph_with(inputs: &[TensorType], nodes: Vec<(Op, Vec<u32>, Type)>, outputs: 
     g
 }
 
+/// Plain attention: scale 1, no mask, no causality, no groups.
+fn attention() -> kiln_ir::Attention {
+    kiln_ir::Attention { scale: 1.0, causal: None, mask: kiln_ir::AttnMask::None, group: 1, variant: kiln_ir::AttnVariant::Fa2 }
+}
+
 fn tensor(t: TensorType) -> Type {
     Type::Tensor(t)
 }
@@ -236,6 +241,7 @@ fn as_function(g: &Graph) -> Function {
         name: "f".into(),
         arg_names: (0..g.inputs.len()).map(|i| format!("a{i}")).collect(),
         arg_bounds: vec![None; g.inputs.len()],
+        arg_ignore: vec![None; g.inputs.len()],
         output_names: (0..g.outputs.len()).map(|i| format!("o{i}")).collect(),
         dim_vars: vec![],
         constraints: vec![],
@@ -384,7 +390,13 @@ fn broken_graphs_are_rejected_naming_the_node() {
             vec![x23.clone()],
             vec![(Op::Unary(UnaryOp::Exp), vec![0], Type::Tuple(vec![x23.clone()]))],
             vec![],
-            vec!["%1 = exp", "only `scan` may produce a tuple"],
+            vec!["%1 = exp", "only `scan` and attention may produce a tuple"],
+        ),
+        (
+            vec![x23.clone(), ty(DType::F32, &[3, 4])],
+            vec![(Op::Attention(Box::new(attention())), vec![0, 0, 1], Type::Tuple(vec![x23.clone(), ty(DType::F32, &[2])]))],
+            vec![],
+            vec!["%2 = attention", "batch axes or key lengths disagree"],
         ),
         (vec![x23.clone()], vec![], vec![5], vec!["output 0 (%5)", "past the last node"]),
     ];

@@ -171,9 +171,12 @@ pub fn bind_dims_from(
         }
         if let Some(Some(b)) = f.arg_bounds.get(i) {
             let limit = b.eval(&env).map_err(|v| bad(format!("dimension `{v}` of the index bound is unbound")))?;
-            if let Some((pos, x)) = g.tensor.data.iter().enumerate().find(|(_, &x)| !(x >= 0.0 && x < limit as f64)) {
+            let ignored = f.arg_ignore.get(i).copied().flatten().map(|c| c as f64);
+            let bad_index = |&(_, &x): &(usize, &f64)| !(x >= 0.0 && x < limit as f64) && Some(x) != ignored;
+            if let Some((pos, x)) = g.tensor.data.iter().enumerate().find(bad_index) {
                 let how = if b.as_const().is_some() { String::new() } else { format!(" ({b} = {limit})") };
-                return Err(bad(format!("element {pos} is {x}, outside the valid indices 0..{limit}{how}")));
+                let or = ignored.map_or(String::new(), |c| format!(" or the ignored index {c}"));
+                return Err(bad(format!("element {pos} is {x}, outside the valid indices 0..{limit}{how}{or}")));
             }
         }
     }

@@ -233,6 +233,7 @@ pub fn grad(m: &Module, f: &Function, wrt: &Wrt) -> Result<Function, AutodiffErr
         name: format!("{}_grad", f.name),
         arg_names: f.arg_names.clone(),
         arg_bounds: f.arg_bounds.clone(),
+        arg_ignore: f.arg_ignore.clone(),
         output_names,
         dim_vars: f.dim_vars.clone(),
         constraints: f.constraints.clone(),

@@ -2,7 +2,7 @@
 
 use super::builder::{KernelBuilder, RowCtx, Src};
 use super::index::{linearize, Affine, Ix};
-use super::plan::GraphState;
+use super::plan::{row_axis, GraphState};
 use super::recipe::{bin, compute};
 use super::{view, Cx, ScheduleError};
 use crate::kernel::{Access, BufKind, Expr, Gemm, HostVar, KernelId, Operand, RedOp, Step, Stmt, Var};
@@ -109,22 +109,37 @@ fn pointwise(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src) -> Result<(), 
 /// One tile per row of row op `r`: its statistics by reductions, then a
 /// loop storing `root` (r itself, or the elementwise chain that consumes it).
 fn row(cx: &mut Cx, gs: &GraphState, r: ValueId, root: ValueId, dst: &Src) -> Result<(), ScheduleError> {
-    let node = gs.g.node(r);
     let shape = gs.shapes[r.index()].clone();
-    let axis = match &node.op {
-        Op::Softmax { axis } | Op::LogSoftmax { axis } => *axis as usize,
-        _ => shape.len() - 1,
-    };
+    let axis = row_axis(&gs.g.node(r).op, shape.len());
     let len = shape[axis];
     let outer: Vec<u64> = shape.iter().enumerate().filter(|(i, _)| *i != axis).map(|(_, s)| *s).collect();
-    let ft = compute(node.ty.tensor().expect("tensor").dtype);
     let mut kb = KernelBuilder::default();
-    kb.note(node.op.name());
     let mut body = Vec::new();
     let out = kb.arg(dst, Access::Write);
     let coords = kb.tile_coords(&outer, &mut body);
+    row_stats(cx, gs, &mut kb, &mut body, r, &coords)?;
+    let j = kb.var(len);
+    let mut idx = coords;
+    idx.insert(axis, Ix::var(j));
+    let value = gs.value(cx, &mut kb, root, &idx)?;
+    let index = linearize(&idx, &shape).to_expr();
+    body.push(Stmt::Loop { var: j, extent: len, vector: true, body: vec![Stmt::Store { mem: out, index, value }] });
+    launch(cx, kb, outer.iter().product(), body);
+    Ok(())
+}
+
+/// Appends the reductions that compute row op `r`'s statistics for the row
+/// at `coords` (every axis but the row's), and makes them the kernel's row
+/// context, so values of `r` in this row become expressions of them.
+fn row_stats(cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, body: &mut Vec<Stmt>, r: ValueId, coords: &[Ix]) -> Result<(), ScheduleError> {
+    let node = gs.g.node(r);
+    let shape = &gs.shapes[r.index()];
+    let axis = row_axis(&node.op, shape.len());
+    let len = shape[axis];
+    let ft = compute(node.ty.tensor().expect("tensor").dtype);
+    kb.note(node.op.name());
     let at = |j: Ix| -> Vec<Ix> {
-        let mut v = coords.clone();
+        let mut v = coords.to_vec();
         v.insert(axis, j);
         v
     };
@@ -145,39 +160,33 @@ fn row(cx: &mut Cx, gs: &GraphState, r: ValueId, root: ValueId, dst: &Src) -> Re
     let var = Expr::Var;
     let stats = match &node.op {
         Op::Softmax { .. } | Op::LogSoftmax { .. } => {
-            let mx = reduce(&mut kb, &mut body, RedOp::Max, &|e| e)?;
-            let sm = reduce(&mut kb, &mut body, RedOp::Sum, &|e| Expr::Unary(UnaryOp::Exp, Box::new(bin(BinaryOp::Sub, e, var(mx)))))?;
+            let mx = reduce(kb, body, RedOp::Max, &|e| e)?;
+            let sm = reduce(kb, body, RedOp::Sum, &|e| Expr::Unary(UnaryOp::Exp, Box::new(bin(BinaryOp::Sub, e, var(mx)))))?;
             let k = if matches!(node.op, Op::Softmax { .. }) {
                 bin(BinaryOp::Div, c(1.0), var(sm))
             } else {
                 bin(BinaryOp::Add, var(mx), Expr::Unary(UnaryOp::Log, Box::new(var(sm))))
             };
-            vec![mx, let_(&mut kb, &mut body, k)]
+            vec![mx, let_(kb, body, k)]
         }
         Op::LayerNorm { eps } => {
-            let s1 = reduce(&mut kb, &mut body, RedOp::Sum, &|e| e)?;
-            let mean = let_(&mut kb, &mut body, bin(BinaryOp::Div, var(s1), c(len as f64)));
-            let s2 = reduce(&mut kb, &mut body, RedOp::Sum, &|e| {
+            let s1 = reduce(kb, body, RedOp::Sum, &|e| e)?;
+            let mean = let_(kb, body, bin(BinaryOp::Div, var(s1), c(len as f64)));
+            let s2 = reduce(kb, body, RedOp::Sum, &|e| {
                 let d = bin(BinaryOp::Sub, e, var(mean));
                 bin(BinaryOp::Mul, d.clone(), d)
             })?;
             let var_ = bin(BinaryOp::Add, bin(BinaryOp::Div, var(s2), c(len as f64)), c(*eps));
-            vec![mean, let_(&mut kb, &mut body, Expr::Unary(UnaryOp::Rsqrt, Box::new(var_)))]
+            vec![mean, let_(kb, body, Expr::Unary(UnaryOp::Rsqrt, Box::new(var_)))]
         }
         Op::RmsNorm { eps } => {
-            let s = reduce(&mut kb, &mut body, RedOp::Sum, &|e| bin(BinaryOp::Mul, e.clone(), e))?;
+            let s = reduce(kb, body, RedOp::Sum, &|e| bin(BinaryOp::Mul, e.clone(), e))?;
             let ms = bin(BinaryOp::Add, bin(BinaryOp::Div, var(s), c(len as f64)), c(*eps));
-            vec![let_(&mut kb, &mut body, Expr::Unary(UnaryOp::Rsqrt, Box::new(ms)))]
+            vec![let_(kb, body, Expr::Unary(UnaryOp::Rsqrt, Box::new(ms)))]
         }
         op => unreachable!("row op {op:?}"),
     };
     kb.row = Some(RowCtx { node: r, axis, stats });
-    let j = kb.var(len);
-    let idx = at(Ix::var(j));
-    let value = gs.value(cx, &mut kb, root, &idx)?;
-    let index = linearize(&idx, &shape).to_expr();
-    body.push(Stmt::Loop { var: j, extent: len, vector: true, body: vec![Stmt::Store { mem: out, index, value }] });
-    launch(cx, kb, outer.iter().product(), body);
     Ok(())
 }
 
@@ -221,6 +230,11 @@ fn reduce(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src) -> Result<(), Sch
     let mut body = Vec::new();
     let out = kb.arg(dst, Access::Write);
     let coords = kb.tile_coords(&kept, &mut body);
+    // A row op fused into this reduction (planned only for a reduction
+    // over the row's axis): its statistics come first.
+    if let Some(row) = gs.row_of[n.index()] {
+        row_stats(cx, gs, &mut kb, &mut body, row, &coords)?;
+    }
     let r = kb.var(count);
     let ranges = kb.ranges.clone();
     let rc = super::index::unravel(&Ix::var(r), &rdims, &ranges);

@@ -2,7 +2,7 @@
 
 use super::builder::Src;
 use super::{Cx, ScheduleError};
-use crate::{Graph, Op, Type, ValueId};
+use crate::{Graph, Op, ReduceOp, Type, ValueId};
 use std::collections::HashMap;
 
 /// One graph's scheduling state.
@@ -12,7 +12,8 @@ pub(crate) struct GraphState<'g> {
     pub shapes: Vec<Vec<u64>>,
     /// Whether the node's value is stored (it gets a kernel, or is an input).
     pub materialize: Vec<bool>,
-    /// For the root of an elementwise chain that consumes a row op: the row
+    /// For the root of an elementwise chain that consumes a row op (or a
+    /// reduction over the row's axis at the end of such a chain): the row
     /// op its kernel computes.
     pub row_of: Vec<Option<ValueId>>,
     /// For the root of an elementwise chain that consumes a matmul: the
@@ -37,6 +38,20 @@ pub fn is_view(op: &Op) -> bool {
 
 fn is_row(op: &Op) -> bool {
     matches!(op, Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::LayerNorm { .. } | Op::RmsNorm { .. })
+}
+
+/// The axis a row op normalizes.
+pub fn row_axis(op: &Op, rank: usize) -> usize {
+    match op {
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => *axis as usize,
+        _ => rank - 1,
+    }
+}
+
+/// A reduction over exactly `axis` (keepdim or not): its kernel already
+/// walks one row per tile, so it can compute a row op's statistics first.
+fn reduces_row(op: &Op, axis: usize) -> bool {
+    matches!(op, Op::Reduce { op: ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Max | ReduceOp::Min, axes, .. } if axes[..] == [axis as u32])
 }
 
 pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<GraphState<'g>, ScheduleError> {
@@ -104,7 +119,8 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
     }
     // Row ops and matmuls into their consumer chain: single use all the
     // way, elementwise, same shape, ending at a stored root that absorbs
-    // nothing else.
+    // nothing else. A row op's chain may also end in a reduction over the
+    // row's axis (log_softmax, one-hot pick, sum: cross-entropy).
     let mut row_of = vec![None; n];
     let mut mm_of = vec![None; n];
     if cx.opts.fuse {
@@ -122,6 +138,9 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
                 // folded [rows, n] product back to [B, T, n]): same elements,
                 // same order.
                 let elementwise = is_elementwise(&g.nodes[c].op) && shapes[c] == shapes[cur];
+                if !mm && reduces_row(&g.nodes[c].op, row_axis(op, shapes[i].len())) && shapes[cur] == shapes[i] {
+                    break Some(c);
+                }
                 let reshape = mm && matches!(g.nodes[c].op, Op::Reshape);
                 if !(elementwise || reshape) || (!mm && shapes[c] != shapes[i]) {
                     break None;

@@ -586,13 +586,25 @@ impl<'a> Checker<'a> {
         Ok(self.emit(Op::Select, &[&m, &x, &zero], x.ty.clone()))
     }
 
+    /// Mean negative log-likelihood of `targets` under `softmax(logits)`.
+    /// It is lowered as `log_softmax`, a one-hot pick and a sum over the
+    /// class axis, which the scheduler runs as one kernel per row. With
+    /// `ignore_index: c`, targets equal to `c` (padding) contribute nothing
+    /// and the mean is over the others (0 when every target is ignored).
     fn cross_entropy(&mut self, scope: &mut Scope, a: &Args) -> R<TVal> {
-        a.expect(2, 2, &["over"])?;
+        a.expect(2, 2, &["over", "ignore_index"])?;
         let logits = self.float_tensor(scope, &a.pos[0], "cross_entropy")?;
         let targets = self.arg_tensor(scope, &a.pos[1])?;
         let axis = match a.kw("over") {
             Some(e) => self.axis_of(scope, &logits.ty, e, "cross_entropy")?,
             None => self.last_axis(&logits, a)?,
+        };
+        let ignore = match a.kw("ignore_index") {
+            Some(e) => match eval_const(self, e)? {
+                super::scope::Num::Int(k) => Some(k),
+                _ => return Err(Diagnostic::new("E0209", "`ignore_index:` takes an integer", e.span).into()),
+            },
+            None => None,
         };
         let mut rest = logits.ty.axes.clone();
         let class = rest.remove(axis);
@@ -605,16 +617,42 @@ impl<'a> Checker<'a> {
         for (t, l) in targets.ty.axes.iter().zip(&rest) {
             self.require_eq(scope, &t.size, &l.size, a.pos[1].span, "targets match the logits")?;
         }
+        let dtype = logits.ty.dtype;
+        // Ignored targets pick class 0, and their loss is masked out below.
+        let (valid, picked_targets) = match ignore {
+            Some(c) => {
+                self.note_index_bound(&targets, &class.size);
+                self.note_ignored_index(&targets, c);
+                let k = self.filled(c as f64, targets.ty.dtype, &targets.ty.axes);
+                let valid = self.emit(Op::Compare(CmpOp::Ne), &[&targets, &k], targets.ty.with_dtype(DType::Bool));
+                let zero = self.filled(0.0, targets.ty.dtype, &targets.ty.axes);
+                let picked = self.emit(Op::Select, &[&valid, &targets, &zero], targets.ty.clone());
+                (Some(valid), picked)
+            }
+            None => (None, targets.clone()),
+        };
         let logp = self.emit(Op::LogSoftmax { axis: axis as u32 }, &[&logits], logits.ty.clone());
-        let oh = self.one_hot(&targets, a.pos[1].span, class.size.clone(), class.name.clone(), class.origin, logits.ty.dtype)?;
+        let oh = self.one_hot(&picked_targets, a.pos[1].span, class.size.clone(), class.name.clone(), class.origin, dtype)?;
         // one_hot puts the class axis last; move it to `axis`.
         let r = oh.ty.rank();
         let mut perm: Vec<usize> = (0..r - 1).collect();
         perm.insert(axis, r - 1);
         let oh = self.transpose(&oh, &perm);
         let picked = self.emit(Op::Binary(BinaryOp::Mul), &[&logp, &oh], logits.ty.clone());
-        let nll = self.emit(Op::Reduce { op: ReduceOp::Sum, axes: vec![axis as u32], keepdim: false }, &[&picked], Ty::new(logits.ty.dtype, rest));
-        let mean = self.reduce_all(&nll, ReduceOp::Mean);
+        let ll = self.emit(Op::Reduce { op: ReduceOp::Sum, axes: vec![axis as u32], keepdim: false }, &[&picked], Ty::new(dtype, rest));
+        let mean = match valid {
+            None => self.reduce_all(&ll, ReduceOp::Mean),
+            Some(v) => {
+                let zero = self.filled(0.0, dtype, &ll.ty.axes);
+                let kept = self.emit(Op::Select, &[&v, &ll, &zero], ll.ty.clone());
+                let total = self.reduce_all(&kept, ReduceOp::Sum);
+                let count = self.cast(&v, dtype);
+                let count = self.reduce_all(&count, ReduceOp::Sum);
+                let one = self.konst(1.0, dtype);
+                let count = self.emit(Op::Binary(BinaryOp::Max), &[&count, &one], count.ty.clone());
+                self.emit(Op::Binary(BinaryOp::Div), &[&total, &count], total.ty.clone())
+            }
+        };
         Ok(self.emit(Op::Unary(UnaryOp::Neg), &[&mean], mean.ty.clone()))
     }
 

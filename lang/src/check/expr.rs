@@ -27,6 +27,7 @@ impl<'a> Checker<'a> {
                     name: def.name.name.clone(),
                     arg_names: def.args.iter().map(|a| a.name.name.clone()).collect(),
                     arg_bounds: frame.bounds,
+                    arg_ignore: frame.ignore,
                     output_names,
                     dim_vars,
                     constraints,
@@ -70,6 +71,7 @@ impl<'a> Checker<'a> {
                     let id = frame.graph.push_tensor(Op::Input { index: index as u32 }, vec![], ty.ir());
                     frame.arg_of.insert(id, index);
                     frame.bounds.push(None);
+                    frame.ignore.push(None);
                     Val::Tensor(TVal { id, depth: self.depth(), ty })
                 }
                 ArgType::Layer(l) => {

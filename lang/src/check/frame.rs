@@ -20,6 +20,8 @@ pub(crate) struct Frame {
     /// index bound recorded for integer arguments used as indices.
     pub arg_of: HashMap<ValueId, usize>,
     pub bounds: Vec<Option<DimExpr>>,
+    /// A value accepted besides the bound (cross_entropy's `ignore_index`).
+    pub ignore: Vec<Option<i64>>,
 }
 
 impl Checker<'_> {
@@ -111,21 +113,32 @@ impl Checker<'_> {
         self.emit(Op::Cast, &[v], v.ty.with_dtype(dtype))
     }
 
+    /// The entry argument `v` is, through casts (None for other values).
+    fn entry_arg(&self, v: &TVal) -> Option<usize> {
+        if v.depth != 0 {
+            return None;
+        }
+        let frame = self.frames.first()?;
+        let mut id = v.id;
+        while let Op::Cast = frame.graph.node(id).op {
+            id = frame.graph.node(id).args[0];
+        }
+        frame.arg_of.get(&id).copied()
+    }
+
     /// Records that an entry argument is used as an index below `bound`.
     pub fn note_index_bound(&mut self, idx: &TVal, bound: &DimExpr) {
-        // Follow casts back to the argument itself.
-        let mut v = idx.id;
-        let Some(frame) = self.frames.get(idx.depth) else { return };
-        while let Op::Cast = frame.graph.node(v).op {
-            v = frame.graph.node(v).args[0];
+        let Some(arg) = self.entry_arg(idx) else { return };
+        let slot = &mut self.frames[0].bounds[arg];
+        if slot.as_ref().is_none_or(|b| b.as_const().zip(bound.as_const()).is_some_and(|(x, y)| y < x)) {
+            *slot = Some(bound.clone());
         }
-        if idx.depth == 0 {
-            if let Some(&arg) = self.frames[0].arg_of.get(&v) {
-                let slot = &mut self.frames[0].bounds[arg];
-                if slot.as_ref().is_none_or(|b| b.as_const().zip(bound.as_const()).is_some_and(|(x, y)| y < x)) {
-                    *slot = Some(bound.clone());
-                }
-            }
+    }
+
+    /// Records that an entry argument may also hold `value` (ignored targets).
+    pub fn note_ignored_index(&mut self, idx: &TVal, value: i64) {
+        if let Some(arg) = self.entry_arg(idx) {
+            self.frames[0].ignore[arg] = Some(value);
         }
     }
 }

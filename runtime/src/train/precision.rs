@@ -52,6 +52,7 @@ pub fn with_loss_scale(f: &Function) -> Result<Function, TrainError> {
     g.outputs[0] = scaled;
     out.arg_names.push(name);
     out.arg_bounds.push(None);
+    out.arg_ignore.push(None);
     Ok(out)
 }
 

@@ -54,6 +54,7 @@ pub fn function(name: &str, args: &[(&str, TensorType, Option<DimExpr>)], dim_va
         name: name.into(),
         arg_names: args.iter().map(|a| a.0.to_string()).collect(),
         arg_bounds: args.iter().map(|a| a.2.clone()).collect(),
+        arg_ignore: vec![None; args.len()],
         output_names: Vec::new(),
         dim_vars: dim_vars.iter().map(|s| s.to_string()).collect(),
         constraints: Vec::new(),
