@@ -83,6 +83,9 @@ pub struct Args {
     /// the schedule still spans --steps.
     #[arg(long, value_name = "N")]
     stop_at: Option<u64>,
+    /// After training, print where the steps' time went, per kernel.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -248,6 +251,9 @@ pub fn run(a: &Args) -> Result<(), Failed> {
         trainer.step_count(),
         out.display()
     );
+    if a.profile {
+        println!("time per kernel over the training steps:\n{}", trainer.profile().table(15));
+    }
     Ok(())
 }
 

@@ -649,7 +649,11 @@ fn train_writes_checkpoint_csv_and_plot_and_resumes() {
     assert!(csv.starts_with("step,train_loss,val_loss,lr,tokens_per_s"), "{csv}");
     // Resuming continues from step 3 to the end of the schedule.
     assert!(!csv.lines().any(|l| l.starts_with("6,")), "{csv}");
-    kiln(&["train", s(&model), "--resume", s(&out)]).ok();
+    let r = kiln(&["train", s(&model), "--resume", s(&out), "--profile"]).ok();
+    // The profile covers the 3 resumed steps: one optimizer update each.
+    let update = r.stdout.lines().find(|l| l.ends_with("(host) optimizer update")).unwrap_or_else(|| panic!("{}", r.stdout));
+    assert_eq!(update.split_whitespace().nth(2), Some("3"), "{update}");
+    assert!(r.stdout.contains("matmul"), "{}", r.stdout);
     let csv = std::fs::read_to_string(out.join("loss.csv")).expect("csv");
     assert!(csv.lines().any(|l| l.starts_with("6,")), "resumed run did not reach step 6:\n{csv}");
 }

@@ -14,6 +14,7 @@
 
 use super::plan::{self, MemoryPlan};
 use super::pool::Pool;
+use super::profile::Profile;
 use super::storage::{byte_len, Storage};
 use crate::tensor::type_string;
 use crate::{RuntimeError, Tensor};
@@ -44,6 +45,8 @@ pub struct Stats {
     pub naive_bytes: u64,
     /// Kernel launches executed (each loop iteration counts).
     pub launches: u64,
+    /// Time and launches per kernel.
+    pub profile: Profile,
 }
 
 /// Parameter values converted to the executable's storage layout, for
@@ -274,9 +277,9 @@ impl CpuExecutable {
             (base.ptr, base.len) = (s.as_mut_ptr(), s.len() as u64 / base.elem as u64);
         }
 
-        let mut launches = 0;
+        let mut profile = Profile::new(self.program.kernels.iter().map(|k| k.name.as_str()));
         let exec_start = Instant::now();
-        let result = self.steps(&self.program.steps, &mut Vec::new(), &bases, &mut launches);
+        let result = self.steps(&self.program.steps, &mut Vec::new(), &bases, &mut profile);
         let exec_time = exec_start.elapsed();
         if let Ok(mut a) = self.arenas.lock() {
             a.push(arena);
@@ -294,13 +297,14 @@ impl CpuExecutable {
             exec_time,
             peak_bytes: self.plan.peak_bytes,
             naive_bytes: self.plan.naive_bytes,
-            launches,
+            launches: profile.launches(),
+            profile,
         };
         Ok((outs, stats))
     }
 
     /// Runs steps with the given loop counters.
-    fn steps(&self, steps: &[Step], counters: &mut Vec<u64>, bases: &[Base], launches: &mut u64) -> Result<(), RuntimeError> {
+    fn steps(&self, steps: &[Step], counters: &mut Vec<u64>, bases: &[Base], profile: &mut Profile) -> Result<(), RuntimeError> {
         for s in steps {
             match s {
                 Step::Launch { kernel, args } => {
@@ -311,6 +315,7 @@ impl CpuExecutable {
                     }
                     let ptrs = ArgPtrs(ptrs);
                     let f: KernelFn = self.compiled.get(*kernel);
+                    let start = Instant::now();
                     self.pool.for_each_chunk(k.grid, &|tiles| {
                         // SAFETY: `ptrs` holds one pointer per kernel argument
                         // (the verifier checked the count and dtypes), each
@@ -322,14 +327,16 @@ impl CpuExecutable {
                         // (refused by `new`).
                         unsafe { f(ptrs.array(), tiles.start, tiles.end) }
                     });
-                    *launches += 1;
+                    let t = &mut profile.kernels[kernel.0 as usize];
+                    t.time += start.elapsed();
+                    t.launches += 1;
                 }
                 Step::Repeat { var, count, body } => {
                     debug_assert_eq!(var.0 as usize, counters.len());
                     counters.push(0);
                     for i in 0..*count {
                         counters[var.0 as usize] = i;
-                        self.steps(body, counters, bases, launches)?;
+                        self.steps(body, counters, bases, profile)?;
                     }
                     counters.pop();
                 }

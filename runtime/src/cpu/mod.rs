@@ -9,6 +9,7 @@
 //! - [`exec`]: [`CpuExecutable`], a checked and compiled program, and its
 //!   host-step interpreter.
 //! - [`cache`]: compiled executables keyed by entry point and dims.
+//! - [`profile`]: time per kernel.
 //!
 //! [`run_cpu`] ties them together: schedule an entry point with concrete
 //! dims (once per [`Cache`]), then run it.
@@ -17,12 +18,14 @@ pub mod cache;
 pub mod exec;
 pub mod plan;
 pub mod pool;
+pub mod profile;
 pub mod storage;
 
 pub use cache::Cache;
 pub use exec::{CpuExecutable, PreparedParams, Stats};
 pub use plan::MemoryPlan;
 pub use pool::Pool;
+pub use profile::{KernelTime, Profile};
 
 use crate::{RuntimeError, Tensor};
 use kiln_ir::schedule::ScheduleOptions;

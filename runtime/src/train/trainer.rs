@@ -24,7 +24,7 @@ use super::optim::{clip_grad_norm, global_norm, GradAccumulator, Optimizer, Opti
 use super::precision::{to_half, with_loss_scale, LossScaler};
 use super::schedule::Schedule;
 use super::TrainError;
-use crate::cpu::{compile_cpu, Cache, CpuExecutable};
+use crate::cpu::{compile_cpu, Cache, CpuExecutable, KernelTime, Profile};
 use crate::safetensors::storage_layout;
 use crate::{RuntimeError, Tensor};
 use kiln_ir::autodiff::{grad, Wrt};
@@ -237,6 +237,8 @@ pub struct Trainer {
     out: Option<PathBuf>,
     /// The last checkpoint written by this trainer (or resumed from).
     pub(super) last_checkpoint: Option<(u64, PathBuf)>,
+    /// Where the training steps' time went.
+    profile: Profile,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -357,6 +359,7 @@ impl Trainer {
             val,
             out: None,
             last_checkpoint: None,
+            profile: Profile::default(),
         })
     }
 
@@ -473,6 +476,7 @@ impl Trainer {
         let lr = self.config.schedule.lr(self.step);
         let scale = self.scaler.map_or(1.0, |s| s.scale);
         let prepared = self.grad_exe.prepare_params(&self.param_tensors(Some(&self.grad_dtypes)))?;
+        self.host_time("(host) convert parameters", start);
         let scale_t = Tensor { dtype: DType::F32, shape: vec![], data: vec![scale] };
         let sizes: Vec<usize> = self.master.iter().map(Vec::len).collect();
         let mut acc = GradAccumulator::new(&sizes);
@@ -481,9 +485,12 @@ impl Trainer {
             let b = self.data.next_batch()?;
             check_batch(&b, &self.config, self.bounds, "training")?;
             let (tokens, targets) = batch_tensors(&b);
-            let (outs, _) = self.grad_exe.run_prepared(&prepared, &[tokens, targets, scale_t.clone()])?;
+            let (outs, stats) = self.grad_exe.run_prepared(&prepared, &[tokens, targets, scale_t.clone()])?;
+            self.profile.add(&stats.profile);
+            let t = Instant::now();
             loss_sum += outs[0].data[0] / scale;
             acc.add_scaled(outs[1..].iter().map(|t| t.data.as_slice()), 1.0 / scale)?;
+            self.host_time("(host) accumulate gradients", t);
         }
         let loss = loss_sum / self.config.accumulate as f64;
         let mut grads = acc.take_mean();
@@ -519,7 +526,9 @@ impl Trainer {
             Some(c) => clip_grad_norm(&mut grads, c),
             None => global_norm(&grads),
         };
+        let t = Instant::now();
         self.optimizer.step(&mut self.master, &grads, lr as f32)?;
+        self.host_time("(host) optimizer update", t);
         if let Some(k) = self.master.iter().position(|p| p.iter().any(|x| !x.is_finite())) {
             let name = &self.module.params[self.trainable[k]].name;
             return Err(self.diverged(next, format!("parameter `{name}` is no longer finite")));
@@ -530,6 +539,17 @@ impl Trainer {
         self.step = next;
         self.history.push(LogRow { step: next, train_loss: Some(loss), val_loss: None, lr, tokens_per_s: report.tokens_per_s });
         Ok(report)
+    }
+
+    /// Time per kernel of the training steps so far, with the host's work
+    /// between kernels as `(host) ...` entries.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    fn host_time(&mut self, what: &str, since: Instant) {
+        let t = KernelTime { name: what.to_string(), time: since.elapsed(), launches: 1 };
+        self.profile.add(&Profile { kernels: vec![t] });
     }
 
     fn diverged(&self, step: u64, what: String) -> TrainError {
