@@ -19,6 +19,7 @@ pub mod kernel;
 mod op;
 pub mod print;
 pub mod schedule;
+mod unroll;
 mod types;
 pub mod verify;
 
@@ -28,3 +29,4 @@ pub use dtype::DType;
 pub use graph::{Constraint, Function, Graph, Module, Node, Param, Relation, ValueId};
 pub use op::{int_pow, BinaryOp, CmpOp, Init, Op, ReduceOp, UnaryOp};
 pub use types::{TensorType, Type};
+pub use unroll::unroll_scans;

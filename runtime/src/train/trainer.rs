@@ -28,6 +28,7 @@ use crate::cpu::{compile_cpu, Cache, CpuExecutable, KernelTime, Profile};
 use crate::safetensors::storage_layout;
 use crate::{RuntimeError, Tensor};
 use kiln_ir::autodiff::{grad, Wrt};
+use kiln_ir::unroll_scans;
 use kiln_ir::{DType, Function, Module};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -206,6 +207,10 @@ pub enum Event {
 }
 
 /// A model being trained: compiled executables, f32 master weights,
+/// Scans of at most this many steps (layer stacks) are unrolled before
+/// differentiation.
+const MAX_UNROLLED_STEPS: u64 = 128;
+
 /// optimizer state and the data stream.
 pub struct Trainer {
     pub(super) module: Module,
@@ -324,7 +329,9 @@ impl Trainer {
         }
 
         // Compiling comes last: it is the slow part for a large model.
-        let scaled = with_loss_scale(f)?;
+        // Unrolled layer stacks keep their activations for the backward
+        // pass instead of recomputing each layer's forward.
+        let scaled = with_loss_scale(&unroll_scans(f, MAX_UNROLLED_STEPS))?;
         let g = grad(module, &scaled, &Wrt::params(trainable.iter().map(|&i| i as u32)))?;
         let (gm, gf) = match config.dtype {
             TrainDtype::F32 => (module.clone(), g),
