@@ -225,6 +225,12 @@ fn reduce(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src) -> Result<(), Sch
     let kept: Vec<u64> = xs.iter().enumerate().filter(|(i, _)| !reduced.contains(i)).map(|(_, s)| *s).collect();
     let rdims: Vec<u64> = reduced.iter().map(|&a| xs[a]).collect();
     let count: u64 = rdims.iter().product();
+    let f32_sum = matches!(op, ReduceOp::Sum | ReduceOp::Mean) && dst.dtype == crate::DType::F32;
+    if f32_sum && gs.row_of[n.index()].is_none() && !reduced.contains(&(xs.len() - 1)) {
+        if let Some(w) = column_width(xs[xs.len() - 1], kept.iter().product(), cx.opts.threads) {
+            return reduce_columns(cx, gs, n, dst, w);
+        }
+    }
     let mut kb = KernelBuilder::default();
     kb.note(node.op.name());
     let mut body = Vec::new();
@@ -257,6 +263,72 @@ fn reduce(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src) -> Result<(), Sch
     let index = if kept.is_empty() { Expr::idx(0) } else { Expr::Tile };
     body.push(Stmt::Store { mem: out, index, value: result });
     launch(cx, kb, kept.iter().product(), body);
+    Ok(())
+}
+
+/// Outputs per tile of a column reduction: a divisor of the last axis's
+/// `last` elements (of `kept` outputs in all) that still gives every
+/// thread a few tiles, or `None` when no width is worth it.
+fn column_width(last: u64, kept: u64, threads: usize) -> Option<u64> {
+    let fits = |w: &u64| last % w == 0;
+    let widths = [64, 32, 16, 8];
+    widths.iter().copied().filter(fits).find(|w| kept / w >= 4 * threads as u64).or_else(|| widths.iter().copied().filter(fits).last())
+}
+
+/// A sum (or mean) that keeps the last, contiguous axis: each tile owns `w`
+/// adjacent outputs and adds whole rows of them, so the inner loop reads
+/// contiguous vectors instead of striding down one column per tile. The
+/// f32 output accumulates in place.
+fn reduce_columns(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src, w: u64) -> Result<(), ScheduleError> {
+    let node = gs.g.node(n);
+    let Op::Reduce { op, axes, .. } = &node.op else { unreachable!() };
+    let x = node.args[0];
+    let xs = gs.shapes[x.index()].clone();
+    let (last, lead) = xs.split_last().expect("a kept last axis");
+    let reduced: Vec<usize> = axes.iter().map(|a| *a as usize).collect();
+    let mut tiles: Vec<u64> = lead.iter().enumerate().filter(|(i, _)| !reduced.contains(i)).map(|(_, s)| *s).collect();
+    tiles.push(last / w);
+    let mut kb = KernelBuilder::default();
+    kb.note(node.op.name());
+    let mut body = Vec::new();
+    let out = kb.arg(dst, Access::ReadWrite);
+    let coords = kb.tile_coords(&tiles, &mut body);
+    let (chunk, outer) = coords.split_last().expect("the chunk axis");
+    let out_shape = gs.shapes[n.index()].clone();
+    // A vector loop over the tile's `w` columns: `f` gets the column's
+    // index along the last axis and its flat output index.
+    let columns = |kb: &mut KernelBuilder, f: &mut dyn FnMut(&mut KernelBuilder, Ix, Expr) -> Result<Expr, ScheduleError>| {
+        let c = kb.var(w);
+        let col = chunk.scale(w as i64).add(&Ix::var(c));
+        let mut o = outer.to_vec();
+        o.push(col.clone());
+        let index = linearize(&o, &out_shape).to_expr();
+        let value = f(kb, col, index.clone())?;
+        Ok::<_, ScheduleError>(Stmt::Loop { var: c, extent: w, vector: true, body: vec![Stmt::Store { mem: out, index, value }] })
+    };
+    let f32c = |v: f64| Expr::Const(v, crate::DType::F32);
+    body.push(columns(&mut kb, &mut |_, _, _| Ok(f32c(0.0)))?);
+    // One loop per reduced axis, outermost first: no index division.
+    let rvars: Vec<Var> = reduced.iter().map(|&a| kb.var(xs[a])).collect();
+    let mut add_row = |kb: &mut KernelBuilder, col: Ix, index: Expr| {
+        let (mut oi, mut ri) = (outer.iter(), rvars.iter());
+        let mut idx: Vec<Ix> = (0..lead.len())
+            .map(|i| if reduced.contains(&i) { Ix::var(*ri.next().expect("axis")) } else { oi.next().expect("axis").clone() })
+            .collect();
+        idx.push(col);
+        let value = gs.value(cx, kb, x, &idx)?;
+        Ok(bin(BinaryOp::Add, Expr::Load(out, Box::new(index)), value))
+    };
+    let mut nest = vec![columns(&mut kb, &mut add_row)?];
+    for (&v, &a) in rvars.iter().zip(&reduced).rev() {
+        nest = vec![Stmt::Loop { var: v, extent: xs[a], vector: false, body: nest }];
+    }
+    body.extend(nest);
+    if *op == ReduceOp::Mean {
+        let count: u64 = reduced.iter().map(|&a| xs[a]).product();
+        body.push(columns(&mut kb, &mut |_, _, index| Ok(bin(BinaryOp::Div, Expr::Load(out, Box::new(index)), f32c(count as f64))))?);
+    }
+    launch(cx, kb, tiles.iter().product(), body);
     Ok(())
 }
 
