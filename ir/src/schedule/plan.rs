@@ -168,14 +168,28 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
     Ok(GraphState { g, shapes, materialize, row_of, mm_of, storage: vec![None; n], tuples: HashMap::new(), inputs })
 }
 
-/// Cheap to recompute per use: constants, iota, and index maps of memory
-/// or of other cheap values.
+/// Cheap to recompute per use: values of the index alone (constants, iota,
+/// and elementwise ops and index maps of those, such as a causal mask),
+/// and index maps or one-hots of memory or of other cheap values.
 fn cheap(g: &Graph, materialize: &[bool], i: usize) -> bool {
-    match &g.nodes[i].op {
-        Op::Const { .. } | Op::Iota { .. } => true,
+    let n = &g.nodes[i];
+    match &n.op {
+        Op::OneHot => materialize[n.args[0].index()] || cheap(g, materialize, n.args[0].index()),
         op if is_view(op) => {
-            let a = g.nodes[i].args[0].index();
+            let a = n.args[0].index();
             materialize[a] || cheap(g, materialize, a)
+        }
+        _ => of_index_only(g, materialize, i),
+    }
+}
+
+/// Computed from the element's index alone, reading no memory.
+fn of_index_only(g: &Graph, materialize: &[bool], i: usize) -> bool {
+    let n = &g.nodes[i];
+    match &n.op {
+        Op::Const { .. } | Op::Iota { .. } => true,
+        op if is_elementwise(op) || is_view(op) => {
+            n.args.iter().all(|a| !materialize[a.index()] && of_index_only(g, materialize, a.index()))
         }
         _ => false,
     }
