@@ -9,7 +9,11 @@
 //!   with the elementwise ops that feed it;
 //! - a row op (softmax, log_softmax, layernorm, rmsnorm) is computed inside
 //!   the kernel of the elementwise chain that consumes it, when that chain
-//!   keeps its shape (`x + gelu(layernorm(x))` is one kernel);
+//!   keeps its shape (`x + gelu(layernorm(x))` is one kernel), or inside
+//!   the reduction over its own axis that ends such a chain (cross-entropy:
+//!   log-softmax, the target's pick and the row sum are one kernel);
+//! - sums that keep the contiguous last axis (bias gradients) are column
+//!   reductions: a tile adds whole rows into a block of outputs;
 //! - matmul operands that are strided views of memory are read in place
 //!   (transposes and head splits cost nothing); the product is a tiled
 //!   [`Gemm`](crate::kernel::Gemm);
