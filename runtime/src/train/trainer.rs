@@ -206,11 +206,11 @@ pub enum Event {
     },
 }
 
-/// A model being trained: compiled executables, f32 master weights,
 /// Scans of at most this many steps (layer stacks) are unrolled before
 /// differentiation.
 const MAX_UNROLLED_STEPS: u64 = 128;
 
+/// A model being trained: compiled executables, f32 master weights,
 /// optimizer state and the data stream.
 pub struct Trainer {
     pub(super) module: Module,
