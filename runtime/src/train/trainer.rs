@@ -28,7 +28,8 @@ use crate::cpu::{compile_cpu, Cache, CpuExecutable};
 use crate::safetensors::storage_layout;
 use crate::{RuntimeError, Tensor};
 use kiln_ir::autodiff::{grad, Wrt};
-use kiln_ir::{DType, Function, Module};
+use kiln_ir::opt::{optimize, OptOptions};
+use kiln_ir::{AttnVariant, DType, Function, Module};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -95,6 +96,36 @@ pub struct TrainConfig {
     /// checkpoints so a resumed run can find it again; not read here.
     #[serde(default)]
     pub data: Option<String>,
+    /// Run the e-graph optimizer (attention fusion) on the loss before
+    /// differentiating it, so the gradient uses the fused backward.
+    #[serde(default = "fuse_by_default")]
+    pub fuse: bool,
+    /// Force the fused attention's kernel variant (default FlashAttention-2).
+    #[serde(default)]
+    pub attention: Option<AttnKernel>,
+}
+
+fn fuse_by_default() -> bool {
+    true
+}
+
+/// A fused attention kernel variant, as stored in checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttnKernel {
+    /// FlashAttention-1.
+    Fa1,
+    /// FlashAttention-2.
+    Fa2,
+}
+
+impl AttnKernel {
+    /// The IR's variant.
+    pub fn variant(self) -> AttnVariant {
+        match self {
+            AttnKernel::Fa1 => AttnVariant::Fa1,
+            AttnKernel::Fa2 => AttnVariant::Fa2,
+        }
+    }
 }
 
 impl TrainConfig {
@@ -117,6 +148,8 @@ impl TrainConfig {
             eval_every: 50,
             checkpoint_every: 0,
             data: None,
+            fuse: true,
+            attention: None,
         }
     }
 
@@ -245,6 +278,25 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
+/// The loss entry point, through the e-graph optimizer unless `config.fuse` is off.
+fn optimized_loss(module: &Module, config: &TrainConfig) -> Result<Function, TrainError> {
+    let f = loss_function(module)?;
+    if !config.fuse {
+        return Ok(f.clone());
+    }
+    let opts = OptOptions { variant: config.attention.map(AttnKernel::variant), ..OptOptions::default() };
+    let (f, _) = optimize(module, f, &opts).map_err(|e| TrainError::Model(format!("optimizing `loss`: {e}")))?;
+    Ok(f)
+}
+
+/// Whether `g` or a scan body in it has a node whose op satisfies `p`.
+fn contains_op(g: &kiln_ir::Graph, p: &dyn Fn(&kiln_ir::Op) -> bool) -> bool {
+    g.nodes.iter().any(|n| match &n.op {
+        kiln_ir::Op::Scan { body, .. } => contains_op(body, p),
+        op => p(op),
+    })
+}
+
 /// The entry point training minimizes.
 pub const LOSS_ENTRY: &str = "loss";
 
@@ -276,7 +328,7 @@ impl Trainer {
         val: Vec<Batch>,
     ) -> Result<Trainer, TrainError> {
         config.validate()?;
-        let f = loss_function(module)?;
+        let f = &optimized_loss(module, &config)?;
         let dims = bind_batch_dims(f, config.batch, config.block)?;
         let env = |n: &str| dims.get(n).copied();
         let mut bounds = [None, None];
@@ -324,6 +376,14 @@ impl Trainer {
         // Compiling comes last: it is the slow part for a large model.
         let scaled = with_loss_scale(f)?;
         let g = grad(module, &scaled, &Wrt::params(trainable.iter().map(|&i| i as u32)))?;
+        // Until autodiff has the attention rule, a fused loss would lose the
+        // gradient through attention: refuse rather than train wrongly.
+        let fused = |g: &kiln_ir::Graph, op: &str| contains_op(g, &|o| o.name() == op);
+        if fused(&f.graph, "attention") && !fused(&g.graph, "attention_grad") {
+            return Err(TrainError::Model(
+                "the gradient of the fused attention is not supported yet; train with --no-fuse".into(),
+            ));
+        }
         let (gm, gf) = match config.dtype {
             TrainDtype::F32 => (module.clone(), g),
             d => to_half(module, &g, d.dtype())?,
