@@ -98,15 +98,13 @@ pub struct TrainConfig {
     pub data: Option<String>,
     /// Run the e-graph optimizer (attention fusion) on the loss before
     /// differentiating it, so the gradient uses the fused backward.
-    #[serde(default = "fuse_by_default")]
+    /// Checkpoints older than the optimizer were not fused, hence the
+    /// `false` default when reading them.
+    #[serde(default)]
     pub fuse: bool,
     /// Force the fused attention's kernel variant (default FlashAttention-2).
     #[serde(default)]
     pub attention: Option<AttnKernel>,
-}
-
-fn fuse_by_default() -> bool {
-    true
 }
 
 /// A fused attention kernel variant, as stored in checkpoints.
