@@ -39,8 +39,11 @@ pub const GUARDS: &[Guard] = &[
     Guard { name: "last-axis", n_in: 2, n_out: 0, run: last_axis },
     Guard { name: "fuse", n_in: 4, n_out: 1, run: fuse },
     Guard { name: "fuse-masked", n_in: 5, n_out: 1, run: fuse },
+    Guard { name: "group-broadcast", n_in: 4, n_out: 1, run: group_broadcast },
+    Guard { name: "group-repeat", n_in: 10, n_out: 1, run: group_repeat },
     Guard { name: "compose", n_in: 2, n_out: 1, run: compose },
     Guard { name: "identity", n_in: 1, n_out: 0, run: identity },
+    Guard { name: "permuted-type", n_in: 3, n_out: 1, run: permuted_type },
 ];
 
 /// The guard called `name`.
@@ -184,6 +187,75 @@ fn fuse(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
     bind_attn(eg, s, v[v.len() - 1], a)
 }
 
+fn ty_leaf(eg: &EG, id: Id) -> Option<TensorType> {
+    match leaf(eg, id)? {
+        Attr::Ty(i) => eg.analysis.tables.types[i as usize].tensor().cloned(),
+        _ => None,
+    }
+}
+
+/// `a` with `group` query heads per key/value head, if `a` has none yet
+/// and the node's type rule accepts the new key/value arguments.
+fn regroup(eg: &mut EG, s: &mut Subst, a: Id, q: Id, kv: [Id; 2], group: i64, out: Var) -> bool {
+    let (Some(mut a), Some(q), Some(k), Some(v)) =
+        (attn(eg, a), tensor(eg, q).cloned(), tensor(eg, kv[0]).cloned(), tensor(eg, kv[1]).cloned())
+    else {
+        return false;
+    };
+    if a.group != 1 || group < 2 {
+        return false;
+    }
+    a.group = group as u32;
+    // The mask (if any) keeps the query heads' shape, which the type rule checks.
+    let probe = Attention { mask: AttnMask::None, ..a.clone() };
+    probe.forward_types(&[&q, &k, &v]).is_ok() && bind_attn(eg, s, out, a)
+}
+
+/// `group-broadcast(?a, ?q, ?k, ?v, ?b)`: k and v have a single head that a
+/// broadcast repeats for every query head (multi-query attention).
+fn group_broadcast(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
+    let (Some(q), Some(k), Some(val)) = (tensor(eg, s[v[1]]), tensor(eg, s[v[2]]), tensor(eg, s[v[3]])) else {
+        return false;
+    };
+    let r = q.rank();
+    if r < 3 || k.rank() != r || val.rank() != r || k.shape[r - 3] != DimExpr::constant(1) || val.shape[r - 3] != k.shape[r - 3] {
+        return false;
+    }
+    let Some(h) = q.shape[r - 3].as_const() else { return false };
+    regroup(eg, s, s[v[0]], s[v[1]], [s[v[2]], s[v[3]]], h, v[4])
+}
+
+/// The repeat factor of `reshape(broadcast(reshape(x)))` with types
+/// `w, u, t`, if it is the interleaving repeat of x's head axis (axis
+/// `r - 3`): `[.., H, S, D] -> [.., H, 1, S, D] -> [.., H, g, S, D] -> [.., H*g, S, D]`.
+fn repeat_factor(x: &TensorType, w: &TensorType, u: &TensorType, t: &TensorType) -> Option<i64> {
+    let r = x.rank();
+    if r < 3 || w.rank() != r + 1 || u.rank() != r + 1 || t.rank() != r {
+        return None;
+    }
+    let g = u.shape[r - 2].as_const()?;
+    let mut want_w = x.shape.clone();
+    want_w.insert(r - 2, DimExpr::constant(1));
+    let mut want_u = x.shape.clone();
+    want_u.insert(r - 2, DimExpr::constant(g));
+    let mut want_t = x.shape.clone();
+    want_t[r - 3] = x.shape[r - 3].scale(g);
+    (w.shape == want_w && u.shape == want_u && t.shape == want_t).then_some(g)
+}
+
+/// `group-repeat(?a, ?q, ?k, ?w, ?u, ?t, ?v, ?w2, ?u2, ?t2, ?b)`: k and v are
+/// repeated per query-head group (grouped-query attention).
+fn group_repeat(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
+    let tys = |eg: &EG, i: usize| -> Option<[TensorType; 4]> {
+        Some([tensor(eg, s[v[i]])?.clone(), ty_leaf(eg, s[v[i + 1]])?, ty_leaf(eg, s[v[i + 2]])?, ty_leaf(eg, s[v[i + 3]])?])
+    };
+    let (Some([k, kw, ku, kt]), Some([val, vw, vu, vt])) = (tys(eg, 2), tys(eg, 6)) else { return false };
+    match (repeat_factor(&k, &kw, &ku, &kt), repeat_factor(&val, &vw, &vu, &vt)) {
+        (Some(g), Some(h)) if g == h => regroup(eg, s, s[v[0]], s[v[1]], [s[v[2]], s[v[6]]], g, v[10]),
+        _ => false,
+    }
+}
+
 /// `compose(?p, ?r, ?pr)`: `transpose p (transpose r x)` is `transpose pr x`.
 fn compose(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
     let (Some(p), Some(r)) = (ints(eg, s[v[0]]), ints(eg, s[v[1]])) else { return false };
@@ -198,4 +270,20 @@ fn compose(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
 
 fn identity(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
     ints(eg, s[v[0]]).is_some_and(|p| p.iter().enumerate().all(|(i, &a)| a as usize == i))
+}
+
+/// `permuted-type(?p, ?t, ?x, ?pt)`: a broadcast to type `?t` that keeps
+/// `?x`'s rank commutes with a transpose `?p`; binds `?pt`, the permuted
+/// broadcast type.
+fn permuted_type(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
+    let (Some(p), Some(t), Some(x)) = (ints(eg, s[v[0]]), ty_leaf(eg, s[v[1]]), tensor(eg, s[v[2]])) else {
+        return false;
+    };
+    if x.rank() != t.rank() || p.len() != t.rank() {
+        return false;
+    }
+    let pt = TensorType::new(t.dtype, p.iter().map(|&a| t.shape[a as usize].clone()).collect());
+    let l = eg.analysis.tables.ty(crate::Type::Tensor(pt));
+    s.insert(v[3], eg.add(ENode::Leaf(l)));
+    true
 }
