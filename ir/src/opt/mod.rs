@@ -58,7 +58,7 @@ pub enum Stop {
     Saturated,
     /// The iteration limit.
     IterationLimit(usize),
-    /// The e-node limit.
+    /// The e-node limit was reached; the e-graph's size then.
     NodeLimit(usize),
     /// The time limit (seconds).
     TimeLimit(f64),
@@ -71,7 +71,7 @@ impl fmt::Display for Stop {
         match self {
             Stop::Saturated => f.write_str("saturated"),
             Stop::IterationLimit(n) => write!(f, "iteration limit ({n})"),
-            Stop::NodeLimit(n) => write!(f, "node limit ({n})"),
+            Stop::NodeLimit(n) => write!(f, "node limit ({n} e-nodes)"),
             Stop::TimeLimit(s) => write!(f, "time limit ({s}s)"),
             Stop::Other(s) => f.write_str(s),
         }

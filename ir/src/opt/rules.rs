@@ -111,3 +111,44 @@ pub fn load() -> Result<Vec<Rewrite<ENode, Facts>>, RuleError> {
     }
     Ok(all)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_rule_file_parses() {
+        for (file, text) in FILES {
+            let rules = parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+            let lines = text.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).count();
+            assert_eq!(rules.len(), lines, "{file}: one rule per non-comment line");
+        }
+    }
+
+    fn error(text: &str) -> String {
+        match parse("t.rules", text) {
+            Ok(_) => panic!("`{text}` parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn malformed_rules_are_located_errors() {
+        assert_eq!(error("# ok\nno-arrow: (add ?a ?b)"), "t.rules:2: expected `=>`");
+        assert!(error("r: (frobnicate ?a) => ?a").starts_with("t.rules:1: left side:"));
+        assert_eq!(error("r: (add ?a ?b) => ?c"), "t.rules:1: the right side uses ?c, which nothing binds");
+        assert_eq!(error("r: (add ?a ?b) => ?a if nope(?a)"), "t.rules:1: unknown guard `nope`");
+        assert_eq!(error("r: (add ?a ?b) => ?a if neg-inf(?a, ?b)"), "t.rules:1: guard `neg-inf` takes 1 variables, got 2");
+        assert_eq!(
+            error("r: (add ?a ?b) => ?c if scale(?x, ?b, ?c)"),
+            "t.rules:1: guard `scale` reads ?x before it is bound"
+        );
+    }
+
+    #[test]
+    fn guard_outputs_bind_right_side_variables() {
+        let rules = parse("t.rules", "r: (mul ?s ?c) => ?b if plain(?a) scale(?a, ?c, ?b)").expect("parses");
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].name.as_str(), "r");
+    }
+}
