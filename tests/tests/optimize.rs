@@ -6,7 +6,7 @@
 //! valid, equivalent graph.
 
 use kiln_ir::interp::Tensor;
-use kiln_ir::opt::{optimize, OptOptions, Stop};
+use kiln_ir::opt::{optimize, OptOptions, Report, Stop};
 use kiln_ir::{AttnVariant, Function, Module};
 use kiln_lang::compile_file;
 use kiln_runtime as rt;
@@ -15,13 +15,7 @@ use proptest::prelude::*;
 use std::path::PathBuf;
 
 fn forms() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("tests/filetests/optimized"))
-        .expect("tests/filetests/optimized")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "kl"))
-        .collect();
-    v.sort();
-    v
+    kiln_tests::kl_files(&repo_root().join("tests/filetests/optimized"))
 }
 
 /// Runs `f` in f64 on random inputs drawn with `seed`, sizes from `dims`.
@@ -97,14 +91,20 @@ fn gpt_attention_is_fused_inside_the_scan() {
     }
 }
 
+/// Optimizes the file test `causal_where.kl` (gpt.kl's form) with `opts`.
+fn optimize_causal(opts: &OptOptions) -> (PathBuf, Function, Report) {
+    let path = repo_root().join("tests/filetests/optimized/causal_where.kl");
+    let c = compile_file(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let (g, report) = optimize(&c.module, &c.module.functions[0], opts).expect("optimize");
+    (path, g, report)
+}
+
 /// A node limit below the initial graph's size stops before any rewrite;
 /// the result is still the verified, equivalent original.
 #[test]
 fn a_tiny_node_limit_stops_with_its_reason() {
-    let path = repo_root().join("tests/filetests/optimized/causal_where.kl");
     let opts = OptOptions { node_limit: 5, ..OptOptions::default() };
-    let c = compile_file(&path).unwrap_or_else(|e| panic!("{}", e.render()));
-    let (g, report) = optimize(&c.module, &c.module.functions[0], &opts).expect("optimize");
+    let (path, g, report) = optimize_causal(&opts);
     assert!(matches!(report.runs[0].stop, Stop::NodeLimit(n) if n >= 5), "{report}");
     assert_eq!(report.fused().count(), 0, "{report}");
     assert!(!g.graph.nodes.iter().any(|n| n.op.name() == "attention"));
@@ -115,10 +115,8 @@ fn a_tiny_node_limit_stops_with_its_reason() {
 /// mask and softmax@v are peeled off one rule at a time).
 #[test]
 fn an_iteration_limit_stops_with_its_reason() {
-    let path = repo_root().join("tests/filetests/optimized/causal_where.kl");
     let opts = OptOptions { iter_limit: 1, ..OptOptions::default() };
-    let c = compile_file(&path).unwrap_or_else(|e| panic!("{}", e.render()));
-    let (_, report) = optimize(&c.module, &c.module.functions[0], &opts).expect("optimize");
+    let (path, _, report) = optimize_causal(&opts);
     assert_eq!(report.runs[0].stop, Stop::IterationLimit(1), "{report}");
     assert_eq!(report.fused().count(), 0, "{report}");
     check_equivalent(&path, &dims(1, 2, 4, 4, 1), 9, &opts);
