@@ -296,10 +296,7 @@ fn fresh_config(a: &Args, m: &Module) -> Result<TrainConfig, Failed> {
     c.checkpoint_every = a.checkpoint_every.unwrap_or(c.eval_every);
     c.validate()?;
     c.fuse = !a.fuse.no_fuse;
-    c.attention = a.fuse.attention.map(|v| match v {
-        crate::Variant::Fa1 => AttnKernel::Fa1,
-        crate::Variant::Fa2 => AttnKernel::Fa2,
-    });
+    c.attention = a.fuse.variant().map(AttnKernel::from);
     Ok(c)
 }
 

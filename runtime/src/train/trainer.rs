@@ -126,6 +126,15 @@ impl AttnKernel {
     }
 }
 
+impl From<AttnVariant> for AttnKernel {
+    fn from(v: AttnVariant) -> AttnKernel {
+        match v {
+            AttnVariant::Fa1 => AttnKernel::Fa1,
+            AttnVariant::Fa2 => AttnKernel::Fa2,
+        }
+    }
+}
+
 impl TrainConfig {
     /// A small default run: AdamW (lr 1e-3, weight decay 0.1, β2 0.99 as
     /// usual for small language models), 10% warmup then cosine decay to
