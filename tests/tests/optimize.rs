@@ -6,6 +6,7 @@
 //! valid, equivalent graph.
 
 use kiln_ir::interp::Tensor;
+use kiln_ir::opt::cost::Backend;
 use kiln_ir::opt::{optimize, OptOptions, Report, Stop};
 use kiln_ir::{AttnVariant, Function, Module};
 use kiln_lang::compile_file;
@@ -131,4 +132,13 @@ fn a_time_limit_stops_with_its_reason() {
     let (_, report) = optimize(&c.module, c.module.function("loss").expect("loss"), &opts).expect("optimize");
     assert!(report.runs.iter().all(|r| matches!(r.stop, Stop::TimeLimit(_))), "{report}");
     check_equivalent(&path, &dims(1, 1, 3, 1, 1), 3, &opts);
+}
+
+/// Under both backends' cost weights the fused node beats the naive form.
+#[test]
+fn every_backend_prefers_the_fused_attention() {
+    for backend in [Backend::CPU, Backend::PTX] {
+        let (_, _, report) = optimize_causal(&OptOptions { backend, ..OptOptions::default() });
+        assert_eq!(report.fused().count(), 1, "{backend:?}: {report}");
+    }
 }

@@ -130,9 +130,9 @@ pub struct Facts {
     pub tables: Tables,
     /// The attention variant to build (`None`: FlashAttention-2).
     pub variant: Option<AttnVariant>,
-    /// Whether graph inputs may be parameters (true in scan bodies, whose
-    /// inputs include parameter slices).
-    pub inputs_may_be_params: bool,
+    /// Per graph input, whether it may depend on a parameter (a scan
+    /// body's inputs include parameter slices); missing entries count as true.
+    pub param_inputs: Vec<bool>,
 }
 
 /// The attribute leaf of a class, if it is one.
@@ -336,7 +336,10 @@ impl Analysis<ENode> for Facts {
                 let fact = fact_of(eg, name, ch, ty.as_ref());
                 let uses_param = match *name {
                     "param" => true,
-                    "input" => eg.analysis.inputs_may_be_params,
+                    "input" => match leaf(eg, ch[0]) {
+                        Some(Attr::Int(i)) => eg.analysis.param_inputs.get(i as usize).copied().unwrap_or(true),
+                        _ => true,
+                    },
                     _ => ch.iter().any(|&c| eg[c].data.uses_param),
                 };
                 Data { ty, fact, uses_param }

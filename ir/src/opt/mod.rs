@@ -143,28 +143,50 @@ pub enum OptError {
 pub fn optimize(m: &Module, f: &Function, opts: &OptOptions) -> Result<(Function, Report), OptError> {
     let rules = rules::load()?;
     let mut runs = Vec::new();
-    let graph = optimize_graph(&f.graph, &f.name, false, opts, &rules, &mut runs)?;
+    let inputs = vec![false; f.graph.inputs.len()];
+    let graph = optimize_graph(&f.graph, &f.name, &inputs, opts, &rules, &mut runs)?;
     let out = Function { graph, ..f.clone() };
     verify::function(m, &out)?;
     Ok((out, Report { runs }))
 }
 
+/// Per node of `g`, whether it may depend on a parameter, given the same
+/// for `g`'s inputs.
+fn param_dependence(g: &Graph, inputs: &[bool]) -> Vec<bool> {
+    let mut dep: Vec<bool> = Vec::with_capacity(g.nodes.len());
+    for n in &g.nodes {
+        let d = match &n.op {
+            Op::Param { .. } => true,
+            Op::Input { index } => inputs.get(*index as usize).copied().unwrap_or(true),
+            _ => n.args.iter().any(|a| dep[a.index()]),
+        };
+        dep.push(d);
+    }
+    dep
+}
+
+/// Optimizes `g` (scan bodies first); `param_inputs` says which of its
+/// inputs may depend on parameters.
 fn optimize_graph(
     g: &Graph,
     scope: &str,
-    in_body: bool,
+    param_inputs: &[bool],
     opts: &OptOptions,
     rules: &[egg::Rewrite<lang::ENode, Facts>],
     runs: &mut Vec<Run>,
 ) -> Result<Graph, OptError> {
+    let dep = param_dependence(g, param_inputs);
     let mut bodies = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
-        if let Op::Scan { body, .. } = &n.op {
-            let b = optimize_graph(body, &format!("{scope}/scan%{i}"), true, opts, rules, runs)?;
+        if let Op::Scan { body, n_carry, .. } = &n.op {
+            // A carry may pick up parameters from any step of the loop.
+            let inputs: Vec<bool> =
+                n.args.iter().enumerate().map(|(j, a)| j < *n_carry as usize || dep[a.index()]).collect();
+            let b = optimize_graph(body, &format!("{scope}/scan%{i}"), &inputs, opts, rules, runs)?;
             bodies.insert(i, b);
         }
     }
-    let facts = Facts { variant: opts.variant, inputs_may_be_params: in_body, ..Facts::default() };
+    let facts = Facts { variant: opts.variant, param_inputs: param_inputs.to_vec(), ..Facts::default() };
     let mut eg = EG::new(facts.clone());
     let ids = convert::add_graph(&mut eg, g, bodies);
     let roots: Vec<_> = g.outputs.iter().map(|o| ids[o.index()]).collect();
