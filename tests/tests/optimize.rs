@@ -57,7 +57,7 @@ fn dims(b: i64, h: i64, t: i64, s: i64, e: i64) -> Vec<(String, i64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn optimized_forms_match_the_originals(

@@ -257,6 +257,21 @@ fn flip(cmp: &str) -> &str {
     }
 }
 
+/// Where axis `from_end` of `x` lands (counted from the end) in `t`, when
+/// the reshape only inserts or removes axes of size 1 (`unsqueeze`,
+/// `squeeze`) and that axis is not one of them.
+fn unit_axes_moved(x: &TensorType, t: &TensorType, from_end: u32) -> Option<u32> {
+    let one = DimExpr::constant(1);
+    let kept = |s: &[DimExpr]| -> Vec<usize> { (0..s.len()).filter(|&i| s[i] != one).collect() };
+    let (kx, kt) = (kept(&x.shape), kept(&t.shape));
+    if kx.len() != kt.len() || kx.iter().zip(&kt).any(|(&a, &b)| x.shape[a] != t.shape[b]) {
+        return None;
+    }
+    let axis = x.rank().checked_sub(1 + from_end as usize)?;
+    let k = kx.iter().position(|&a| a == axis)?;
+    Some((t.rank() - 1 - kt[k]) as u32)
+}
+
 fn fact_of(eg: &EG, name: &str, ch: &[Id], ty: Option<&Type>) -> Fact {
     let na = attr_count(name);
     let f = |i: usize| ch.get(na + i).map(|&a| eg[a].data.fact.clone()).unwrap_or(Fact::None);
@@ -270,7 +285,13 @@ fn fact_of(eg: &EG, name: &str, ch: &[Id], ty: Option<&Type>) -> Fact {
         },
         // Right-aligned facts survive broadcasting.
         "broadcast" => f(0),
-        "reshape" | "cast" => match f(0) {
+        "reshape" => match (f(0), ch.get(na).and_then(|&x| tensor(eg, x)), ty.and_then(|t| t.tensor())) {
+            (Fact::Index { from_end, offset }, Some(x), Some(t)) => unit_axes_moved(x, t, from_end)
+                .map_or(Fact::None, |from_end| Fact::Index { from_end, offset }),
+            (Fact::Const(v), _, _) => Fact::Const(v),
+            _ => Fact::None,
+        },
+        "cast" => match f(0) {
             Fact::Const(v) if is_float || dtype.is_some_and(|d| d.is_int()) && v.fract() == 0.0 => Fact::Const(v),
             _ => Fact::None,
         },
