@@ -4,6 +4,7 @@ mod bench;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kiln_ir::opt::{optimize, OptOptions, Report};
 use kiln_lang::{compile_file, compile_source, Compiled};
 use kiln_runtime as rt;
 use rt::{Precision, Tensor};
@@ -38,6 +39,8 @@ enum Cmd {
         /// A dimension's size as NAME=N, for `--stage kernels` (defaults as in `kiln run`).
         #[arg(long = "dim", value_name = "NAME=N")]
         dims: Vec<String>,
+        #[command(flatten)]
+        fuse: FuseArgs,
     },
     /// Run an entry point and write each output as DIR/NAME.npy.
     Run(RunArgs),
@@ -84,13 +87,57 @@ struct RunArgs {
     /// Arithmetic of the reference interpreter: f32 rounds every result to its dtype, f64 is exact math.
     #[arg(long, value_enum, default_value_t = Prec::F32)]
     precision: Prec,
+    #[command(flatten)]
+    fuse: FuseArgs,
+}
+
+/// The e-graph optimizer's flags, shared by `ir`, `run` and `train`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct FuseArgs {
+    /// Turn the e-graph optimizer (attention fusion) off.
+    #[arg(long)]
+    pub no_fuse: bool,
+    /// Force the fused attention's kernel variant (default fa2).
+    #[arg(long, value_enum)]
+    pub attention: Option<Variant>,
+}
+
+/// A fused attention variant.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+pub enum Variant {
+    /// FlashAttention-1.
+    Fa1,
+    /// FlashAttention-2.
+    Fa2,
+}
+
+impl FuseArgs {
+    /// The attention variant to force, if any.
+    pub fn variant(&self) -> Option<kiln_ir::AttnVariant> {
+        self.attention.map(|v| match v {
+            Variant::Fa1 => kiln_ir::AttnVariant::Fa1,
+            Variant::Fa2 => kiln_ir::AttnVariant::Fa2,
+        })
+    }
+
+    /// Runs the optimizer on `f` unless `--no-fuse`; the report is `None` when off.
+    fn apply(&self, m: &kiln_ir::Module, f: &kiln_ir::Function) -> Result<(kiln_ir::Function, Option<Report>), Failed> {
+        if self.no_fuse {
+            return Ok((f.clone(), None));
+        }
+        let opts = OptOptions { variant: self.variant(), ..OptOptions::default() };
+        let (g, r) = optimize(m, f, &opts)?;
+        Ok((g, Some(r)))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Stage {
     /// The typed tensor graph the front end produces.
     Graph,
-    /// Fused kernels of the loop-level kernel IR (shapes made concrete).
+    /// The graph after the e-graph optimizer (attention fusion), with its report.
+    Optimized,
+    /// Fused kernels of the loop-level kernel IR (shapes made concrete), after the optimizer.
     Kernels,
 }
 
@@ -131,7 +178,7 @@ fn main() -> ExitCode {
     };
     let r = match cli.cmd {
         Cmd::Check { file } => check(&file),
-        Cmd::Ir { file, entry, stage, dims } => ir(&file, entry.as_deref(), stage, &dims),
+        Cmd::Ir { file, entry, stage, dims, fuse } => ir(&file, entry.as_deref(), stage, &dims, fuse),
         Cmd::Run(args) => run(&args),
         Cmd::Demo => demo(),
         Cmd::Bench { json, quick } => bench::run(json, quick).map_err(|e| Failed(format!("error: {e}\n"))),
@@ -158,10 +205,26 @@ fn check(file: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
-fn ir(file: &Path, entry: Option<&str>, stage: Stage, dims: &[String]) -> Result<(), Failed> {
+fn ir(file: &Path, entry: Option<&str>, stage: Stage, dims: &[String], fuse: FuseArgs) -> Result<(), Failed> {
     let c = compile(file)?;
+    if stage == Stage::Optimized {
+        let names: Vec<&str> = match entry {
+            Some(e) => vec![e],
+            None => c.module.functions.iter().map(|f| f.name.as_str()).collect(),
+        };
+        for name in names {
+            let (f, report) = fuse.apply(&c.module, function(&c, name)?)?;
+            print!("{}", kiln_ir::print::function(&c.module, &f));
+            match report {
+                Some(r) => r.to_string().lines().for_each(|l| println!("# {l}")),
+                None => println!("# optimizer off (--no-fuse)"),
+            }
+        }
+        return Ok(());
+    }
     if stage == Stage::Kernels {
-        let f = function(&c, entry.unwrap_or("forward"))?;
+        let (f, _) = fuse.apply(&c.module, function(&c, entry.unwrap_or("forward"))?)?;
+        let f = &f;
         let bound = rt::bind_dims(f, &vec![None; f.arg_names.len()], &parse_dims(dims)?)?;
         let env = |n: &str| bound.get(n);
         let p = kiln_ir::schedule::schedule(&c.module, f, &env, &Default::default())?;
@@ -207,7 +270,8 @@ fn parse_dims(flags: &[String]) -> Result<Vec<(String, i64)>, Failed> {
 
 fn run(a: &RunArgs) -> Result<(), Failed> {
     let c = compile(&a.file)?;
-    let f = function(&c, &a.entry)?;
+    let (f, _) = a.fuse.apply(&c.module, function(&c, &a.entry)?)?;
+    let f = &f;
     let params = match &a.weights {
         Some(w) => rt::load_params(&c.module, w)?,
         None => rt::init_params(&c.module, a.seed)?,

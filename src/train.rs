@@ -12,7 +12,7 @@ use kiln_ir::{Module, Relation};
 use kiln_runtime::data::{Dataset, Tokenizer, DEFAULT_CORPUS, DEFAULT_CORPUS_NAME};
 use kiln_runtime::train::{
     self, Checkpoint, DatasetBatches, Event, LogRow, OptimizerConfig, Schedule, ScheduleKind,
-    TrainConfig, TrainDtype, Trainer,
+    AttnKernel, TrainConfig, TrainDtype, Trainer,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -73,6 +73,8 @@ pub struct Args {
     /// Seed of the initial weights and of the data order [default: 0].
     #[arg(long)]
     seed: Option<u64>,
+    #[command(flatten)]
+    fuse: crate::FuseArgs,
     /// Updates between validation losses [default: 50].
     #[arg(long)]
     eval_every: Option<u64>,
@@ -299,6 +301,8 @@ fn fresh_config(a: &Args, m: &Module) -> Result<TrainConfig, Failed> {
     c.eval_every = a.eval_every.unwrap_or(50);
     c.checkpoint_every = a.checkpoint_every.unwrap_or(c.eval_every);
     c.validate()?;
+    c.fuse = !a.fuse.no_fuse;
+    c.attention = a.fuse.variant().map(AttnKernel::from);
     Ok(c)
 }
 
@@ -318,6 +322,8 @@ fn resumed_config(a: &Args, dir: &Path) -> Result<TrainConfig, Failed> {
         ("--schedule", a.schedule.is_some()),
         ("--dtype", a.dtype.is_some()),
         ("--seed", a.seed.is_some()),
+        ("--no-fuse", a.fuse.no_fuse),
+        ("--attention", a.fuse.attention.is_some()),
     ];
     if let Some((flag, _)) = fixed.iter().find(|(_, given)| *given) {
         return Err(fail(format!(

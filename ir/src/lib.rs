@@ -17,6 +17,7 @@ mod graph;
 pub mod interp;
 pub mod kernel;
 mod op;
+pub mod opt;
 pub mod print;
 pub mod schedule;
 mod unroll;

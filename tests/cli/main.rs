@@ -640,7 +640,7 @@ fn train_writes_checkpoint_csv_and_plot_and_resumes() {
     let dir = TempDir::new();
     let model = repo("tests/fixtures/tiny_gpt.kl");
     let out = dir.join("run");
-    let r = kiln(&["train", s(&model), "--steps", "6", "--batch", "2", "--block", "16", "--out", s(&out), "--stop-at", "3"]).ok();
+    let r = kiln(&["train", s(&model), "--steps", "6", "--batch", "2", "--block", "16", "--out", s(&out), "--stop-at", "3", "--no-fuse"]).ok();
     assert!(r.stderr.contains("checkpoint") || r.stdout.contains("checkpoint"), "{}{}", r.stdout, r.stderr);
     for f in ["params.safetensors", "checkpoint.json", "loss.csv", "loss.png", "tokenizer.json"] {
         assert!(out.join(f).exists(), "{f} missing in {}", out.display());
@@ -667,4 +667,45 @@ fn train_refuses_bad_inputs() {
     kiln(&["train", s(&model), "--data", s(&dir.join("nope.txt")), "--steps", "2", "--out", s(&dir.join("b"))]).one_line_error(&["nope.txt"]);
     let file = write(&dir, "file", "x");
     kiln(&["train", s(&model), "--steps", "2", "--out", s(&file)]).one_line_error(&["file"]);
+}
+
+#[test]
+fn ir_optimized_shows_the_fused_attention_and_the_report() {
+    let r = kiln(&["ir", &gpt(), "--entry", "forward", "--stage", "optimized"]).ok();
+    assert!(r.stdout.contains("= attention[scale=0.125, causal=0, fa2] "), "{}", r.stdout);
+    assert!(!r.stdout.contains("softmax"), "the naive attention is still there:\n{}", r.stdout);
+    assert!(r.stdout.contains("# forward/scan%19: stopped: saturated"), "{}", r.stdout);
+    assert!(r.stdout.contains("#   fused attention[scale=0.125, causal=0, fa2]"), "{}", r.stdout);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+}
+
+#[test]
+fn ir_optimized_attention_flag_forces_the_variant() {
+    let r = kiln(&["ir", &gpt(), "--entry", "loss", "--stage", "optimized", "--attention", "fa1"]).ok();
+    assert!(r.stdout.contains("attention[scale=0.125, causal=0, fa1]"), "{}", r.stdout);
+    assert!(!r.stdout.contains("fa2"), "{}", r.stdout);
+    let r = kiln(&["ir", &gpt(), "--stage", "optimized", "--attention", "fa3"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.starts_with("error: ") && r.stderr.contains("possible values: fa1, fa2"), "{}", r.stderr);
+}
+
+#[test]
+fn no_fuse_leaves_the_graph_as_lowered() {
+    let plain = kiln(&["ir", &gpt(), "--entry", "forward"]).ok().stdout;
+    let off = kiln(&["ir", &gpt(), "--entry", "forward", "--stage", "optimized", "--no-fuse"]).ok().stdout;
+    assert_eq!(off, format!("{plain}# optimizer off (--no-fuse)\n"));
+}
+
+#[test]
+fn run_fused_and_unfused_agree_on_the_reference() {
+    let dir = TempDir::new();
+    for (name, extra) in [("fused", None), ("unfused", Some("--no-fuse"))] {
+        let mut args = vec!["--entry", "loss", "--dim", "B=2", "--dim", "T=5"];
+        args.extend(extra);
+        run_gpt(&dir.join(name), &args).ok();
+    }
+    let a = read(&dir.join("fused/loss.npy")).data;
+    let b = read(&dir.join("unfused/loss.npy")).data;
+    assert_eq!(a.len(), 1);
+    assert!((a[0] - b[0]).abs() < 1e-5 * a[0].abs(), "fused {} vs unfused {}", a[0], b[0]);
 }

@@ -1,7 +1,7 @@
 //! File tests: inputs with their expected output beside them.
 
 use similar::TextDiff;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Runs `render` on every `*.kl` under `dir` and compares its output with
 /// the `.expected` file beside it. With `BLESS=1` in the environment the
@@ -9,12 +9,7 @@ use std::path::{Path, PathBuf};
 /// with a unified diff, after running them all.
 pub fn run(dir: &Path, render: impl Fn(&Path) -> String) {
     let bless = std::env::var("BLESS").is_ok_and(|v| v == "1");
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "kl"))
-        .collect();
-    inputs.sort();
+    let inputs = crate::kl_files(dir);
     assert!(!inputs.is_empty(), "no file tests in {}", dir.display());
     let mut failures = Vec::new();
     for input in &inputs {

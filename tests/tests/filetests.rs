@@ -60,3 +60,26 @@ fn kernel_programs() {
         out
     });
 }
+
+/// Graphs after the e-graph optimizer: one file per attention form (fused)
+/// and per look-alike that must be left alone, with the fused nodes and
+/// each run's stop reason.
+#[test]
+fn optimized_graphs() {
+    use kiln_ir::opt::{optimize, OptOptions};
+    filetest::run(&repo_root().join("tests/filetests/optimized"), |path| {
+        let c = kiln_lang::compile_file(path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let mut out = String::new();
+        for f in &c.module.functions {
+            let (g, report) = optimize(&c.module, f, &OptOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+            out.push_str(&kiln_ir::print::function(&c.module, &g));
+            for r in &report.runs {
+                out.push_str(&format!("# {}: {}\n", r.scope, r.stop));
+            }
+            for (scope, a) in report.fused() {
+                out.push_str(&format!("# fused in {scope}: attention[{a}]\n"));
+            }
+        }
+        out
+    });
+}

@@ -8,13 +8,7 @@ use kiln_tests::repo_root;
 use std::path::PathBuf;
 
 fn models() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("models"))
-        .expect("models/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "kl"))
-        .collect();
-    v.sort();
-    v
+    kiln_tests::kl_files(&repo_root().join("models"))
 }
 
 /// Runs `entry` with small dims and random inputs in both precisions.

@@ -34,4 +34,4 @@ pub use error::TrainError;
 pub use optim::{clip_grad_norm, GradAccumulator, Optimizer, OptimizerConfig, OptimizerKind};
 pub use precision::{to_half, with_loss_scale, LossScaler};
 pub use schedule::{Schedule, ScheduleKind};
-pub use trainer::{write_loss_csv, Event, LogRow, StepReport, TrainConfig, TrainDtype, Trainer};
+pub use trainer::{write_loss_csv, AttnKernel, Event, LogRow, StepReport, TrainConfig, TrainDtype, Trainer};

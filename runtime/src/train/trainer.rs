@@ -28,8 +28,8 @@ use crate::cpu::{compile_cpu, Cache, CpuExecutable, KernelTime, Profile};
 use crate::safetensors::storage_layout;
 use crate::{RuntimeError, Tensor};
 use kiln_ir::autodiff::{grad, Wrt};
-use kiln_ir::unroll_scans;
-use kiln_ir::{DType, Function, Module};
+use kiln_ir::opt::{optimize, OptOptions};
+use kiln_ir::{unroll_scans, AttnVariant, DType, Function, Module};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,6 +96,43 @@ pub struct TrainConfig {
     /// checkpoints so a resumed run can find it again; not read here.
     #[serde(default)]
     pub data: Option<String>,
+    /// Run the e-graph optimizer (attention fusion) on the loss before
+    /// differentiating it, so the gradient uses the fused backward.
+    /// Checkpoints older than the optimizer were not fused, hence the
+    /// `false` default when reading them.
+    #[serde(default)]
+    pub fuse: bool,
+    /// Force the fused attention's kernel variant (default FlashAttention-2).
+    #[serde(default)]
+    pub attention: Option<AttnKernel>,
+}
+
+/// A fused attention kernel variant, as stored in checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttnKernel {
+    /// FlashAttention-1.
+    Fa1,
+    /// FlashAttention-2.
+    Fa2,
+}
+
+impl AttnKernel {
+    /// The IR's variant.
+    pub fn variant(self) -> AttnVariant {
+        match self {
+            AttnKernel::Fa1 => AttnVariant::Fa1,
+            AttnKernel::Fa2 => AttnVariant::Fa2,
+        }
+    }
+}
+
+impl From<AttnVariant> for AttnKernel {
+    fn from(v: AttnVariant) -> AttnKernel {
+        match v {
+            AttnVariant::Fa1 => AttnKernel::Fa1,
+            AttnVariant::Fa2 => AttnKernel::Fa2,
+        }
+    }
 }
 
 impl TrainConfig {
@@ -118,6 +155,8 @@ impl TrainConfig {
             eval_every: 50,
             checkpoint_every: 0,
             data: None,
+            fuse: true,
+            attention: None,
         }
     }
 
@@ -252,6 +291,25 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
+/// The loss entry point, through the e-graph optimizer unless `config.fuse` is off.
+fn optimized_loss(module: &Module, config: &TrainConfig) -> Result<Function, TrainError> {
+    let f = loss_function(module)?;
+    if !config.fuse {
+        return Ok(f.clone());
+    }
+    let opts = OptOptions { variant: config.attention.map(AttnKernel::variant), ..OptOptions::default() };
+    let (f, _) = optimize(module, f, &opts).map_err(|e| TrainError::Model(format!("optimizing `loss`: {e}")))?;
+    Ok(f)
+}
+
+/// Whether `g` or a scan body in it has a node whose op satisfies `p`.
+fn contains_op(g: &kiln_ir::Graph, p: &dyn Fn(&kiln_ir::Op) -> bool) -> bool {
+    g.nodes.iter().any(|n| match &n.op {
+        kiln_ir::Op::Scan { body, .. } => contains_op(body, p),
+        op => p(op),
+    })
+}
+
 /// The entry point training minimizes.
 pub const LOSS_ENTRY: &str = "loss";
 
@@ -283,7 +341,7 @@ impl Trainer {
         val: Vec<Batch>,
     ) -> Result<Trainer, TrainError> {
         config.validate()?;
-        let f = loss_function(module)?;
+        let f = &optimized_loss(module, &config)?;
         let dims = bind_batch_dims(f, config.batch, config.block)?;
         let env = |n: &str| dims.get(n).copied();
         let mut bounds = [None, None];
@@ -333,6 +391,14 @@ impl Trainer {
         // pass instead of recomputing each layer's forward.
         let scaled = with_loss_scale(&unroll_scans(f, MAX_UNROLLED_STEPS))?;
         let g = grad(module, &scaled, &Wrt::params(trainable.iter().map(|&i| i as u32)))?;
+        // Until autodiff has the attention rule, a fused loss would lose the
+        // gradient through attention: refuse rather than train wrongly.
+        let fused = |g: &kiln_ir::Graph, op: &str| contains_op(g, &|o| o.name() == op);
+        if fused(&f.graph, "attention") && !fused(&g.graph, "attention_grad") {
+            return Err(TrainError::Model(
+                "the gradient of the fused attention is not supported yet; train with --no-fuse".into(),
+            ));
+        }
         let (gm, gf) = match config.dtype {
             TrainDtype::F32 => (module.clone(), g),
             d => to_half(module, &g, d.dtype())?,
