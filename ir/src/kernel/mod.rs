@@ -246,6 +246,15 @@ pub enum Stmt {
     },
     /// A matrix-product tile.
     Gemm(Gemm),
+    /// `if cond { body }`: runs `body` only when the bool `cond` holds
+    /// (work a tile can prove useless, such as key blocks above a causal
+    /// diagonal). Variables defined in `body` are local to it.
+    If {
+        /// The condition (bool).
+        cond: Expr,
+        /// What runs when it holds.
+        body: Vec<Stmt>,
+    },
 }
 
 /// A strided matrix inside some memory: element `(r, c)` is at
