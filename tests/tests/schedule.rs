@@ -24,7 +24,7 @@ fn check_file(path: &std::path::Path, dims: &[(&str, i64)]) {
         let inputs: Vec<Tensor> = (0..f.arg_names.len()).map(|i| rt::random_input(f, i, &env, 3 + i as u64).expect("input")).collect();
         let want = rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, rt::Precision::F64).expect("reference");
         for fuse in [true, false] {
-            let opts = ScheduleOptions { fuse, threads: 2 };
+            let opts = ScheduleOptions { fuse, threads: 2, ..Default::default() };
             let p = schedule(&c.module, f, &env, &opts).unwrap_or_else(|e| panic!("{name} `{}`: {e}", f.name));
             let got = kiln_ir::kernel::eval::run(&p, &inputs, &params).unwrap_or_else(|e| panic!("{name} `{}`: {e}", f.name));
             assert_eq!(got.len(), want.len());
