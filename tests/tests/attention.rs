@@ -424,6 +424,37 @@ fn kernel_evaluator_matches_the_interpreter() {
     }
 }
 
+/// File tests (`tests/filetests/kernels/fused_attention`): each `.kl`
+/// writes causal attention as math over arguments `q, k, v`; the dump is
+/// the kernel program of one fused FA2 node over those arguments.
+#[test]
+fn fused_kernel_programs() {
+    kiln_tests::filetest::run(&kiln_tests::repo_root().join("tests/filetests/kernels/fused_attention"), |path| {
+        let text = std::fs::read_to_string(path).expect("read input");
+        let header = text.lines().next().and_then(|l| l.strip_prefix("# dims:")).expect("first line: `# dims: ...`");
+        let env: BTreeMap<String, i64> = header.split_whitespace().filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.parse().expect("dim"))).collect();
+        let c = kiln_lang::compile_file(path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let naive = &c.module.functions[0];
+        let mut g = G { g: Graph::default() };
+        let shapes: Vec<Vec<usize>> = naive.graph.inputs.iter().map(|t| t.shape.iter().map(|d| d.eval(&|n| env.get(n).copied()).expect("bound") as usize).collect()).collect();
+        let args: Vec<ValueId> = shapes.iter().map(|s| g.input(DType::F32, s)).collect();
+        let (b, h, t, d) = (shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3]);
+        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 0 };
+        let (o, _) = forward(&case, &mut g, &args, true);
+        g.g.outputs = vec![o];
+        let fused = function("attn", g.g, &["o"]);
+        let m = Module { params: vec![], functions: vec![fused] };
+        // The fused node computes what the source says.
+        let x = inputs(&case, &m.functions[0]);
+        let want = kiln_runtime::run_reference(&c.module, naive, &[], &x, &env, Precision::F64).expect("reference");
+        let got = reference(&m, &m.functions[0], &x);
+        assert!(max_err(&got[0], &want[0]) < 1e-12, "the fused node differs from {}", path.display());
+        let opts = ScheduleOptions { threads: 2, attention_blocks: Some(case.blocks), ..Default::default() };
+        let p = schedule(&m, &m.functions[0], &|_| None, &opts).expect("schedule");
+        kiln_ir::kernel::print::program(&p)
+    });
+}
+
 /// The lse result and a bias mask have no gradient: clear errors.
 #[test]
 fn nondifferentiable_parts_are_errors() {
