@@ -137,8 +137,7 @@ fn naive_attention_source(causal: bool) -> String {
 /// one attention node of `variant`. Stands in for the optimizer's rewrite
 /// until it lands.
 fn fuse_attention(f: &Function, causal: bool, variant: AttnVariant) -> Function {
-    let mut g = Graph::default();
-    g.inputs = f.graph.inputs[..3].to_vec();
+    let mut g = Graph { inputs: f.graph.inputs[..3].to_vec(), ..Default::default() };
     let args: Vec<ValueId> = g.inputs.clone().into_iter().enumerate().map(|(i, t)| g.push_tensor(Op::Input { index: i as u32 }, vec![], t)).collect();
     let d = f.graph.inputs[0].shape.last().and_then(|d| d.eval(&|_| None).ok()).unwrap_or(1);
     let a = Attention { scale: 1.0 / (d as f64).sqrt(), causal: causal.then(|| DimExpr::constant(0)), mask: AttnMask::None, group: 1, variant };

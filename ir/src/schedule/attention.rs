@@ -107,6 +107,17 @@ struct Heads {
     kv: Vec<Ix>,
 }
 
+/// One Q block against one K/V block of a head pair, with the scratch
+/// that holds their `Bq × Bk` scores.
+struct Pair<'h> {
+    h: &'h Heads,
+    q0: Ix,
+    qsz: u64,
+    k0: Ix,
+    ksz: u64,
+    s: Mem,
+}
+
 /// Where the online softmax keeps row `i` of the current Q block:
 /// `m[base + i]`, `l[base + i]` and `o[(base + i)·Dv + e]`.
 struct Running {
@@ -245,7 +256,7 @@ impl<'a> Attn<'a> {
     }
 
     /// The scaled, masked score of query `row` and key `col` from `q · k`.
-    fn score(&self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, qpre: &[Ix], row: &Ix, col: &Ix, dot: Expr) -> Result<Expr, ScheduleError> {
+    fn score(&self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, qpre: &[Ix], (row, col): (&Ix, &Ix), dot: Expr) -> Result<Expr, ScheduleError> {
         let mut s = bin(BinaryOp::Mul, dot, f(self.a.scale));
         let neg_inf = f(f64::NEG_INFINITY);
         if self.a.mask != AttnMask::None {
@@ -265,23 +276,23 @@ impl<'a> Attn<'a> {
     }
 
     /// `S = Q·Kᵀ` for one block pair into scratch `s` (row stride `Bk`).
-    fn scores_gemm(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, h: &Heads, q0: &Ix, qsz: u64, k0: &Ix, ksz: u64, s: Mem) -> Result<Stmt, ScheduleError> {
-        let a = self.operand(cx, gs, kb, 0, &h.q, q0)?;
-        let b = transposed(self.operand(cx, gs, kb, 1, &h.kv, k0)?);
-        Ok(Stmt::Gemm(Gemm { m: qsz, n: ksz, k: self.d, a, b, c: dense(s, Expr::idx(0), self.bk), accumulate: false }))
+    fn scores_gemm(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair) -> Result<Stmt, ScheduleError> {
+        let a = self.operand(cx, gs, kb, 0, &p.h.q, &p.q0)?;
+        let b = transposed(self.operand(cx, gs, kb, 1, &p.h.kv, &p.k0)?);
+        Ok(Stmt::Gemm(Gemm { m: p.qsz, n: p.ksz, k: self.d, a, b, c: dense(p.s, Expr::idx(0), self.bk), accumulate: false }))
     }
 
     /// One online-softmax step: K/V block `k0..k0 + ksz` into the running
     /// state of Q block `q0..q0 + qsz`, with scores in scratch `s`.
-    #[allow(clippy::too_many_arguments)]
-    fn forward_block(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, h: &Heads, q0: &Ix, qsz: u64, k0: &Ix, ksz: u64, s: Mem, run: &Running) -> Result<Vec<Stmt>, ScheduleError> {
-        let mut body = vec![self.scores_gemm(cx, gs, kb, h, q0, qsz, k0, ksz, s)?];
+    fn forward_block(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair, run: &Running) -> Result<Vec<Stmt>, ScheduleError> {
+        let mut body = vec![self.scores_gemm(cx, gs, kb, p)?];
+        let (h, q0, qsz, k0, ksz, s) = (p.h, &p.q0, p.qsz, &p.k0, p.ksz, p.s);
         let i = kb.var(qsz);
         let row = q0.add(&Ix::var(i));
         let at = |j: crate::kernel::Var| Ix::var(i).scale(self.bk as i64).add(&Ix::var(j)).to_expr();
         let mut rb = Vec::new();
         let j = kb.var(ksz);
-        let sc = self.score(cx, gs, kb, &h.q, &row, &k0.add(&Ix::var(j)), ld(s, at(j)))?;
+        let sc = self.score(cx, gs, kb, &h.q, (&row, &k0.add(&Ix::var(j))), ld(s, at(j)))?;
         rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: vec![Stmt::Store { mem: s, index: at(j), value: sc }] });
         let (mx, j) = (kb.var(1), kb.var(ksz));
         rb.push(Stmt::Reduce { var: mx, op: RedOp::Max, index: j, extent: ksz, vector: true, value: ld(s, at(j)) });
@@ -329,7 +340,7 @@ impl<'a> Attn<'a> {
     }
 
     /// `o = O / l` and `lse = m + log l` for rows `q0..q0 + qsz`.
-    fn finish_rows(&self, kb: &mut KernelBuilder, h: &Heads, q0: &Ix, qsz: u64, run: &Running, o: &Src, lse: &Src) -> Vec<Stmt> {
+    fn finish_rows(&self, kb: &mut KernelBuilder, h: &Heads, (q0, qsz): (&Ix, u64), run: &Running, (o, lse): (&Src, &Src)) -> Vec<Stmt> {
         let (om, lm) = (kb.arg(o, Access::Write), kb.arg(lse, Access::Write));
         let i = kb.var(qsz);
         let row = q0.add(&Ix::var(i));
@@ -365,10 +376,11 @@ impl<'a> Attn<'a> {
             body.extend(self.init_running(&mut kb, &run, qsz));
             let (sk, bk) = (self.sk, self.bk);
             for (v, k0, ksz) in block_starts(&mut kb, sk, bk) {
-                let inner = self.forward_block(cx, gs, &mut kb, &h, &q0, qsz, &k0, ksz, s, &run)?;
-                body.extend(wrap(v, sk / bk, self.visible(&q0, qsz, &k0), inner));
+                let cond = self.visible(&q0, qsz, &k0);
+                let inner = self.forward_block(cx, gs, &mut kb, &Pair { h: &h, q0: q0.clone(), qsz, k0, ksz, s }, &run)?;
+                body.extend(wrap(v, sk / bk, cond, inner));
             }
-            body.extend(self.finish_rows(&mut kb, &h, &q0, qsz, &run, o, lse));
+            body.extend(self.finish_rows(&mut kb, &h, (&q0, qsz), &run, (o, lse)));
             launch(cx, kb, dims.iter().product(), body);
         }
         Ok(())
@@ -401,12 +413,13 @@ impl<'a> Attn<'a> {
             let mut outer = Vec::new();
             for (qv, q0, qsz) in block_starts(&mut kb, sq, bq) {
                 let run = Running { m: mm, l: lm, o: am, base: base_of(&q0) };
-                let inner = self.forward_block(cx, gs, &mut kb, &h, &q0, qsz, &k0, ksz, s, &run)?;
-                outer.extend(wrap(qv, sq / bq, self.visible(&q0, qsz, &k0), inner));
+                let cond = self.visible(&q0, qsz, &k0);
+                let inner = self.forward_block(cx, gs, &mut kb, &Pair { h: &h, q0, qsz, k0: k0.clone(), ksz, s }, &run)?;
+                outer.extend(wrap(qv, sq / bq, cond, inner));
             }
             body.extend(wrap(kv, sk / bk, None, outer));
         }
-        body.extend(self.finish_rows(&mut kb, &h, &Ix::constant(0), sq, &whole, o, lse));
+        body.extend(self.finish_rows(&mut kb, &h, (&Ix::constant(0), sq), &whole, (o, lse)));
         launch(cx, kb, dims.iter().product(), body);
         Ok(())
     }
@@ -457,7 +470,8 @@ impl<'a> Attn<'a> {
             let h = self.heads(kvc, g.map(Ix::var).as_ref());
             let mut per_head = Vec::new();
             for (qv, q0, qsz) in block_starts(&mut kb, sq, bq) {
-                let mut inner = self.grad_block(cx, gs, &mut kb, &h, &q0, qsz, &k0, ksz, s, dp, &delta)?;
+                let cond = self.visible(&q0, qsz, &k0);
+                let mut inner = self.grad_block(cx, gs, &mut kb, &Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s }, dp, &delta)?;
                 // dV += Pᵀ·dO, dK += dSᵀ·Q.
                 let dout = self.operand(cx, gs, &mut kb, do_arg, &h.q, &q0)?;
                 let st = dense(s, Expr::idx(0), bk);
@@ -465,14 +479,14 @@ impl<'a> Attn<'a> {
                 let q = self.operand(cx, gs, &mut kb, 0, &h.q, &q0)?;
                 let dst = transposed(dense(dp, Expr::idx(0), bk));
                 inner.push(Stmt::Gemm(Gemm { m: ksz, n: self.d, k: qsz, a: dst, b: q, c: dense(dk, Expr::idx(0), self.d), accumulate: true }));
-                per_head.extend(wrap(qv, sq / bq, self.visible(&q0, qsz, &k0), inner));
+                per_head.extend(wrap(qv, sq / bq, cond, inner));
             }
             match g {
                 Some(g) => body.push(Stmt::Loop { var: g, extent: self.group, vector: false, body: per_head }),
                 None => body.extend(per_head),
             }
-            body.extend(self.write_rows(&mut kb, &out[1], &h.kv, &k0, ksz, dk, 1)?);
-            body.extend(self.write_rows(&mut kb, &out[2], &h.kv, &k0, ksz, dv, 2)?);
+            body.extend(self.write_rows(&mut kb, &out[1], &h.kv, (&k0, ksz), dk, 1));
+            body.extend(self.write_rows(&mut kb, &out[2], &h.kv, (&k0, ksz), dv, 2));
             launch(cx, kb, dims.iter().product(), body);
         }
         // dQ: a tile per Q block, over the K blocks.
@@ -490,13 +504,14 @@ impl<'a> Attn<'a> {
             let dq = kb.scratch(DType::F32, qsz * self.d);
             body.extend(zero(&mut kb, dq, qsz * self.d));
             for (kv, k0, ksz) in block_starts(&mut kb, sk, bk) {
-                let mut inner = self.grad_block(cx, gs, &mut kb, &h, &q0, qsz, &k0, ksz, s, dp, &delta)?;
+                let cond = self.visible(&q0, qsz, &k0);
+                let mut inner = self.grad_block(cx, gs, &mut kb, &Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s }, dp, &delta)?;
                 // dQ += dS·K.
                 let k = self.operand(cx, gs, &mut kb, 1, &h.kv, &k0)?;
                 inner.push(Stmt::Gemm(Gemm { m: qsz, n: self.d, k: ksz, a: dense(dp, Expr::idx(0), bk), b: k, c: dense(dq, Expr::idx(0), self.d), accumulate: true }));
-                body.extend(wrap(kv, sk / bk, self.visible(&q0, qsz, &k0), inner));
+                body.extend(wrap(kv, sk / bk, cond, inner));
             }
-            body.extend(self.write_rows(&mut kb, &out[0], &h.q, &q0, qsz, dq, 0)?);
+            body.extend(self.write_rows(&mut kb, &out[0], &h.q, (&q0, qsz), dq, 0));
             launch(cx, kb, dims.iter().product(), body);
         }
         Ok(())
@@ -504,10 +519,10 @@ impl<'a> Attn<'a> {
 
     /// For one block pair: `P = exp(S − lse)` into scratch `s` and
     /// `dS = P ∘ (dO·Vᵀ − Δ) · scale` into scratch `dp`.
-    #[allow(clippy::too_many_arguments)]
-    fn grad_block(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, h: &Heads, q0: &Ix, qsz: u64, k0: &Ix, ksz: u64, s: Mem, dp: Mem, delta: &Src) -> Result<Vec<Stmt>, ScheduleError> {
+    fn grad_block(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair, dp: Mem, delta: &Src) -> Result<Vec<Stmt>, ScheduleError> {
         let nf = self.a.forward_arity();
-        let mut body = vec![self.scores_gemm(cx, gs, kb, h, q0, qsz, k0, ksz, s)?];
+        let mut body = vec![self.scores_gemm(cx, gs, kb, p)?];
+        let (h, q0, qsz, k0, ksz, s) = (p.h, &p.q0, p.qsz, &p.k0, p.ksz, p.s);
         let dout = self.operand(cx, gs, kb, nf + 2, &h.q, q0)?;
         let vt = transposed(self.operand(cx, gs, kb, 2, &h.kv, k0)?);
         body.push(Stmt::Gemm(Gemm { m: qsz, n: ksz, k: self.dv, a: dout, b: vt, c: dense(dp, Expr::idx(0), self.bk), accumulate: false }));
@@ -521,12 +536,12 @@ impl<'a> Attn<'a> {
         let dl = let_(kb, &mut rb, ld(dm, linearize(&li, &self.lse_shape).to_expr()));
         let j = kb.var(ksz);
         let at = Ix::var(i).scale(self.bk as i64).add(&Ix::var(j)).to_expr();
-        let sc = self.score(cx, gs, kb, &h.q, &row, &k0.add(&Ix::var(j)), ld(s, at.clone()))?;
-        let p = kb.var(1);
-        let ds = bin(BinaryOp::Mul, bin(BinaryOp::Mul, Expr::Var(p), bin(BinaryOp::Sub, ld(dp, at.clone()), dl)), f(self.a.scale));
+        let sc = self.score(cx, gs, kb, &h.q, (&row, &k0.add(&Ix::var(j))), ld(s, at.clone()))?;
+        let prob = kb.var(1);
+        let ds = bin(BinaryOp::Mul, bin(BinaryOp::Mul, Expr::Var(prob), bin(BinaryOp::Sub, ld(dp, at.clone()), dl)), f(self.a.scale));
         let jb = vec![
-            Stmt::Let { var: p, value: un(UnaryOp::Exp, bin(BinaryOp::Sub, sc, lse)) },
-            Stmt::Store { mem: s, index: at.clone(), value: Expr::Var(p) },
+            Stmt::Let { var: prob, value: un(UnaryOp::Exp, bin(BinaryOp::Sub, sc, lse)) },
+            Stmt::Store { mem: s, index: at.clone(), value: Expr::Var(prob) },
             Stmt::Store { mem: dp, index: at, value: ds },
         ];
         rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: jb });
@@ -536,8 +551,7 @@ impl<'a> Attn<'a> {
 
     /// Stores rows `r0..r0 + rows` of a gradient accumulated in scratch
     /// `acc` into result `dst` (shaped like argument `k`).
-    #[allow(clippy::too_many_arguments)]
-    fn write_rows(&self, kb: &mut KernelBuilder, dst: &Src, pre: &[Ix], r0: &Ix, rows: u64, acc: Mem, k: usize) -> Result<Vec<Stmt>, ScheduleError> {
+    fn write_rows(&self, kb: &mut KernelBuilder, dst: &Src, pre: &[Ix], (r0, rows): (&Ix, u64), acc: Mem, k: usize) -> Vec<Stmt> {
         let cols = if k == 2 { self.dv } else { self.d };
         let mem = kb.arg(dst, Access::Write);
         let (i, e) = (kb.var(rows), kb.var(cols));
@@ -545,7 +559,7 @@ impl<'a> Attn<'a> {
         let full = self.arg_shape(k);
         let value = ld(acc, Ix::var(i).scale(cols as i64).add(&Ix::var(e)).to_expr());
         let inner = Stmt::Loop { var: e, extent: cols, vector: true, body: vec![Stmt::Store { mem, index: linearize(&idx, &full).to_expr(), value }] };
-        Ok(vec![Stmt::Loop { var: i, extent: rows, vector: false, body: vec![inner] }])
+        vec![Stmt::Loop { var: i, extent: rows, vector: false, body: vec![inner] }]
     }
 
     /// The shape of `q` (0), `k` (1) or `v` (2).
@@ -569,7 +583,7 @@ fn block_starts(kb: &mut KernelBuilder, len: u64, b: u64) -> Vec<(Option<crate::
         let var = kb.var(full);
         v.push((Some(var), Ix::var(var).scale(b as i64), b));
     }
-    if len % b != 0 {
+    if !len.is_multiple_of(b) {
         v.push((None, Ix::constant((full * b) as i64), len % b));
     }
     v

@@ -398,7 +398,7 @@ pub(crate) fn regions(size: u64, tile: u64) -> Vec<(u64, u64, u64)> {
     if full > 0 {
         v.push((0, tile, full));
     }
-    if size % tile != 0 {
+    if !size.is_multiple_of(tile) {
         v.push((full * tile, size % tile, 1));
     }
     v
