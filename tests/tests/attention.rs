@@ -364,6 +364,11 @@ fn default_blocks_at_a_longer_sequence() {
         let fused = module(&c, true, DType::F32);
         let naive = module(&c, false, DType::F32);
         for fi in [0, 2] {
+            // The score matrix never reaches memory, forward or backward.
+            let p = schedule(&fused, &fused.functions[fi], &|_| None, &ScheduleOptions::default()).expect("schedule");
+            let scores = (c.b * c.hq() * c.sq * c.sk) as u64;
+            assert!(p.buffers.iter().all(|b| b.len < scores), "a score-sized buffer: {:?}", p.buffers);
+            assert!(p.kernels.iter().any(|k| k.name.contains("attention")));
             let x = inputs(&c, &fused.functions[fi]);
             let want = reference(&fused, &fused.functions[fi], &x);
             let got = cpu(&fused, &fused.functions[fi], &x, None);

@@ -22,6 +22,11 @@
 //! gradient `y * log(a)` with `log(0)` taken as 0 (so it is finite at
 //! `a = 0`), and NaN for negative `a`.
 //!
+//! Fused attention's VJP is one `attention_grad` node (see `attention.rs`):
+//! it recomputes the probabilities from the saved logsumexp instead of
+//! differentiating the naive graph; `lse` itself and an additive mask have
+//! no gradient (an error when one is needed).
+//!
 //! `scan` is differentiated by another `scan` over the reversed sequence;
 //! see `scan.rs`. Its forward copy is augmented to also emit each step's
 //! incoming carries, and the backward body *rematerializes* the forward
