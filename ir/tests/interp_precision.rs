@@ -384,7 +384,7 @@ fn broken_graphs_are_rejected_naming_the_node() {
             vec![x23.clone()],
             vec![(Op::Unary(UnaryOp::Exp), vec![0], Type::Tuple(vec![x23.clone()]))],
             vec![],
-            vec!["%1 = exp", "only `scan` may produce a tuple"],
+            vec!["%1 = exp", "only `scan` and attention may produce a tuple"],
         ),
         (vec![x23.clone()], vec![], vec![5], vec!["output 0 (%5)", "past the last node"]),
     ];

@@ -354,7 +354,10 @@ impl<'a> Attn<'a> {
         let value = bin(BinaryOp::Mul, ld(run.o, oi), inv);
         rb.push(Stmt::Loop { var: e, extent: self.dv, vector: true, body: vec![Stmt::Store { mem: om, index: linearize(&out, &self.o_shape).to_expr(), value }] });
         let li: Vec<Ix> = h.q.iter().cloned().chain([row]).collect();
-        let value = bin(BinaryOp::Add, ld(run.m, ri), un(UnaryOp::Log, l));
+        // l is 0 exactly when every key is masked: NaN, as the naive softmax.
+        let empty = Expr::Cmp(CmpOp::Eq, Box::new(l.clone()), Box::new(f(0.0)));
+        let lse_value = bin(BinaryOp::Add, ld(run.m, ri), un(UnaryOp::Log, l));
+        let value = Expr::Select(Box::new(empty), Box::new(f(f64::NAN)), Box::new(lse_value));
         rb.push(Stmt::Store { mem: lm, index: linearize(&li, &self.lse_shape).to_expr(), value });
         vec![Stmt::Loop { var: i, extent: qsz, vector: false, body: rb }]
     }
