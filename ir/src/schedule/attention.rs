@@ -44,11 +44,11 @@
 //! least two tiles per thread. Blocks never exceed the sequence lengths.
 
 use super::builder::{KernelBuilder, Src};
-use super::emit::{launch, linear_aff, operand, pointwise, regions};
+use super::emit::{destination, launch, linear_aff, operand, pointwise, regions};
 use super::index::{linearize, Ix};
 use super::plan::GraphState;
 use super::recipe::bin;
-use super::{Cx, ScheduleError};
+use super::{Cx, ScheduleError, ScheduleOptions};
 use crate::kernel::{Access, BufKind, Expr, Gemm, Mem, Operand, RedOp, Stmt};
 use crate::{AttnMask, AttnVariant, Attention, BinaryOp, CmpOp, DType, Op, Type, UnaryOp, ValueId};
 use std::collections::HashMap;
@@ -58,14 +58,25 @@ use std::collections::HashMap;
 pub const SCRATCH_BUDGET: u64 = 192 << 10;
 
 /// The results of an attention node: `(o, lse)` or `(dq, dk, dv)`.
-pub(crate) fn emit(cx: &mut Cx, gs: &GraphState, n: ValueId) -> Result<Vec<Src>, ScheduleError> {
+/// `outputs` names the entry's results: an element that is one is written
+/// straight into its output buffer.
+pub(crate) fn emit(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[String]>) -> Result<Vec<Src>, ScheduleError> {
     let node = gs.g.node(n);
     let (Op::Attention(a) | Op::AttentionGrad(a)) = &node.op else { unreachable!("not attention") };
     let Type::Tuple(tys) = &node.ty else { unreachable!("attention yields a tuple") };
     let mut results = Vec::new();
     for (e, t) in tys.iter().enumerate() {
-        let len = cx.numel(&t.shape)?;
-        results.push(cx.buffer(t.dtype, len, BufKind::Temp, format!("%{}.{e}", n.0)));
+        let extract = (0..gs.g.nodes.len()).map(|i| ValueId(i as u32)).find(|&x| {
+            let xn = gs.g.node(x);
+            gs.materialize[x.index()] && xn.args.first() == Some(&n) && matches!(xn.op, Op::Extract { index } if index as usize == e)
+        });
+        results.push(match extract {
+            Some(x) => destination(cx, gs, x, outputs)?,
+            None => {
+                let len = cx.numel(&t.shape)?;
+                cx.buffer(t.dtype, len, BufKind::Temp, format!("%{}.{e}", n.0))
+            }
+        });
     }
     let backward = matches!(node.op, Op::AttentionGrad(_));
     let mut at = Attn::new(cx, gs, n, a, backward)?;
@@ -173,7 +184,7 @@ impl<'a> Attn<'a> {
         o_shape.push(dv);
         let lse_shape = qs[..r - 1].to_vec();
         let q_tiles: u64 = lse_shape[..r - 2].iter().product();
-        let (bq, bk) = block_sizes(cx, sq, sk, d, dv, q_tiles, backward);
+        let (bq, bk) = block_sizes(cx.opts, (sq, sk, d, dv), q_tiles, backward);
         Ok(Attn { a, args, lead, hkv, group: a.group as u64, sq, sk, d, dv, bq, bk, causal, o_shape, lse_shape, dense: HashMap::new() })
     }
 
@@ -612,8 +623,8 @@ fn zero(kb: &mut KernelBuilder, m: Mem, len: u64) -> Vec<Stmt> {
 }
 
 /// `(Bq, Bk)` from the cost model in the module docs (or the override).
-fn block_sizes(cx: &Cx, sq: u64, sk: u64, d: u64, dv: u64, q_tiles: u64, backward: bool) -> (u64, u64) {
-    if let Some((bq, bk)) = cx.opts.attention_blocks {
+fn block_sizes(opts: &ScheduleOptions, (sq, sk, d, dv): (u64, u64, u64, u64), q_tiles: u64, backward: bool) -> (u64, u64) {
+    if let Some((bq, bk)) = opts.attention_blocks {
         return (bq.clamp(1, sq.max(1)), bk.clamp(1, sk.max(1)));
     }
     let working_set = |bq: u64, bk: u64| 4 * (bq * d + bk * d + bk * dv + bq * bk + bq * dv);
@@ -625,14 +636,45 @@ fn block_sizes(cx: &Cx, sq: u64, sk: u64, d: u64, dv: u64, q_tiles: u64, backwar
         }
     };
     let mut b = 128;
-    while b > 16 && (working_set(b, b) > cx.opts.cache.l2 / 2 || scratch(b, b) > SCRATCH_BUDGET) {
+    while b > 16 && (working_set(b, b) > opts.cache.l2 / 2 || scratch(b, b) > SCRATCH_BUDGET) {
         b /= 2;
     }
     let bk = b.min(sk.max(1));
     let mut bq = b.min(sq.max(1));
-    let want = 2 * cx.opts.threads as u64;
+    let want = 2 * opts.threads as u64;
     while bq > 16 && q_tiles * sq.div_ceil(bq) < want {
         bq /= 2;
     }
     (bq, bk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::CacheSizes;
+
+    fn opts(l2_kib: u64, threads: usize) -> ScheduleOptions {
+        ScheduleOptions { threads, cache: CacheSizes { l1: 48 << 10, l2: l2_kib << 10 }, ..Default::default() }
+    }
+
+    #[test]
+    fn blocks_follow_the_cache_and_the_threads() {
+        let dims = (4096, 4096, 64, 64);
+        // 1 MiB L2: a 128 x 128 forward working set (192 KiB) fits half of it;
+        // the backward's scratch (224 KiB) does not fit the budget, 64 does.
+        assert_eq!(block_sizes(&opts(1024, 2), dims, 8, false), (128, 128));
+        assert_eq!(block_sizes(&opts(1024, 2), dims, 8, true), (64, 64));
+        // 256 KiB L2: 128 KiB for the working set, which 64 x 64 (80 KiB) fits.
+        assert_eq!(block_sizes(&opts(256, 2), dims, 8, false), (64, 64));
+        // D = 128 doubles the operand blocks: 128 x 128 needs 320 KiB.
+        assert_eq!(block_sizes(&opts(512, 2), (4096, 4096, 128, 128), 8, false), (64, 64));
+        // One head and a short sequence: Q blocks shrink until 16 threads
+        // have two tiles each (256 / 16 = 16 tiles of 16 rows).
+        assert_eq!(block_sizes(&opts(1024, 16), (256, 256, 64, 64), 1, false), (16, 128));
+        // Never longer than the sequences.
+        assert_eq!(block_sizes(&opts(1024, 2), (5, 3, 64, 64), 8, false), (5, 3));
+        // An override wins (clamped to the sequences).
+        let forced = ScheduleOptions { attention_blocks: Some((4, 100)), ..opts(1024, 2) };
+        assert_eq!(block_sizes(&forced, (10, 9, 64, 64), 8, true), (4, 9));
+    }
 }

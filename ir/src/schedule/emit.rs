@@ -28,7 +28,7 @@ pub(crate) fn graph(cx: &mut Cx, gs: &mut GraphState, outputs: Option<&[String]>
                 continue;
             }
             Op::Attention(_) | Op::AttentionGrad(_) => {
-                let results = super::attention::emit(cx, gs, n)?;
+                let results = super::attention::emit(cx, gs, n, outputs)?;
                 gs.tuples.insert(i, results);
                 continue;
             }
@@ -72,7 +72,7 @@ fn reshape_output(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[St
 }
 
 /// A new buffer for node `n`: an output buffer when `n` is an entry result.
-fn destination(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[String]>) -> Result<Src, ScheduleError> {
+pub(crate) fn destination(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[String]>) -> Result<Src, ScheduleError> {
     let t = gs.g.tensor_type(n);
     let len = gs.shapes[n.index()].iter().product();
     let out = outputs.and_then(|names| gs.g.outputs.iter().position(|o| *o == n).map(|k| (k, names[k].clone())));

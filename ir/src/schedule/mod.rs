@@ -206,3 +206,17 @@ impl Cx<'_> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn cache_sizes_as_linux_writes_them() {
+        assert_eq!(parse_size("48K"), Some(48 << 10));
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("3G"), None);
+        assert_eq!(parse_size("K"), None);
+    }
+}
