@@ -118,6 +118,16 @@ struct Heads {
     kv: Vec<Ix>,
 }
 
+/// A kernel being built whose tiles each own one Q block: the statements
+/// so far define the tile's heads `h` and first row `q0`.
+struct QTile {
+    kb: KernelBuilder,
+    body: Vec<Stmt>,
+    grid: u64,
+    h: Heads,
+    q0: Ix,
+}
+
 /// One Q block against one K/V block of a head pair, with the scratch
 /// that holds their `Bq × Bk` scores.
 struct Pair<'h> {
@@ -219,6 +229,21 @@ impl<'a> Attn<'a> {
             *q.last_mut().expect("head axis") = hk.scale(self.group as i64).add(g);
         }
         Heads { q, kv: kv.to_vec() }
+    }
+
+    /// A kernel `name` with a tile per (batch, query head, Q block) over
+    /// `count` blocks of `Bq` rows from row `first`.
+    fn q_tile(&self, name: &str, first: u64, count: u64) -> QTile {
+        let mut kb = KernelBuilder::default();
+        kb.note(name.into());
+        let mut body = Vec::new();
+        let mut dims = self.q_head_dims();
+        dims.push(count);
+        let coords = kb.tile_coords(&dims, &mut body);
+        let (hc, qb) = coords.split_at(coords.len() - 1);
+        let h = self.q_heads(hc);
+        let q0 = qb[0].scale(self.bq as i64).add(&Ix::constant(first as i64));
+        QTile { kb, body, grid: dims.iter().product(), h, q0 }
     }
 
     /// Heads of a tile over [`Attn::q_head_dims`].
@@ -376,15 +401,7 @@ impl<'a> Attn<'a> {
     /// FlashAttention-2: a tile per Q block, streaming K/V.
     fn fa2(&mut self, cx: &mut Cx, gs: &GraphState, o: &Src, lse: &Src) -> Result<(), ScheduleError> {
         for (first, qsz, count) in regions(self.sq, self.bq) {
-            let mut kb = KernelBuilder::default();
-            kb.note("attention_fa2".into());
-            let mut body = Vec::new();
-            let mut dims = self.q_head_dims();
-            dims.push(count);
-            let coords = kb.tile_coords(&dims, &mut body);
-            let (hc, qb) = coords.split_at(coords.len() - 1);
-            let h = self.q_heads(hc);
-            let q0 = qb[0].scale(self.bq as i64).add(&Ix::constant(first as i64));
+            let QTile { mut kb, mut body, grid, h, q0 } = self.q_tile("attention_fa2", first, count);
             let s = kb.scratch(DType::F32, self.bq * self.bk);
             let run = Running { m: kb.scratch(DType::F32, qsz), l: kb.scratch(DType::F32, qsz), o: kb.scratch(DType::F32, qsz * self.dv), base: Ix::constant(0) };
             body.extend(self.init_running(&mut kb, &run, qsz));
@@ -395,7 +412,7 @@ impl<'a> Attn<'a> {
                 body.extend(wrap(v, sk / bk, cond, inner));
             }
             body.extend(self.finish_rows(&mut kb, &h, (&q0, qsz), &run, (o, lse)));
-            launch(cx, kb, dims.iter().product(), body);
+            launch(cx, kb, grid, body);
         }
         Ok(())
     }
@@ -505,15 +522,7 @@ impl<'a> Attn<'a> {
         }
         // dQ: a tile per Q block, over the K blocks.
         for (first, qsz, count) in regions(sq, bq) {
-            let mut kb = KernelBuilder::default();
-            kb.note("attention_dq".into());
-            let mut body = Vec::new();
-            let mut dims = self.q_head_dims();
-            dims.push(count);
-            let coords = kb.tile_coords(&dims, &mut body);
-            let (hc, qb) = coords.split_at(coords.len() - 1);
-            let h = self.q_heads(hc);
-            let q0 = qb[0].scale(bq as i64).add(&Ix::constant(first as i64));
+            let QTile { mut kb, mut body, grid, h, q0 } = self.q_tile("attention_dq", first, count);
             let (s, dp) = (kb.scratch(DType::F32, bq * bk), kb.scratch(DType::F32, bq * bk));
             let dq = kb.scratch(DType::F32, qsz * self.d);
             body.extend(zero(&mut kb, dq, qsz * self.d));
@@ -526,7 +535,7 @@ impl<'a> Attn<'a> {
                 body.extend(wrap(kv, sk / bk, cond, inner));
             }
             body.extend(self.write_rows(&mut kb, &out[0], &h.q, (&q0, qsz), dq, 0));
-            launch(cx, kb, dims.iter().product(), body);
+            launch(cx, kb, grid, body);
         }
         Ok(())
     }
