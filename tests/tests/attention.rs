@@ -385,8 +385,8 @@ fn default_blocks_at_a_longer_sequence() {
 /// the storage rounding of the f64 result.
 #[test]
 fn half_precision_storage() {
-    for dtype in [DType::BF16, DType::F16] {
-        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 8), seed: 3 };
+    for (dtype, variant) in [(DType::BF16, AttnVariant::Fa2), (DType::F16, AttnVariant::Fa2), (DType::BF16, AttnVariant::Fa1)] {
+        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), seed: 3 };
         let m = module(&c, true, dtype);
         for fi in [0, 2] {
             let f = &m.functions[fi];

@@ -6,7 +6,8 @@
 //! of tiles; its body runs once per tile with [`Expr::Tile`] bound to the
 //! tile's index, so tiles are independent and may run on any thread (CPU)
 //! or CTA (GPU). Inside, statements are loop nests over scalar expressions:
-//! loads, stores, reductions, and [`Gemm`] for matrix-product tiles.
+//! loads, stores, reductions, [`Gemm`] for matrix-product tiles, and
+//! [`Stmt::If`] guards around work a tile can skip.
 //!
 //! Semantics are scalar; a loop or reduction marked `vector` promises the
 //! backend that its iterations are independent (reductions: associative),
