@@ -488,3 +488,32 @@ fn nondifferentiable_parts_are_errors() {
     assert!(e.to_string().contains("bias"), "{e}");
     assert!(grad(&m, &m.functions[0], &Wrt::no_params().with_inputs([0, 1, 2])).is_ok());
 }
+
+/// Heads merged with the batch after a transpose (`[B, S, H, D]` →
+/// `[B·H, S, D]`) are not a strided view of memory: the kernels read a
+/// dense copy, with the same results.
+#[test]
+fn merged_head_axes_are_read_from_a_dense_copy() {
+    let (b, s, h, d) = (2, 6, 3, 16);
+    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 5 };
+    let mut g = G { g: Graph::default() };
+    let args: Vec<ValueId> = (0..3)
+        .map(|_| {
+            let x = g.input(DType::F32, &[b, s, h, d]);
+            let x = g.transpose(x, &[0, 2, 1, 3]);
+            g.reshape(x, &dims(&[b * h, s, d]))
+        })
+        .collect();
+    let a = attention(&c);
+    let tys = a.forward_types(&args.iter().map(|&x| g.g.tensor_type(x)).collect::<Vec<_>>()).expect("types");
+    let t = g.g.push(Op::Attention(Box::new(a)), args, Type::Tuple(tys));
+    let o = g.extract(t, 0);
+    g.g.outputs = vec![o];
+    let m = Module { params: vec![], functions: vec![function("attn", g.g, &["o"])] };
+    let f = &m.functions[0];
+    let p = schedule(&m, f, &|_| None, &ScheduleOptions { attention_blocks: Some(c.blocks), ..Default::default() }).expect("schedule");
+    assert!(p.buffers.iter().any(|b| b.name.ends_with(".dense")), "expected dense copies: {:?}", p.buffers);
+    let x = inputs(&c, f);
+    let (want, got) = (reference(&m, f, &x), cpu(&m, f, &x, Some(c.blocks)));
+    assert!(max_err(&got[0], &want[0]) < 1e-5, "{}", max_err(&got[0], &want[0]));
+}
