@@ -46,7 +46,45 @@ def torch_numbers(kiln, threads):
         r, c = kiln["layernorm_gelu"]["rows"], kiln["layernorm_gelu"]["cols"]
         x, g, b = torch.randn(r, c), torch.ones(c), torch.zeros(c)
         out["layernorm_gelu_ms"] = 1e3 * timeit(lambda: x + F.gelu(F.layer_norm(x, (c,), g, b)))
+        out["attention"] = {}
+        for row in kiln.get("attention", []):
+            s, causal = row["s"], row["causal"]
+            q, k, v = (torch.randn(1, 8, s, 64) for _ in range(3))
+            mask = torch.tril(torch.ones(s, s, dtype=torch.bool))
+
+            def naive():
+                sc = (q @ k.transpose(-1, -2)) / 8.0
+                if causal:
+                    sc = sc.masked_fill(~mask, float("-inf"))
+                return torch.softmax(sc, dim=-1) @ v
+            out["attention"][(s, causal)] = {
+                "naive_ms": 1e3 * timeit(naive),
+                "sdpa_ms": 1e3 * timeit(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)),
+            }
     return out
+
+
+def print_attention(kiln, torch):
+    """Fused attention beside the naive graph, PyTorch naive and SDPA."""
+    print()
+    print("Attention, B=1, H=8, D=64, f32 (ms; speedups of Kiln fused FA2 over each):")
+    print()
+    print("| S | causal | Kiln FA2 | Kiln FA1 | Kiln naive | PyTorch naive | torch SDPA | vs Kiln naive | vs PyTorch naive | vs SDPA |")
+    print("|---:|:---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in kiln.get("attention", []):
+        t = torch["attention"].get((row["s"], row["causal"])) if torch else None
+        fa2 = row["fa2_ms"]
+        tn = f"{t['naive_ms']:.2f}" if t else "-"
+        ts = f"{t['sdpa_ms']:.2f}" if t else "-"
+        vs_tn = f"{t['naive_ms'] / fa2:.2f}x" if t else "-"
+        vs_ts = f"{t['sdpa_ms'] / fa2:.2f}x" if t else "-"
+        print(f"| {row['s']} | {'yes' if row['causal'] else 'no'} | {fa2:.2f} | {row['fa1_ms']:.2f} | {row['naive_ms']:.2f} | "
+              f"{tn} | {ts} | {row['naive_ms'] / fa2:.2f}x | {vs_tn} | {vs_ts} |")
+    print()
+    print("| S | fused forward peak temporaries | naive score matrix |")
+    print("|---:|---:|---:|")
+    for m in kiln.get("attention_memory", []):
+        print(f"| {m['s']} | {m['fused_peak_bytes'] / 2**20:.2f} MiB | {m['naive_score_bytes'] / 2**20:.0f} MiB |")
 
 
 class TorchGPT:
@@ -153,6 +191,7 @@ def main():
     if torch:
         gbs = ln["bytes"] / (torch["layernorm_gelu_ms"] / 1e3) / 1e9
         print(f"| PyTorch eager | {torch['layernorm_gelu_ms']:.3f} | {gbs:.1f} | {100 * gbs / kiln['copy_gbs']:.0f}% | 1.00x |")
+    print_attention(kiln, torch)
     print()
     print()
     print("Training the small GPT (n_layer 4, n_head 4, n_embd 256, block 256, vocab 512, batch 8, AdamW), tokens/s:")

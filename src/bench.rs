@@ -3,6 +3,7 @@
 
 use kiln_ir::interp::Tensor;
 use kiln_ir::schedule::ScheduleOptions;
+use kiln_ir::{Attention, AttnMask, AttnVariant, DimExpr, Function, Graph, Op, TensorType, Type, ValueId};
 use kiln_runtime::cpu::{compile_cpu, CpuExecutable, Pool};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -115,10 +116,103 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
     if !json {
         eprintln!("compile gpt.kl forward: {:.0} ms", total.as_secs_f64() * 1e3);
     }
+    let (attention, attention_memory) = attention(&pool, quick, min, json)?;
     let out = serde_json::json!({"threads": threads, "fma_peak_gflops": peak, "fma_peak_gflops_1t": peak1, "copy_gbs": copy_gbs,
-        "matmul": matmul, "layernorm_gelu": ln, "compile": compile});
+        "matmul": matmul, "layernorm_gelu": ln, "compile": compile, "attention": attention, "attention_memory": attention_memory});
     if json {
         println!("{out}");
     }
     Ok(())
+}
+
+/// Attention written as plain math (B = 1, H = 8, D = 64, f32), causal or not.
+fn naive_attention_source(causal: bool) -> String {
+    let scores = if causal { "where(tril(T, S), s, -inf)" } else { "s" };
+    format!(
+        "config {{ H = 8 \n D = 64 }} \n dim S = T \n pub fn attn(q: f32[B, H, T, D], k: f32[B, H, T, D], v: f32[B, H, T, D]) -> f32[B, H, T, D] {{ \n let s: f32[B, H, T, S] = q @ transpose(k) / sqrt(D) \n return softmax({scores}, over: S) @ v \n }}"
+    )
+}
+
+/// The fused form of the naive attention function `f` (arguments q, k, v):
+/// one attention node of `variant`. Stands in for the optimizer's rewrite
+/// until it lands.
+fn fuse_attention(f: &Function, causal: bool, variant: AttnVariant) -> Function {
+    let mut g = Graph { inputs: f.graph.inputs[..3].to_vec(), ..Default::default() };
+    let args: Vec<ValueId> = g.inputs.clone().into_iter().enumerate().map(|(i, t)| g.push_tensor(Op::Input { index: i as u32 }, vec![], t)).collect();
+    let d = f.graph.inputs[0].shape.last().and_then(|d| d.eval(&|_| None).ok()).unwrap_or(1);
+    let a = Attention { scale: 1.0 / (d as f64).sqrt(), causal: causal.then(|| DimExpr::constant(0)), mask: AttnMask::None, group: 1, variant };
+    let types: Vec<&TensorType> = g.inputs.iter().collect();
+    let tys = a.forward_types(&types).expect("q, k, v of one attention shape");
+    let o = tys[0].clone();
+    let t = g.push(Op::Attention(Box::new(a)), args, Type::Tuple(tys));
+    let out = g.push_tensor(Op::Extract { index: 0 }, vec![t], o);
+    g.outputs = vec![out];
+    Function { graph: g, ..f.clone() }
+}
+
+/// Fused (FA2, FA1) against naive attention over sequence lengths, and the
+/// fused forward's peak temporary memory against the naive score matrix.
+fn attention(pool: &Arc<Pool>, quick: bool, min: Duration, json: bool) -> Result<(serde_json::Value, serde_json::Value), String> {
+    let (h, d) = (8usize, 64usize);
+    let lengths: &[i64] = if quick { &[256, 512, 1024] } else { &[256, 512, 1024, 2048, 4096] };
+    let mut rows = Vec::new();
+    for causal in [false, true] {
+        let c = kiln_lang::compile_source(Path::new("attention.kl"), naive_attention_source(causal)).map_err(|e| e.render())?;
+        let naive = &c.module.functions[0];
+        let variants = [("fa2", fuse_attention(naive, causal, AttnVariant::Fa2)), ("fa1", fuse_attention(naive, causal, AttnVariant::Fa1))];
+        for &s in lengths {
+            let dims: BTreeMap<String, i64> = [("B".to_string(), 1), ("T".to_string(), s)].into_iter().collect();
+            let inputs: Vec<Tensor> = (0..3).map(|i| random(&[1, h, s as usize, d], 10 + i)).collect();
+            let mut row = serde_json::json!({"s": s, "causal": causal});
+            for (name, f) in std::iter::once(("naive", naive)).chain(variants.iter().map(|(n, f)| (*n, f))) {
+                let exe = compile_cpu(&c.module, f, &dims, pool.clone(), &ScheduleOptions::default()).map_err(|e| e.to_string())?;
+                let params = exe.prepare_params(&[]).map_err(|e| e.to_string())?;
+                row[format!("{name}_ms")] = (1e3 * time(min, || exec(&exe, &params, &inputs))?).into();
+            }
+            if !json {
+                let ms = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+                eprintln!(
+                    "attention S={s:>5} causal={causal:<5}: naive {:8.2} ms, fa2 {:8.2} ms ({:.2}x), fa1 {:8.2} ms",
+                    ms("naive_ms"), ms("fa2_ms"), ms("naive_ms") / ms("fa2_ms"), ms("fa1_ms")
+                );
+            }
+            rows.push(row);
+        }
+    }
+    let c = kiln_lang::compile_source(Path::new("attention.kl"), naive_attention_source(false)).map_err(|e| e.render())?;
+    let fused = fuse_attention(&c.module.functions[0], false, AttnVariant::Fa2);
+    let mut memory = Vec::new();
+    for s in [1024i64, 2048, 4096, 8192] {
+        let dims: BTreeMap<String, i64> = [("B".to_string(), 1), ("T".to_string(), s)].into_iter().collect();
+        let exe = compile_cpu(&c.module, &fused, &dims, pool.clone(), &ScheduleOptions::default()).map_err(|e| e.to_string())?;
+        let scores = (h as u64) * (s as u64) * (s as u64) * 4;
+        if !json {
+            eprintln!("attention S={s:>5}: fused peak temporaries {} KiB; the naive score matrix alone {} MiB", exe.plan().peak_bytes >> 10, scores >> 20);
+        }
+        memory.push(serde_json::json!({"s": s, "fused_peak_bytes": exe.plan().peak_bytes, "naive_score_bytes": scores}));
+    }
+    Ok((serde_json::Value::Array(rows), serde_json::Value::Array(memory)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The benchmark's fused functions compute what its naive ones do.
+    #[test]
+    fn fused_attention_matches_the_naive_source() {
+        let pool = Arc::new(Pool::global());
+        let dims: BTreeMap<String, i64> = [("B".to_string(), 1), ("T".to_string(), 37)].into_iter().collect();
+        let inputs: Vec<Tensor> = (0..3).map(|i| random(&[1, 8, 37, 64], 20 + i)).collect();
+        for causal in [false, true] {
+            let c = kiln_lang::compile_source(Path::new("attention.kl"), naive_attention_source(causal)).expect("compiles");
+            let naive = &c.module.functions[0];
+            let run = |f: &Function| compile_cpu(&c.module, f, &dims, pool.clone(), &ScheduleOptions::default()).expect("compile").run(&[], &inputs).expect("run");
+            let want = run(naive);
+            for variant in [AttnVariant::Fa1, AttnVariant::Fa2] {
+                let got = run(&fuse_attention(naive, causal, variant));
+                assert!(got[0].max_abs_diff(&want[0]) < 1e-5, "{variant:?} causal={causal}: {}", got[0].max_abs_diff(&want[0]));
+            }
+        }
+    }
 }

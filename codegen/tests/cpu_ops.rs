@@ -617,3 +617,27 @@ fn gemm_statement() {
         }
     }
 }
+
+#[test]
+fn conditional_blocks() {
+    // out[t*4 + j] = 2 * in[t*4 + j] for tiles with t % 3 != 0, inside a
+    // loop and with a `let` local to the branch; other tiles stay 0.
+    let idx = add(mul(tile(), i(4)), v(0));
+    let body = vec![lp(
+        0,
+        4,
+        false,
+        vec![Stmt::If {
+            cond: cmp(CmpOp::Ne, rem(tile(), i(3)), i(0)),
+            body: vec![let_(1, mul(ld(1, idx.clone()), f(2.0))), store(0, idx, v(1))],
+        }],
+    )];
+    let k = kernel(&[(DType::F32, 32), (DType::F32, 32)], 8, body);
+    let input: Vec<f64> = (0..32).map(|x| x as f64 + 0.5).collect();
+    for opts in all_options() {
+        let (mut out, mut inp) = (Buf::zeros(DType::F32, 32), Buf::new(DType::F32, &input));
+        run_opts(&k, &opts, &mut [&mut out, &mut inp], 0..8);
+        let want: Vec<f64> = (0..32).map(|x| if (x / 4) % 3 != 0 { 2.0 * input[x] } else { 0.0 }).collect();
+        assert_eq!(out.get(), want);
+    }
+}

@@ -640,7 +640,7 @@ fn train_writes_checkpoint_csv_and_plot_and_resumes() {
     let dir = TempDir::new();
     let model = repo("tests/fixtures/tiny_gpt.kl");
     let out = dir.join("run");
-    let r = kiln(&["train", s(&model), "--steps", "6", "--batch", "2", "--block", "16", "--out", s(&out), "--stop-at", "3", "--no-fuse"]).ok();
+    let r = kiln(&["train", s(&model), "--steps", "6", "--batch", "2", "--block", "16", "--out", s(&out), "--stop-at", "3"]).ok();
     assert!(r.stderr.contains("checkpoint") || r.stdout.contains("checkpoint"), "{}{}", r.stdout, r.stderr);
     for f in ["params.safetensors", "checkpoint.json", "loss.csv", "loss.png", "tokenizer.json"] {
         assert!(out.join(f).exists(), "{f} missing in {}", out.display());

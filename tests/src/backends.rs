@@ -24,7 +24,7 @@ impl Backend for KernelEval {
 
     fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String> {
         let env = |n: &str| dims.get(n).copied();
-        let p = kiln_ir::schedule::schedule(m, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2 }).map_err(|e| e.to_string())?;
+        let p = kiln_ir::schedule::schedule(m, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2, ..Default::default() }).map_err(|e| e.to_string())?;
         let outs = kiln_ir::kernel::eval::run(&p, inputs, params)?;
         Ok(outs
             .into_iter()

@@ -45,7 +45,7 @@ fn kernel_programs() {
         let mut out = String::new();
         for f in &c.module.functions {
             let env = |n: &str| dims.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
-            let p = kiln_ir::schedule::schedule(&c.module, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2 })
+            let p = kiln_ir::schedule::schedule(&c.module, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2, ..Default::default() })
                 .unwrap_or_else(|e| panic!("{e}"));
             out.push_str(&format!("== {}: {} kernels\n", f.name, p.kernels.len()));
             let text = kiln_ir::kernel::print::program(&p);

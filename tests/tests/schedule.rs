@@ -24,7 +24,7 @@ fn check_file(path: &std::path::Path, dims: &[(&str, i64)]) {
         let inputs: Vec<Tensor> = (0..f.arg_names.len()).map(|i| rt::random_input(f, i, &env, 3 + i as u64).expect("input")).collect();
         let want = rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, rt::Precision::F64).expect("reference");
         for fuse in [true, false] {
-            let opts = ScheduleOptions { fuse, threads: 2 };
+            let opts = ScheduleOptions { fuse, threads: 2, ..Default::default() };
             let p = schedule(&c.module, f, &env, &opts).unwrap_or_else(|e| panic!("{name} `{}`: {e}", f.name));
             let got = kiln_ir::kernel::eval::run(&p, &inputs, &params).unwrap_or_else(|e| panic!("{name} `{}`: {e}", f.name));
             assert_eq!(got.len(), want.len());
@@ -83,7 +83,7 @@ pub fn both(x: f32[A, B, C], y: f32[A, B, C]) -> f32[C] { return mean(x * y + 1.
     let dims: std::collections::BTreeMap<String, i64> = [("A", 3), ("B", 5), ("C", 40)].into_iter().map(|(n, v)| (n.to_string(), v)).collect();
     let env = |n: &str| dims.get(n).copied();
     for f in &c.module.functions {
-        let p = schedule(&c.module, f, &env, &ScheduleOptions { fuse: true, threads: 2 }).expect("schedule");
+        let p = schedule(&c.module, f, &env, &ScheduleOptions { fuse: true, threads: 2, ..Default::default() }).expect("schedule");
         assert!(kiln_ir::kernel::print::program(&p).contains("inout"), "`{}` takes the column path", f.name);
         let inputs: Vec<Tensor> = (0..f.arg_names.len()).map(|i| rt::random_input(f, i, &env, 9 + i as u64).expect("input")).collect();
         let want = rt::run_reference(&c.module, f, &[], &inputs, &dims, rt::Precision::F64).expect("reference");

@@ -134,7 +134,7 @@ fn visit_gemms<'k>(body: &'k [Stmt], f: &mut dyn FnMut(&'k Gemm)) {
     for s in body {
         match s {
             Stmt::Gemm(g) => f(g),
-            Stmt::Loop { body, .. } => visit_gemms(body, f),
+            Stmt::Loop { body, .. } | Stmt::If { body, .. } => visit_gemms(body, f),
             _ => {}
         }
     }
@@ -319,6 +319,19 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                 self.store(*mem, i, x, d)
             }
             Stmt::Gemm(g) => self.gemm(g),
+            Stmt::If { cond, body } => {
+                let (c, _) = self.expr(cond)?;
+                let then = self.b.create_block();
+                let join = self.b.create_block();
+                self.b.ins().brif(c, then, &[], join, &[]);
+                self.b.seal_block(then);
+                self.b.switch_to_block(then);
+                self.block(body)?;
+                self.b.ins().jump(join, &[]);
+                self.b.seal_block(join);
+                self.b.switch_to_block(join);
+                Ok(())
+            }
         }
     }
 

@@ -567,6 +567,10 @@ fn uses_outside(body: &[Stmt], skip: &[Stmt], out: &mut Vec<Var>) {
     for s in body {
         match s {
             Stmt::Loop { body, .. } => uses_outside(body, skip, out),
+            Stmt::If { cond, body } => {
+                expr_vars(cond, out);
+                uses_outside(body, skip, out);
+            }
             Stmt::Let { value, .. } => expr_vars(value, out),
             Stmt::Reduce { value, .. } => expr_vars(value, out),
             Stmt::Store { index, value, .. } => {

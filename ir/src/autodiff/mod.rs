@@ -22,12 +22,18 @@
 //! gradient `y * log(a)` with `log(0)` taken as 0 (so it is finite at
 //! `a = 0`), and NaN for negative `a`.
 //!
+//! Fused attention's VJP is one `attention_grad` node (see `attention.rs`):
+//! it recomputes the probabilities from the saved logsumexp instead of
+//! differentiating the naive graph; `lse` itself and an additive mask have
+//! no gradient (an error when one is needed).
+//!
 //! `scan` is differentiated by another `scan` over the reversed sequence;
 //! see `scan.rs`. Its forward copy is augmented to also emit each step's
 //! incoming carries, and the backward body *rematerializes* the forward
 //! body for its step from them, trading compute for memory: nothing but
 //! the carries is saved per step.
 
+mod attention;
 mod build;
 mod elementwise;
 mod index;
@@ -269,6 +275,7 @@ fn activity(cx: &Ctx, g: &Graph, inputs: &[bool]) -> Activity {
                 let args: Vec<bool> = n.args.iter().map(|a| act[a.index()][0]).collect();
                 scan_activity(cx, body, *n_carry as usize, &args).tuple
             }
+            Op::Attention(_) => vec![n.args.iter().any(|a| act[a.index()][0]); 2],
             _ => vec![float && n.args.iter().any(|a| act[a.index()][0])],
         };
         act.push(row);
@@ -461,6 +468,18 @@ impl<'c, 'm> Sweep<'c, 'm> {
                 let dys: Vec<Option<ValueId>> = (0..n as u32).map(|k| self.adj.get(&(v, k)).copied()).collect();
                 if dys.iter().any(Option::is_some) {
                     let contribs = scan::vjp(self, v, &dys)?;
+                    self.distribute(v, contribs);
+                }
+                continue;
+            }
+            if let Op::Attention(_) = &self.g.nodes[i].op {
+                if self.adj.contains_key(&(v, 1)) {
+                    return Err(unsupported(&self.g.nodes[i].op, "its logsumexp result is not differentiable"));
+                }
+                if let Some(&dy) = self.adj.get(&(v, 0)) {
+                    let node = self.g.nodes[i].clone();
+                    let need: Vec<bool> = node.args.iter().map(|&a| self.active(a)).collect();
+                    let contribs = attention::vjp(&mut B::new(&mut self.g), &node, v, dy, &need)?;
                     self.distribute(v, contribs);
                 }
                 continue;

@@ -163,6 +163,11 @@ impl TileState<'_> {
                     unsafe { *p = d.round(v) };
                 }
                 Stmt::Gemm(g) => self.gemm(g, bufs)?,
+                Stmt::If { cond, body } => {
+                    if self.expr(cond, bufs)? != 0.0 {
+                        self.block(body, bufs)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -260,6 +265,7 @@ fn collect_var_types(k: &Kernel, body: &[Stmt], types: &mut HashMap<Var, DType>)
                 types.insert(*var, DType::I64);
                 collect_var_types(k, body, types);
             }
+            Stmt::If { body, .. } => collect_var_types(k, body, types),
             Stmt::Let { var, value } => {
                 let d = super::verify::expr_dtype(k, types, value).unwrap_or(DType::F32);
                 types.insert(*var, d);

@@ -6,7 +6,8 @@
 //! of tiles; its body runs once per tile with [`Expr::Tile`] bound to the
 //! tile's index, so tiles are independent and may run on any thread (CPU)
 //! or CTA (GPU). Inside, statements are loop nests over scalar expressions:
-//! loads, stores, reductions, and [`Gemm`] for matrix-product tiles.
+//! loads, stores, reductions, [`Gemm`] for matrix-product tiles, and
+//! [`Stmt::If`] guards around work a tile can skip.
 //!
 //! Semantics are scalar; a loop or reduction marked `vector` promises the
 //! backend that its iterations are independent (reductions: associative),
@@ -246,6 +247,15 @@ pub enum Stmt {
     },
     /// A matrix-product tile.
     Gemm(Gemm),
+    /// `if cond { body }`: runs `body` only when the bool `cond` holds
+    /// (work a tile can prove useless, such as key blocks above a causal
+    /// diagonal). Variables defined in `body` are local to it.
+    If {
+        /// The condition (bool).
+        cond: Expr,
+        /// What runs when it holds.
+        body: Vec<Stmt>,
+    },
 }
 
 /// A strided matrix inside some memory: element `(r, c)` is at

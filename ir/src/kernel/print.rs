@@ -106,6 +106,11 @@ fn block(body: &[Stmt], depth: usize, s: &mut String) {
             }
             Stmt::Store { mem: m, index, value } => writeln!(s, "{pad}{}[{}] = {}", mem(m), expr(index), expr(value)).unwrap(),
             Stmt::Gemm(g) => writeln!(s, "{pad}{}", gemm(g)).unwrap(),
+            Stmt::If { cond, body } => {
+                writeln!(s, "{pad}if {} {{", expr(cond)).unwrap();
+                block(body, depth + 1, s);
+                writeln!(s, "{pad}}}").unwrap();
+            }
         }
     }
 }

@@ -130,6 +130,13 @@ fn block(k: &Kernel, body: &[Stmt], vars: &mut HashMap<Var, DType>) -> Result<()
                 index(k, vars, i)?;
                 expr_dtype(k, vars, value)?;
             }
+            Stmt::If { cond, body } => {
+                if expr_dtype(k, vars, cond)? != DType::Bool {
+                    return Err("an if condition must be bool".into());
+                }
+                // The body's definitions go out of scope after it.
+                block(k, body, &mut vars.clone())?;
+            }
             Stmt::Gemm(g) => {
                 for op in [&g.a, &g.b, &g.c] {
                     match mem_dtype(k, op.mem) {
@@ -188,4 +195,28 @@ pub fn program(p: &Program) -> Result<(), KernelError> {
         Ok(())
     }
     steps(p, &p.steps, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{Access, Arg};
+
+    fn with_body(body: Vec<Stmt>) -> Kernel {
+        Kernel { name: "t".into(), args: vec![Arg { dtype: DType::F32, len: 4, access: Access::Write }], scratch: vec![], grid: 1, body }
+    }
+
+    #[test]
+    fn if_needs_a_bool_and_scopes_its_body() {
+        let (c, x) = (Var(0), Var(1));
+        let cond = Expr::Cmp(crate::CmpOp::Lt, Box::new(Expr::Tile), Box::new(Expr::idx(1)));
+        let def = Stmt::Let { var: x, value: Expr::Const(1.0, DType::F32) };
+        let use_x = Stmt::Store { mem: Mem::Arg(0), index: Expr::idx(0), value: Expr::Var(x) };
+        let ok = with_body(vec![Stmt::If { cond: cond.clone(), body: vec![def.clone(), use_x.clone()] }]);
+        assert_eq!(kernel(&ok), Ok(()));
+        let leaks = with_body(vec![Stmt::If { cond: cond.clone(), body: vec![def.clone()] }, use_x.clone()]);
+        assert!(kernel(&leaks).unwrap_err().msg.contains("before it is defined"));
+        let not_bool = with_body(vec![Stmt::Let { var: c, value: Expr::Tile }, Stmt::If { cond: Expr::Var(c), body: vec![] }]);
+        assert!(kernel(&not_bool).unwrap_err().msg.contains("must be bool"));
+    }
 }

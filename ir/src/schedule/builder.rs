@@ -2,7 +2,7 @@
 //! with their ranges, and its statements.
 
 use super::index::{unravel, Ix, Ranges};
-use crate::kernel::{Access, Arg, BufId, Expr, HostOffset, Kernel, Mem, Stmt, Var, View};
+use crate::kernel::{Access, Arg, BufId, Expr, HostOffset, Kernel, Mem, Scratch, Stmt, Var, View};
 use crate::DType;
 
 /// Where a materialized value lives: a window of a program buffer.
@@ -35,6 +35,8 @@ pub struct KernelBuilder {
     /// A value this kernel has already stored (a matmul before its
     /// epilogue): reads of it load from there.
     pub stored: Option<(crate::ValueId, Src)>,
+    /// Per-tile scratch arrays.
+    pub scratch: Vec<Scratch>,
 }
 
 impl KernelBuilder {
@@ -57,6 +59,12 @@ impl KernelBuilder {
         }
         self.args.push((src.clone(), access));
         Mem::Arg(self.args.len() as u32 - 1)
+    }
+
+    /// A new per-tile scratch array of `len` elements.
+    pub fn scratch(&mut self, dtype: DType, len: u64) -> Mem {
+        self.scratch.push(Scratch { dtype, len });
+        Mem::Scratch(self.scratch.len() as u32 - 1)
     }
 
     /// Records an op name for the kernel's name.
@@ -94,6 +102,6 @@ impl KernelBuilder {
         let name = format!("k{index}_{}", self.ops.iter().take(4).cloned().collect::<Vec<_>>().join("_"));
         let args = self.args.iter().map(|(s, a)| Arg { dtype: s.dtype, len: s.len, access: *a }).collect();
         let views = self.args.iter().map(|(s, _)| View { buf: s.buf, offset: s.offset.clone() }).collect();
-        (Kernel { name, args, scratch: vec![], grid, body }, views)
+        (Kernel { name, args, scratch: self.scratch, grid, body }, views)
     }
 }

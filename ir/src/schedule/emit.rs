@@ -27,6 +27,11 @@ pub(crate) fn graph(cx: &mut Cx, gs: &mut GraphState, outputs: Option<&[String]>
                 gs.tuples.insert(i, results);
                 continue;
             }
+            Op::Attention(_) | Op::AttentionGrad(_) => {
+                let results = super::attention::emit(cx, gs, n, outputs)?;
+                gs.tuples.insert(i, results);
+                continue;
+            }
             _ if matches!(node.op, Op::Reshape) && reshape_output(cx, gs, n, outputs).is_some() => {
                 gs.storage[node.args[0].index()].clone().expect("stored")
             }
@@ -67,7 +72,7 @@ fn reshape_output(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[St
 }
 
 /// A new buffer for node `n`: an output buffer when `n` is an entry result.
-fn destination(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[String]>) -> Result<Src, ScheduleError> {
+pub(crate) fn destination(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[String]>) -> Result<Src, ScheduleError> {
     let t = gs.g.tensor_type(n);
     let len = gs.shapes[n.index()].iter().product();
     let out = outputs.and_then(|names| gs.g.outputs.iter().position(|o| *o == n).map(|k| (k, names[k].clone())));
@@ -77,7 +82,7 @@ fn destination(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[Strin
     })
 }
 
-fn launch(cx: &mut Cx, kb: KernelBuilder, grid: u64, body: Vec<Stmt>) {
+pub(crate) fn launch(cx: &mut Cx, kb: KernelBuilder, grid: u64, body: Vec<Stmt>) {
     let index = cx.prog.kernels.len();
     let (k, views) = kb.finish(index, grid, body);
     cx.prog.kernels.push(k);
@@ -85,7 +90,7 @@ fn launch(cx: &mut Cx, kb: KernelBuilder, grid: u64, body: Vec<Stmt>) {
 }
 
 /// The loop over the last axis, with the outer axes as tiles.
-fn pointwise(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src) -> Result<(), ScheduleError> {
+pub(crate) fn pointwise(cx: &mut Cx, gs: &GraphState, n: ValueId, dst: &Src) -> Result<(), ScheduleError> {
     let shape = gs.shapes[n.index()].clone();
     let mut kb = KernelBuilder::default();
     let mut body = Vec::new();
@@ -359,7 +364,7 @@ fn concat(cx: &mut Cx, gs: &GraphState, n: ValueId, axis: usize, dst: &Src) -> R
 
 /// A matmul operand read in place: its memory and the affine index of
 /// element (batch..., row, col).
-fn operand(cx: &mut Cx, gs: &GraphState, kb: &KernelBuilder, n: ValueId, idx: &[Ix]) -> Result<Option<(Src, Affine)>, ScheduleError> {
+pub(crate) fn operand(cx: &mut Cx, gs: &GraphState, kb: &KernelBuilder, n: ValueId, idx: &[Ix]) -> Result<Option<(Src, Affine)>, ScheduleError> {
     operand_flat(cx, gs, kb, n, &linearize(idx, &gs.shapes[n.index()]))
 }
 
@@ -405,18 +410,6 @@ fn matmul(cx: &mut Cx, gs: &GraphState, n: ValueId, root: ValueId, dst: &Src) ->
     while nb * m.div_ceil(mt) * nn.div_ceil(nt) < want && mt > 48 {
         mt = (mt / 2).max(48);
     }
-    let regions = |size: u64, tile: u64| -> Vec<(u64, u64, u64)> {
-        // (first index, tile size, tile count): full tiles, then the remainder.
-        let full = size / tile;
-        let mut v = Vec::new();
-        if full > 0 {
-            v.push((0, tile, full));
-        }
-        if size % tile != 0 {
-            v.push((full * tile, size % tile, 1));
-        }
-        v
-    };
     let mut a_src = None;
     let mut b_src = None;
     for (m0, msz, mcount) in regions(m, mt) {
@@ -483,7 +476,21 @@ fn matmul(cx: &mut Cx, gs: &GraphState, n: ValueId, root: ValueId, dst: &Src) ->
     Ok(())
 }
 
-fn linear_aff(idx: &[Ix], shape: &[u64]) -> Affine {
+/// `(first index, tile size, tile count)` of the full tiles of `size`,
+/// then of the remainder tile.
+pub(crate) fn regions(size: u64, tile: u64) -> Vec<(u64, u64, u64)> {
+    let full = size / tile;
+    let mut v = Vec::new();
+    if full > 0 {
+        v.push((0, tile, full));
+    }
+    if !size.is_multiple_of(tile) {
+        v.push((full * tile, size % tile, 1));
+    }
+    v
+}
+
+pub(crate) fn linear_aff(idx: &[Ix], shape: &[u64]) -> Affine {
     match linearize(idx, shape) {
         Ix::Aff(a) => a,
         Ix::Ex(_) => unreachable!("a dense row-major index is affine"),

@@ -17,11 +17,14 @@
 //! - matmul operands that are strided views of memory are read in place
 //!   (transposes and head splits cost nothing); the product is a tiled
 //!   [`Gemm`](crate::kernel::Gemm);
-//! - `scan` becomes a host loop over its body's kernels.
+//! - `scan` becomes a host loop over its body's kernels;
+//! - fused attention becomes FlashAttention kernels ([`attention`]'s docs
+//!   give the algorithms and the block-size cost model).
 //!
 //! Stages: [`plan`] (what to materialize) then [`emit`] (kernels), with the
 //! kernel verifier run on the result.
 
+mod attention;
 mod builder;
 mod emit;
 mod index;
@@ -40,11 +43,72 @@ pub struct ScheduleOptions {
     pub fuse: bool,
     /// Threads the program will run on, for choosing tile counts.
     pub threads: usize,
+    /// The per-core caches that block sizes are chosen for.
+    pub cache: CacheSizes,
+    /// Attention block sizes `(Bq, Bk)`, overriding the cost model (tests
+    /// force tiny blocks to exercise partial ones).
+    pub attention_blocks: Option<(u64, u64)>,
 }
 
 impl Default for ScheduleOptions {
     fn default() -> Self {
-        ScheduleOptions { fuse: true, threads: std::thread::available_parallelism().map_or(1, |n| n.get()) }
+        ScheduleOptions {
+            fuse: true,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cache: CacheSizes::detect(),
+            attention_blocks: None,
+        }
+    }
+}
+
+/// Data cache sizes of one core, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Level-1 data cache.
+    pub l1: u64,
+    /// Level-2 cache.
+    pub l2: u64,
+}
+
+impl Default for CacheSizes {
+    /// A common desktop core: 32 KiB L1d, 512 KiB L2.
+    fn default() -> Self {
+        CacheSizes { l1: 32 << 10, l2: 512 << 10 }
+    }
+}
+
+impl CacheSizes {
+    /// The sizes Linux reports for CPU 0 (`/sys/devices/system/cpu/cpu0/cache`),
+    /// each level falling back to [`CacheSizes::default`] when absent.
+    pub fn detect() -> CacheSizes {
+        let mut c = CacheSizes::default();
+        let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+        for i in 0..8 {
+            let read = |f: &str| std::fs::read_to_string(dir.join(format!("index{i}/{f}"))).ok();
+            let (Some(level), Some(ty), Some(size)) = (read("level"), read("type"), read("size")) else { continue };
+            let Some(bytes) = parse_size(size.trim()) else { continue };
+            match (level.trim(), ty.trim()) {
+                ("1", "Data" | "Unified") => c.l1 = bytes,
+                ("2", "Data" | "Unified") => c.l2 = bytes,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// `48K`, `1024K`, `2M` or plain bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, unit) = match s.char_indices().find(|(_, ch)| !ch.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "" => Some(n),
+        "K" => Some(n << 10),
+        "M" => Some(n << 20),
+        _ => None,
     }
 }
 
@@ -146,3 +210,17 @@ impl Cx<'_> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn cache_sizes_as_linux_writes_them() {
+        assert_eq!(parse_size("48K"), Some(48 << 10));
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("3G"), None);
+        assert_eq!(parse_size("K"), None);
+    }
+}

@@ -92,6 +92,7 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
         let m = match op {
             Op::Input { .. } | Op::Param { .. } | Op::Extract { .. } => true,
             Op::Reduce { .. } | Op::MatMul | Op::Concat { .. } | Op::Scan { .. } => true,
+            Op::Attention(_) | Op::AttentionGrad(_) => true,
             op if is_row(op) => true,
             _ => is_output[i] || !cx.opts.fuse || (uses[i] > 1 && !cheap(g, &materialize, i)),
         };
@@ -103,10 +104,19 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
                     materialize[a.index()] = true;
                 }
             }
-            Op::MatMul => {
+            Op::MatMul | Op::Attention(_) | Op::AttentionGrad(_) => {
                 // Store the value under any chain of index maps, so the
-                // matmul still reads it in place through the maps.
-                for a in &g.nodes[i].args {
+                // matmul still reads it in place through the maps. An
+                // attention mask stays a recipe: it is read at an index,
+                // never stored at the scores' full size.
+                let mask = match op {
+                    Op::Attention(a) | Op::AttentionGrad(a) if a.mask != crate::AttnMask::None => Some(3),
+                    _ => None,
+                };
+                for (k, a) in g.nodes[i].args.iter().enumerate() {
+                    if Some(k) == mask {
+                        continue;
+                    }
                     let mut base = a.index();
                     while !materialize[base] && is_view(&g.nodes[base].op) {
                         base = g.nodes[base].args[0].index();

@@ -302,14 +302,6 @@ fn optimized_loss(module: &Module, config: &TrainConfig) -> Result<Function, Tra
     Ok(f)
 }
 
-/// Whether `g` or a scan body in it has a node whose op satisfies `p`.
-fn contains_op(g: &kiln_ir::Graph, p: &dyn Fn(&kiln_ir::Op) -> bool) -> bool {
-    g.nodes.iter().any(|n| match &n.op {
-        kiln_ir::Op::Scan { body, .. } => contains_op(body, p),
-        op => p(op),
-    })
-}
-
 /// The entry point training minimizes.
 pub const LOSS_ENTRY: &str = "loss";
 
@@ -391,14 +383,6 @@ impl Trainer {
         // pass instead of recomputing each layer's forward.
         let scaled = with_loss_scale(&unroll_scans(f, MAX_UNROLLED_STEPS))?;
         let g = grad(module, &scaled, &Wrt::params(trainable.iter().map(|&i| i as u32)))?;
-        // Until autodiff has the attention rule, a fused loss would lose the
-        // gradient through attention: refuse rather than train wrongly.
-        let fused = |g: &kiln_ir::Graph, op: &str| contains_op(g, &|o| o.name() == op);
-        if fused(&f.graph, "attention") && !fused(&g.graph, "attention_grad") {
-            return Err(TrainError::Model(
-                "the gradient of the fused attention is not supported yet; train with --no-fuse".into(),
-            ));
-        }
         let (gm, gf) = match config.dtype {
             TrainDtype::F32 => (module.clone(), g),
             d => to_half(module, &g, d.dtype())?,

@@ -28,8 +28,6 @@ pub fn config(steps: u64) -> TrainConfig {
     c.schedule.base_lr = 1e-2;
     c.schedule.min_lr = 1e-3;
     c.eval_every = 0;
-    // Until the attention VJP lands, a fused loss is refused (see Trainer::with_params).
-    c.fuse = false;
     c
 }
 
