@@ -3,7 +3,8 @@
 
 use kiln_ir::interp::Tensor;
 use kiln_ir::schedule::ScheduleOptions;
-use kiln_ir::{Attention, AttnMask, AttnVariant, DimExpr, Function, Graph, Op, TensorType, Type, ValueId};
+use kiln_ir::opt::{optimize, OptOptions};
+use kiln_ir::{AttnVariant, Function, Module};
 use kiln_runtime::cpu::{compile_cpu, CpuExecutable, Pool};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -133,21 +134,15 @@ fn naive_attention_source(causal: bool) -> String {
     )
 }
 
-/// The fused form of the naive attention function `f` (arguments q, k, v):
-/// one attention node of `variant`. Stands in for the optimizer's rewrite
-/// until it lands.
-fn fuse_attention(f: &Function, causal: bool, variant: AttnVariant) -> Function {
-    let mut g = Graph { inputs: f.graph.inputs[..3].to_vec(), ..Default::default() };
-    let args: Vec<ValueId> = g.inputs.clone().into_iter().enumerate().map(|(i, t)| g.push_tensor(Op::Input { index: i as u32 }, vec![], t)).collect();
-    let d = f.graph.inputs[0].shape.last().and_then(|d| d.eval(&|_| None).ok()).unwrap_or(1);
-    let a = Attention { scale: 1.0 / (d as f64).sqrt(), causal: causal.then(|| DimExpr::constant(0)), mask: AttnMask::None, group: 1, variant };
-    let types: Vec<&TensorType> = g.inputs.iter().collect();
-    let tys = a.forward_types(&types).expect("q, k, v of one attention shape");
-    let o = tys[0].clone();
-    let t = g.push(Op::Attention(Box::new(a)), args, Type::Tuple(tys));
-    let out = g.push_tensor(Op::Extract { index: 0 }, vec![t], o);
-    g.outputs = vec![out];
-    Function { graph: g, ..f.clone() }
+/// The naive attention function `f` of `m` through the e-graph optimizer,
+/// which must fuse it into one attention node of `variant`.
+fn fuse_attention(m: &Module, f: &Function, variant: AttnVariant) -> Result<Function, String> {
+    let opts = OptOptions { variant: Some(variant), ..OptOptions::default() };
+    let (fused, report) = optimize(m, f, &opts).map_err(|e| e.to_string())?;
+    match report.fused().count() {
+        1 => Ok(fused),
+        n => Err(format!("the optimizer fused {n} attention nodes in the benchmark's naive attention, not 1")),
+    }
 }
 
 /// Fused (FA2, FA1) against naive attention over sequence lengths, and the
@@ -159,7 +154,7 @@ fn attention(pool: &Arc<Pool>, quick: bool, min: Duration, json: bool) -> Result
     for causal in [false, true] {
         let c = kiln_lang::compile_source(Path::new("attention.kl"), naive_attention_source(causal)).map_err(|e| e.render())?;
         let naive = &c.module.functions[0];
-        let variants = [("fa2", fuse_attention(naive, causal, AttnVariant::Fa2)), ("fa1", fuse_attention(naive, causal, AttnVariant::Fa1))];
+        let variants = [("fa2", fuse_attention(&c.module, naive, AttnVariant::Fa2)?), ("fa1", fuse_attention(&c.module, naive, AttnVariant::Fa1)?)];
         for &s in lengths {
             let dims: BTreeMap<String, i64> = [("B".to_string(), 1), ("T".to_string(), s)].into_iter().collect();
             let inputs: Vec<Tensor> = (0..3).map(|i| random(&[1, h, s as usize, d], 10 + i)).collect();
@@ -180,7 +175,7 @@ fn attention(pool: &Arc<Pool>, quick: bool, min: Duration, json: bool) -> Result
         }
     }
     let c = kiln_lang::compile_source(Path::new("attention.kl"), naive_attention_source(false)).map_err(|e| e.render())?;
-    let fused = fuse_attention(&c.module.functions[0], false, AttnVariant::Fa2);
+    let fused = fuse_attention(&c.module, &c.module.functions[0], AttnVariant::Fa2)?;
     let mut memory = Vec::new();
     for s in [1024i64, 2048, 4096, 8192] {
         let dims: BTreeMap<String, i64> = [("B".to_string(), 1), ("T".to_string(), s)].into_iter().collect();
@@ -198,7 +193,8 @@ fn attention(pool: &Arc<Pool>, quick: bool, min: Duration, json: bool) -> Result
 mod tests {
     use super::*;
 
-    /// The benchmark's fused functions compute what its naive ones do.
+    /// The optimizer fuses the benchmark's naive attention, and the fused
+    /// functions compute what the naive ones do.
     #[test]
     fn fused_attention_matches_the_naive_source() {
         let pool = Arc::new(Pool::global());
@@ -210,7 +206,7 @@ mod tests {
             let run = |f: &Function| compile_cpu(&c.module, f, &dims, pool.clone(), &ScheduleOptions::default()).expect("compile").run(&[], &inputs).expect("run");
             let want = run(naive);
             for variant in [AttnVariant::Fa1, AttnVariant::Fa2] {
-                let got = run(&fuse_attention(naive, causal, variant));
+                let got = run(&fuse_attention(&c.module, naive, variant).expect("fused"));
                 assert!(got[0].max_abs_diff(&want[0]) < 1e-5, "{variant:?} causal={causal}: {}", got[0].max_abs_diff(&want[0]));
             }
         }
