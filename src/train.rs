@@ -121,10 +121,9 @@ fn fail(msg: impl std::fmt::Display) -> Failed {
     Failed(format!("error: {msg}\n"))
 }
 
-/// `kiln train`.
-pub fn run(a: &Args) -> Result<(), Failed> {
-    let c = crate::compile(&a.file)?;
-    let m = &c.module;
+/// The vocabulary size of `m`'s `loss`: the constant index bound of its
+/// token argument, at least the tokenizer's byte alphabet.
+fn model_vocab(m: &Module) -> Result<usize, Failed> {
     let loss = train::trainer::loss_function(m)?;
     let vocab = match loss.arg_bounds.first().and_then(|b| b.as_ref()).and_then(|b| b.as_const()) {
         Some(v) => v,
@@ -137,6 +136,48 @@ pub fn run(a: &Args) -> Result<(), Failed> {
             Tokenizer::BYTE_TOKENS
         )));
     }
+    Ok(vocab)
+}
+
+/// What a short training run did.
+pub struct Brief {
+    /// Validation loss before the first step.
+    pub val_before: f64,
+    /// Validation loss after the last step.
+    pub val_after: f64,
+    /// Training tokens per second over the steps.
+    pub tokens_per_s: f64,
+    /// Tokens per sequence.
+    pub block: usize,
+}
+
+/// Trains `m` for `steps` steps of `batch` sequences on the built-in corpus
+/// in memory (no files written): the demo's last stage.
+pub fn brief(m: &Module, steps: u64, batch: usize, block: usize) -> Result<Brief, Failed> {
+    let tokenizer = Tokenizer::train(DEFAULT_CORPUS, model_vocab(m)?)?;
+    let dataset = Dataset::from_text(DEFAULT_CORPUS, &builtin_name(), &tokenizer, block)?;
+    let src = DatasetBatches::new(dataset, batch, 0)?;
+    let val = src.validation(EVAL_BATCHES);
+    let mut config = TrainConfig::new(batch, block, steps);
+    config.eval_every = 0;
+    let mut trainer = Trainer::new(m, "models/gpt.kl", config, Box::new(src), val)?;
+    let start = Instant::now();
+    trainer.run(steps, &mut |_| {})?;
+    let secs = start.elapsed().as_secs_f64();
+    let evals: Vec<f64> = trainer.history().iter().filter_map(|r| r.val_loss).collect();
+    Ok(Brief {
+        val_before: evals.first().copied().unwrap_or(f64::NAN),
+        val_after: evals.last().copied().unwrap_or(f64::NAN),
+        tokens_per_s: (steps as usize * batch * block) as f64 / secs.max(1e-9),
+        block,
+    })
+}
+
+/// `kiln train`.
+pub fn run(a: &Args) -> Result<(), Failed> {
+    let c = crate::compile(&a.file)?;
+    let m = &c.module;
+    let vocab = model_vocab(m)?;
 
     let (config, resume) = match &a.resume {
         Some(dir) => (resumed_config(a, dir)?, Some(dir.clone())),
