@@ -175,6 +175,20 @@ impl Retype<'_> {
                     let op = Op::Scan { body: Box::new(body), n_carry: *n_carry, n_seq: *n_seq };
                     g.push(op, args, Type::Tuple(ts))
                 }
+                Op::Attention(a) | Op::AttentionGrad(a) => {
+                    // Everything in the storage dtype but the logsumexp,
+                    // which attention keeps in f32.
+                    let forward = matches!(n.op, Op::Attention(_));
+                    let lse = (!forward).then(|| a.forward_arity() + 1);
+                    let mut args = Vec::with_capacity(n.args.len());
+                    for (i, x) in n.args.iter().enumerate() {
+                        let want = if Some(i) == lse { DType::F32 } else { self.policy(src.tensor_type(*x), false).dtype };
+                        args.push(self.coerce(&mut g, &mut c, map[x.index()], want));
+                    }
+                    let tys: Vec<&TensorType> = args.iter().map(|v| g.tensor_type(*v)).collect();
+                    let ts = if forward { a.forward_types(&tys) } else { a.backward_types(&tys) };
+                    g.push(n.op.clone(), args, Type::Tuple(ts.map_err(|e| internal(&e))?))
+                }
                 Op::Compare(_) => {
                     // Compare in the wider dtype when the operands now differ.
                     let (a, b) = (map[n.args[0].index()], map[n.args[1].index()]);
