@@ -1,6 +1,7 @@
 //! `kiln`: the command-line driver.
 
 mod bench;
+mod ptx;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -45,6 +46,8 @@ enum Cmd {
     Demo,
     /// Train a model's `loss(tokens, targets)` on a text corpus (CPU backend).
     Train(train::Args),
+    /// Render an entry point's kernels as PTX (one .ptx per kernel, plus manifest.json).
+    Ptx(ptx::Args),
     /// Benchmarks of the CPU backend beside the machine's ceilings.
     Bench {
         /// Print JSON (for bench/compare_torch.py) instead of a table.
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
         Cmd::Demo => demo(),
         Cmd::Bench { json, quick } => bench::run(json, quick).map_err(|e| Failed(format!("error: {e}\n"))),
         Cmd::Train(args) => train::run(&args),
+        Cmd::Ptx(args) => ptx::run(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
