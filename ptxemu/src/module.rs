@@ -87,7 +87,7 @@ impl Arg {
 pub struct Stats {
     /// Warp instructions issued (a warp executing one instruction counts once).
     pub instructions: u64,
-    /// Thread instructions executed (each active lane counts once).
+    /// Thread instructions executed (each lane whose guard predicate held counts once).
     pub thread_instructions: u64,
     /// Barriers released.
     pub barriers: u64,

@@ -27,5 +27,6 @@ fn vector_add_with_v4_loads_matches_the_host_sum_and_leaves_the_tail_alone() {
     // `ret` after 10 instructions; min-PC reconvergence makes the 26 wait there for the 6, so the
     // `ret` issues once: 10 + 14 + 1 = 25 again, with fewer lanes in the middle.
     assert_eq!(stats.instructions, 75);
-    assert_eq!(stats.thread_instructions, 2 * 25 * 32 + 10 * 32 + 14 * 6 + 32);
+    // lanes whose guard fails do not count: nobody takes `@%p1 bra` in the full CTAs, 26 lanes do in the last
+    assert_eq!(stats.thread_instructions, 2 * 24 * 32 + (9 * 32 + 26) + 14 * 6 + 32);
 }
