@@ -35,8 +35,8 @@ impl Cta<'_> {
             Opcode::Sub => x[0] - x[1],
             Opcode::Mul => x[0] * x[1],
             Opcode::Div => x[0] / x[1],
-            Opcode::Min => x[0].min(x[1]),
-            Opcode::Max => x[0].max(x[1]),
+            Opcode::Min => min(x[0], x[1]),
+            Opcode::Max => max(x[0], x[1]),
             Opcode::Neg => -x[0],
             Opcode::Abs => x[0].abs(),
             _ if f32_fma => f64::from((x[0] as f32).mul_add(x[1] as f32, x[2] as f32)),
@@ -87,6 +87,24 @@ impl Cta<'_> {
             out |= fmt.encode(y, Round::NearestEven) << (lane * w);
         }
         self.write(t, ins.arg(0)?, out, ins)
+    }
+}
+
+/// PTX `max`: a NaN operand yields the other operand, and +0 is above -0.
+fn max(a: f64, b: f64) -> f64 {
+    if a == 0.0 && b == 0.0 {
+        if a.is_sign_positive() { a } else { b }
+    } else {
+        a.max(b)
+    }
+}
+
+/// PTX `min`: a NaN operand yields the other operand, and -0 is below +0.
+fn min(a: f64, b: f64) -> f64 {
+    if a == 0.0 && b == 0.0 {
+        if a.is_sign_negative() { a } else { b }
+    } else {
+        a.min(b)
     }
 }
 
