@@ -12,10 +12,22 @@ pub(crate) struct Format {
     man_bits: u32,
 }
 
-pub(crate) const F16: Format = Format { exp_bits: 5, man_bits: 10 };
-pub(crate) const BF16: Format = Format { exp_bits: 8, man_bits: 7 };
-pub(crate) const F32: Format = Format { exp_bits: 8, man_bits: 23 };
-pub(crate) const F64: Format = Format { exp_bits: 11, man_bits: 52 };
+pub(crate) const F16: Format = Format {
+    exp_bits: 5,
+    man_bits: 10,
+};
+pub(crate) const BF16: Format = Format {
+    exp_bits: 8,
+    man_bits: 7,
+};
+pub(crate) const F32: Format = Format {
+    exp_bits: 8,
+    man_bits: 23,
+};
+pub(crate) const F64: Format = Format {
+    exp_bits: 11,
+    man_bits: 52,
+};
 
 /// IEEE rounding directions (`.rn`, `.rz`, `.rm`, `.rp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +79,11 @@ impl Format {
         if self == F64 {
             return f64::from_bits(bits);
         }
-        let sign = if bits & self.sign_bit() != 0 { -1.0 } else { 1.0 };
+        let sign = if bits & self.sign_bit() != 0 {
+            -1.0
+        } else {
+            1.0
+        };
         let exp = ((bits >> self.man_bits) & ((1 << self.exp_bits) - 1)) as i64;
         let man = bits & ((1u64 << self.man_bits) - 1);
         let max_exp = (1 << self.exp_bits) - 1;
@@ -101,7 +117,11 @@ impl Format {
         let bits = x.to_bits();
         let exp_field = ((bits >> 52) & 0x7ff) as i64;
         let frac = bits & ((1u64 << 52) - 1);
-        let (man, exp) = if exp_field == 0 { (frac, -1074) } else { (frac | (1 << 52), exp_field - 1075) };
+        let (man, exp) = if exp_field == 0 {
+            (frac, -1074)
+        } else {
+            (frac | (1 << 52), exp_field - 1075)
+        };
         self.round(neg, u128::from(man), exp, mode)
     }
 
@@ -127,7 +147,11 @@ impl Format {
             let (q, rem, half) = if shift >= 128 {
                 (0, 1, u128::MAX) // nonzero and below half
             } else {
-                (man >> shift, man & ((1u128 << shift) - 1), 1u128 << (shift - 1))
+                (
+                    man >> shift,
+                    man & ((1u128 << shift) - 1),
+                    1u128 << (shift - 1),
+                )
             };
             let inexact = rem != 0;
             let up = match mode {
@@ -141,7 +165,11 @@ impl Format {
         q += u128::from(round_up);
         let biased = e.max(emin) + self.bias() - 1;
         let overflow = biased >= (1 << self.exp_bits) - 1;
-        let bits = if overflow { u128::MAX } else { ((biased as u128) << self.man_bits) + q };
+        let bits = if overflow {
+            u128::MAX
+        } else {
+            ((biased as u128) << self.man_bits) + q
+        };
         if bits >= u128::from(self.inf_bits()) {
             let to_inf = match mode {
                 Round::NearestEven => true,
@@ -149,7 +177,12 @@ impl Format {
                 Round::Down => neg,
                 Round::Up => !neg,
             };
-            return sign | if to_inf { self.inf_bits() } else { self.inf_bits() - 1 };
+            return sign
+                | if to_inf {
+                    self.inf_bits()
+                } else {
+                    self.inf_bits() - 1
+                };
         }
         sign | bits as u64
     }

@@ -180,7 +180,10 @@ impl Instr {
 
     /// The error for a combination of modifiers, types or operands outside the subset.
     pub(crate) fn unsupported(&self) -> Error {
-        Error::Unsupported { what: self.name.clone(), line: self.line }
+        Error::Unsupported {
+            what: self.name.clone(),
+            line: self.line,
+        }
     }
 
     /// The `i`-th type suffix; missing ones are outside the subset.
@@ -202,30 +205,71 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
     use Mod::*;
     const ROUND: &[Mod] = &[Rn, Rz, Rm, Rp, Ftz, Sat, Lo, Hi, Wide];
     const CACHE: &[Mod] = &[
-        Global, Shared, Param, Nc, Ca, Cg, Cs, Lu, Cv, Volatile, Relaxed, Acquire, Release, Gpu, Cta, Sys, NoAllocate,
-        EvictLast, EvictFirst, EvictNormal, Prefetch64, Prefetch128, Prefetch256,
+        Global,
+        Shared,
+        Param,
+        Nc,
+        Ca,
+        Cg,
+        Cs,
+        Lu,
+        Cv,
+        Volatile,
+        Relaxed,
+        Acquire,
+        Release,
+        Gpu,
+        Cta,
+        Sys,
+        NoAllocate,
+        EvictLast,
+        EvictFirst,
+        EvictNormal,
+        Prefetch64,
+        Prefetch128,
+        Prefetch256,
     ];
     match op {
         Opcode::Add | Opcode::Sub | Opcode::Mul | Opcode::Mad | Opcode::Fma => ROUND,
         Opcode::Div => &[Rn, Approx, Full, Ftz],
         Opcode::Neg | Opcode::Abs | Opcode::Min | Opcode::Max => &[Ftz],
-        Opcode::Rem | Opcode::And | Opcode::Or | Opcode::Xor | Opcode::Not | Opcode::Shl | Opcode::Shr => &[],
+        Opcode::Rem
+        | Opcode::And
+        | Opcode::Or
+        | Opcode::Xor
+        | Opcode::Not
+        | Opcode::Shl
+        | Opcode::Shr => &[],
         Opcode::Selp | Opcode::Mov | Opcode::Copysign => &[],
         Opcode::Setp => &[
-            Eq, Ne, Lt, Le, Gt, Ge, Lo, Ls, Hi, Hs, Equ, Neu, Ltu, Leu, Gtu, Geu, Num, Nan, And, Or, Xor, Ftz,
+            Eq, Ne, Lt, Le, Gt, Ge, Lo, Ls, Hi, Hs, Equ, Neu, Ltu, Leu, Gtu, Geu, Num, Nan, And,
+            Or, Xor, Ftz,
         ],
         Opcode::Cvt => &[Rn, Rz, Rm, Rp, Rni, Rzi, Rmi, Rpi, Sat, Ftz],
         Opcode::Cvta => &[To, Global, Shared],
         Opcode::Ld | Opcode::St => CACHE,
-        Opcode::Atom | Opcode::Red => &[Global, Shared, Add, Min, Max, Relaxed, Acquire, Release, AcqRel, Gpu, Cta, Sys],
-        Opcode::Ex2 | Opcode::Lg2 | Opcode::Sin | Opcode::Cos | Opcode::Tanh | Opcode::Rsqrt => &[Approx, Ftz],
+        Opcode::Atom | Opcode::Red => &[
+            Global, Shared, Add, Min, Max, Relaxed, Acquire, Release, AcqRel, Gpu, Cta, Sys,
+        ],
+        Opcode::Ex2 | Opcode::Lg2 | Opcode::Sin | Opcode::Cos | Opcode::Tanh | Opcode::Rsqrt => {
+            &[Approx, Ftz]
+        }
         Opcode::Rcp | Opcode::Sqrt => &[Approx, Rn, Ftz],
         Opcode::Bra => &[Uni],
         Opcode::Ret | Opcode::Exit => &[],
         Opcode::Bar | Opcode::Barrier => &[Sync, Aligned],
         Opcode::Membar | Opcode::Fence => &[Cta, Gpu, Sys, Sc, AcqRel, Proxy, Async, Shared],
         Opcode::Shfl => &[Sync, Bfly, Down, Up, Idx],
-        Opcode::Cp => &[Async, Ca, Cg, Shared, Global, CommitGroup, WaitGroup, WaitAll],
+        Opcode::Cp => &[
+            Async,
+            Ca,
+            Cg,
+            Shared,
+            Global,
+            CommitGroup,
+            WaitGroup,
+            WaitAll,
+        ],
         Opcode::Mma => &[Sync, Aligned, M16n8k16, M16n8k8, Row, Col],
         Opcode::Ldmatrix => &[Sync, Aligned, M8n8, X1, X2, X4, Trans, Shared],
     }

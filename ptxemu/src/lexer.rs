@@ -52,7 +52,12 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>> {
             i += 2;
             loop {
                 match chars.get(i) {
-                    None => return Err(Error::Parse { line: start, msg: "unterminated /* comment".into() }),
+                    None => {
+                        return Err(Error::Parse {
+                            line: start,
+                            msg: "unterminated /* comment".into(),
+                        })
+                    }
                     Some('*') if chars.get(i + 1) == Some(&'/') => {
                         i += 2;
                         break;
@@ -72,9 +77,15 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>> {
                 i += 1;
             }
             if chars.get(i) != Some(&'"') {
-                return Err(Error::Parse { line, msg: "unterminated string".into() });
+                return Err(Error::Parse {
+                    line,
+                    msg: "unterminated string".into(),
+                });
             }
-            out.push(Token { tok: Tok::Str(chars[start..i].iter().collect()), line });
+            out.push(Token {
+                tok: Tok::Str(chars[start..i].iter().collect()),
+                line,
+            });
             i += 1;
         } else if is_word_start(c) {
             let start = i;
@@ -88,27 +99,39 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>> {
                     break;
                 }
             }
-            out.push(Token { tok: Tok::Word(chars[start..i].iter().collect()), line });
+            out.push(Token {
+                tok: Tok::Word(chars[start..i].iter().collect()),
+                line,
+            });
         } else if c.is_ascii_digit() {
             let start = i;
-            let hex = c == '0' && matches!(chars.get(i + 1), Some('x' | 'X' | 'f' | 'F' | 'd' | 'D'));
+            let hex =
+                c == '0' && matches!(chars.get(i + 1), Some('x' | 'X' | 'f' | 'F' | 'd' | 'D'));
             while i < chars.len() {
                 let ch = chars[i];
-                let exponent_sign = !hex
-                    && matches!(ch, '+' | '-')
-                    && matches!(chars[i - 1], 'e' | 'E');
+                let exponent_sign =
+                    !hex && matches!(ch, '+' | '-') && matches!(chars[i - 1], 'e' | 'E');
                 if ch.is_ascii_alphanumeric() || ch == '.' || exponent_sign {
                     i += 1;
                 } else {
                     break;
                 }
             }
-            out.push(Token { tok: Tok::Number(chars[start..i].iter().collect()), line });
+            out.push(Token {
+                tok: Tok::Number(chars[start..i].iter().collect()),
+                line,
+            });
         } else if ",;:[]{}()+-!|@<>=".contains(c) {
-            out.push(Token { tok: Tok::Punct(c), line });
+            out.push(Token {
+                tok: Tok::Punct(c),
+                line,
+            });
             i += 1;
         } else {
-            return Err(Error::Parse { line, msg: format!("unexpected character `{c}`") });
+            return Err(Error::Parse {
+                line,
+                msg: format!("unexpected character `{c}`"),
+            });
         }
     }
     Ok(out)

@@ -33,19 +33,28 @@ impl Default for Memory {
 impl Memory {
     /// Empty memory.
     pub fn new() -> Memory {
-        Memory { allocs: Vec::new(), next: GLOBAL_BASE }
+        Memory {
+            allocs: Vec::new(),
+            next: GLOBAL_BASE,
+        }
     }
 
     /// Allocates `bytes` zeroed bytes; the address is 256-byte aligned and never 0.
     pub fn alloc(&mut self, bytes: usize) -> u64 {
         let base = self.next;
         self.next = (base + bytes as u64 + GUARD).next_multiple_of(256);
-        self.allocs.push(Allocation { base, data: vec![0; bytes] });
+        self.allocs.push(Allocation {
+            base,
+            data: vec![0; bytes],
+        });
         base
     }
 
     fn find(&self, addr: u64, len: u64) -> Option<(usize, usize)> {
-        let i = self.allocs.partition_point(|a| a.base <= addr).checked_sub(1)?;
+        let i = self
+            .allocs
+            .partition_point(|a| a.base <= addr)
+            .checked_sub(1)?;
         let a = &self.allocs[i];
         let start = addr - a.base;
         (start.checked_add(len)? <= a.data.len() as u64).then_some((i, start as usize))
@@ -70,7 +79,13 @@ impl Memory {
     pub fn write(&mut self, addr: u64, bytes: &[u8]) {
         match self.slice_mut(addr, bytes.len() as u64) {
             Some(dst) => dst.copy_from_slice(bytes),
-            None => panic!("{}", Error::HostFault { addr, len: bytes.len() as u64 }),
+            None => panic!(
+                "{}",
+                Error::HostFault {
+                    addr,
+                    len: bytes.len() as u64
+                }
+            ),
         }
     }
 
@@ -78,7 +93,10 @@ impl Memory {
     pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
         self.slice(addr, len as u64)
             .map(<[u8]>::to_vec)
-            .ok_or(Error::HostFault { addr, len: len as u64 })
+            .ok_or(Error::HostFault {
+                addr,
+                len: len as u64,
+            })
     }
 
     /// Writes f32 values (little-endian). Panics like [`Memory::write`].
@@ -90,7 +108,10 @@ impl Memory {
     /// Reads `n` f32 values.
     pub fn read_f32s(&self, addr: u64, n: usize) -> Result<Vec<f32>> {
         let bytes = self.read(addr, n * 4)?;
-        Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     /// Writes 16-bit values (the bits of f16 or bf16 numbers). Panics like [`Memory::write`].
@@ -102,7 +123,10 @@ impl Memory {
     /// Reads `n` 16-bit values.
     pub fn read_u16s(&self, addr: u64, n: usize) -> Result<Vec<u16>> {
         let bytes = self.read(addr, n * 2)?;
-        Ok(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+        Ok(bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect())
     }
 
     /// Writes u32 values. Panics like [`Memory::write`].
@@ -114,6 +138,9 @@ impl Memory {
     /// Reads `n` u32 values.
     pub fn read_u32s(&self, addr: u64, n: usize) -> Result<Vec<u32>> {
         let bytes = self.read(addr, n * 4)?;
-        Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 }

@@ -99,7 +99,10 @@ impl Module {
     /// Parses PTX text.
     pub fn parse(text: &str) -> Result<Module> {
         let kernels = crate::parser::parse(text)?;
-        Ok(Module { kernels, step_limit: DEFAULT_STEP_LIMIT })
+        Ok(Module {
+            kernels,
+            step_limit: DEFAULT_STEP_LIMIT,
+        })
     }
 
     /// Names of the `.entry` kernels, in source order.
@@ -113,28 +116,46 @@ impl Module {
     }
 
     /// Runs a kernel to completion, CTA after CTA.
-    pub fn launch(&self, name: &str, launch: Launch, args: &[Arg], mem: &mut Memory) -> Result<Stats> {
+    pub fn launch(
+        &self,
+        name: &str,
+        launch: Launch,
+        args: &[Arg],
+        mem: &mut Memory,
+    ) -> Result<Stats> {
         let kernel = self
             .kernels
             .iter()
             .find(|k| k.name == name)
             .ok_or_else(|| Error::UnknownKernel(name.to_string()))?;
-        let bad = |msg: String| Error::BadLaunch { kernel: name.to_string(), msg };
+        let bad = |msg: String| Error::BadLaunch {
+            kernel: name.to_string(),
+            msg,
+        };
         if args.len() != kernel.params.len() {
-            return Err(bad(format!("{} arguments for {} parameters", args.len(), kernel.params.len())));
+            return Err(bad(format!(
+                "{} arguments for {} parameters",
+                args.len(),
+                kernel.params.len()
+            )));
         }
         let mut params = vec![0u8; kernel.param_bytes as usize];
         for (arg, p) in args.iter().zip(&kernel.params) {
             let bytes = arg.bytes();
             if bytes.len() as u64 != p.ty.bytes() {
-                return Err(bad(format!("argument {arg:?} does not fit parameter `{}` of type {:?}", p.name, p.ty)));
+                return Err(bad(format!(
+                    "argument {arg:?} does not fit parameter `{}` of type {:?}",
+                    p.name, p.ty
+                )));
             }
             params[p.offset as usize..p.offset as usize + bytes.len()].copy_from_slice(&bytes);
         }
         check_shape(kernel, &launch).map_err(bad)?;
         let shared = kernel.static_shared + u64::from(launch.dynamic_shared);
         if shared > MAX_SHARED_BYTES {
-            return Err(bad(format!("{shared} bytes of shared memory exceed {MAX_SHARED_BYTES}")));
+            return Err(bad(format!(
+                "{shared} bytes of shared memory exceed {MAX_SHARED_BYTES}"
+            )));
         }
         exec::run_grid(kernel, &launch, &params, mem, self.step_limit)
     }
@@ -142,7 +163,10 @@ impl Module {
 
 fn check_shape(kernel: &Kernel, launch: &Launch) -> std::result::Result<(), String> {
     if launch.grid.contains(&0) || launch.block.contains(&0) {
-        return Err(format!("empty grid {:?} or block {:?}", launch.grid, launch.block));
+        return Err(format!(
+            "empty grid {:?} or block {:?}",
+            launch.grid, launch.block
+        ));
     }
     let threads: u64 = launch.block.iter().map(|&b| u64::from(b)).product();
     if threads > 1024 {
@@ -150,7 +174,10 @@ fn check_shape(kernel: &Kernel, launch: &Launch) -> std::result::Result<(), Stri
     }
     if let Some(req) = kernel.reqntid {
         if req != launch.block {
-            return Err(format!("block {:?} differs from .reqntid {req:?}", launch.block));
+            return Err(format!(
+                "block {:?} differs from .reqntid {req:?}",
+                launch.block
+            ));
         }
     }
     if let Some(max) = kernel.maxntid {

@@ -24,7 +24,10 @@ struct Parser {
 
 /// Parses a module into its kernels.
 pub(crate) fn parse(src: &str) -> Result<Vec<Kernel>> {
-    let mut p = Parser { toks: lex(src)?, pos: 0 };
+    let mut p = Parser {
+        toks: lex(src)?,
+        pos: 0,
+    };
     let mut module_shared = Vec::new();
     let mut kernels = Vec::new();
     while let Some(t) = p.peek().cloned() {
@@ -44,18 +47,33 @@ pub(crate) fn parse(src: &str) -> Result<Vec<Kernel>> {
             Tok::Word(w) if w == ".address_size" => {
                 p.pos += 1;
                 if p.number()? != "64" {
-                    return Err(Error::Unsupported { what: ".address_size other than 64".into(), line });
+                    return Err(Error::Unsupported {
+                        what: ".address_size other than 64".into(),
+                        line,
+                    });
                 }
             }
-            Tok::Word(w) if w == ".shared" || w == ".extern" => module_shared.push(p.shared_decl()?),
+            Tok::Word(w) if w == ".shared" || w == ".extern" => {
+                module_shared.push(p.shared_decl()?)
+            }
             Tok::Word(w) if w == ".visible" || w == ".entry" => {
                 if w == ".visible" {
                     p.pos += 1;
                 }
                 kernels.push(p.entry(&module_shared)?);
             }
-            Tok::Word(w) => return Err(Error::Unsupported { what: w.clone(), line }),
-            other => return Err(Error::Parse { line, msg: format!("unexpected {other:?} at module level") }),
+            Tok::Word(w) => {
+                return Err(Error::Unsupported {
+                    what: w.clone(),
+                    line,
+                })
+            }
+            other => {
+                return Err(Error::Parse {
+                    line,
+                    msg: format!("unexpected {other:?} at module level"),
+                })
+            }
         }
     }
     Ok(kernels)
@@ -77,17 +95,26 @@ impl Parser {
     }
 
     fn line(&self) -> u32 {
-        self.toks.get(self.pos).or(self.toks.last()).map_or(1, |t| t.line)
+        self.toks
+            .get(self.pos)
+            .or(self.toks.last())
+            .map_or(1, |t| t.line)
     }
 
     fn err<T>(&self, msg: impl Into<String>) -> Result<T> {
-        Err(Error::Parse { line: self.line(), msg: msg.into() })
+        Err(Error::Parse {
+            line: self.line(),
+            msg: msg.into(),
+        })
     }
 
     fn next(&mut self) -> Result<Token> {
         let t = self.toks.get(self.pos).cloned();
         self.pos += 1;
-        t.ok_or(Error::Parse { line: self.line(), msg: "unexpected end of input".into() })
+        t.ok_or(Error::Parse {
+            line: self.line(),
+            msg: "unexpected end of input".into(),
+        })
     }
 
     fn is_punct(&self, c: char) -> bool {
@@ -141,7 +168,10 @@ impl Parser {
         let w = self.word()?;
         w.strip_prefix('.')
             .and_then(Type::from_name)
-            .ok_or(Error::Unsupported { what: format!("type {w}"), line })
+            .ok_or(Error::Unsupported {
+                what: format!("type {w}"),
+                line,
+            })
     }
 
     /// `[.extern] .shared [.align N] .type name[N]...;`
@@ -173,7 +203,9 @@ impl Parser {
         }
         self.expect(';')?;
         if is_extern != size.is_none() {
-            return self.err(format!("shared `{name}`: only .extern arrays may be unsized"));
+            return self.err(format!(
+                "shared `{name}`: only .extern arrays may be unsized"
+            ));
         }
         Ok(SharedVar { name, align, size })
     }
@@ -197,18 +229,29 @@ impl Parser {
             let ty = self.type_word()?;
             let mut align = ty.bytes();
             // `.ptr .global .align 8` pointer attributes only inform the optimizer
-            while self.is_word(".ptr") || self.is_word(".global") || self.is_word(".shared") || self.is_word(".align") {
+            while self.is_word(".ptr")
+                || self.is_word(".global")
+                || self.is_word(".shared")
+                || self.is_word(".align")
+            {
                 if self.word()? == ".align" {
                     align = align.max(self.uint()?);
                 }
             }
             let pname = self.word()?;
             if self.is_punct('[') {
-                return Err(Error::Unsupported { what: format!("array parameter {pname}"), line: self.line() });
+                return Err(Error::Unsupported {
+                    what: format!("array parameter {pname}"),
+                    line: self.line(),
+                });
             }
             let offset = param_bytes.next_multiple_of(align);
             param_bytes = offset + ty.bytes();
-            params.push(Param { name: pname, ty, offset });
+            params.push(Param {
+                name: pname,
+                ty,
+                offset,
+            });
         }
         let (mut reqntid, mut maxntid) = (None, None);
         while !self.is_punct('{') {
@@ -221,7 +264,10 @@ impl Parser {
                         if i > 0 && !self.eat(',') {
                             break;
                         }
-                        *dim = u32::try_from(self.uint()?).map_err(|_| Error::Parse { line, msg: "too large".into() })?;
+                        *dim = u32::try_from(self.uint()?).map_err(|_| Error::Parse {
+                            line,
+                            msg: "too large".into(),
+                        })?;
                     }
                     if d == ".reqntid" {
                         reqntid = Some(dims);
@@ -236,8 +282,10 @@ impl Parser {
             }
         }
         self.expect('{')?;
-        let mut symbols: HashMap<String, Symbol> =
-            params.iter().map(|p| (p.name.clone(), Symbol::Param(p.offset))).collect();
+        let mut symbols: HashMap<String, Symbol> = params
+            .iter()
+            .map(|p| (p.name.clone(), Symbol::Param(p.offset)))
+            .collect();
         let mut body = Body {
             scopes: vec![HashMap::new()],
             reg_bits: Vec::new(),
@@ -292,13 +340,19 @@ impl Parser {
                 Tok::Word(w) if self.is_punct(':') => {
                     self.pos += 1;
                     if b.labels.insert(w.clone(), b.instrs.len()).is_some() {
-                        return Err(Error::Parse { line: t.line, msg: format!("label `{w}` defined twice") });
+                        return Err(Error::Parse {
+                            line: t.line,
+                            msg: format!("label `{w}` defined twice"),
+                        });
                     }
                 }
                 Tok::Punct('@') => {
                     let negated = self.eat('!');
                     let r = self.word()?;
-                    let reg = lookup_reg(b, &r).ok_or(Error::Parse { line: t.line, msg: format!("unknown predicate `{r}`") })?;
+                    let reg = lookup_reg(b, &r).ok_or(Error::Parse {
+                        line: t.line,
+                        msg: format!("unknown predicate `{r}`"),
+                    })?;
                     let op = self.word()?;
                     let mut ins = self.instruction(b, op, t.line)?;
                     ins.guard = Some((reg, negated));
@@ -308,8 +362,18 @@ impl Parser {
                     let ins = self.instruction(b, w.clone(), t.line)?;
                     b.instrs.push(ins);
                 }
-                Tok::Word(w) => return Err(Error::Unsupported { what: w.clone(), line: t.line }),
-                other => return Err(Error::Parse { line: t.line, msg: format!("unexpected {other:?}") }),
+                Tok::Word(w) => {
+                    return Err(Error::Unsupported {
+                        what: w.clone(),
+                        line: t.line,
+                    })
+                }
+                other => {
+                    return Err(Error::Parse {
+                        line: t.line,
+                        msg: format!("unexpected {other:?}"),
+                    })
+                }
             }
         }
     }
@@ -322,7 +386,10 @@ impl Parser {
             let mut declare = |n: String| {
                 let id = b.reg_bits.len() as u32;
                 b.reg_bits.push(ty.bits());
-                b.scopes.last_mut().expect("a body always has a scope").insert(n, id);
+                b.scopes
+                    .last_mut()
+                    .expect("a body always has a scope")
+                    .insert(n, id);
             };
             if self.eat('<') {
                 let count = self.uint()?;
@@ -343,7 +410,10 @@ impl Parser {
     fn instruction(&mut self, b: &Body, word: String, line: u32) -> Result<Instr> {
         let mut parts = word.split('.');
         let head = parts.next().unwrap_or_default();
-        let unsupported = || Error::Unsupported { what: word.clone(), line };
+        let unsupported = || Error::Unsupported {
+            what: word.clone(),
+            line,
+        };
         let op = Opcode::from_name(head).ok_or_else(unsupported)?;
         let (mut mods, mut types, mut vec) = (ModSet::default(), Vec::new(), 1);
         for part in parts {
@@ -352,7 +422,9 @@ impl Parser {
             } else if part == "v2" || part == "v4" {
                 vec = if part == "v2" { 2 } else { 4 };
             } else {
-                let m = Mod::from_name(part).filter(|m| allowed_mods(op).contains(m)).ok_or_else(unsupported)?;
+                let m = Mod::from_name(part)
+                    .filter(|m| allowed_mods(op).contains(m))
+                    .ok_or_else(unsupported)?;
                 mods.insert(m);
             }
         }
@@ -366,7 +438,16 @@ impl Parser {
                 self.expect(',')?;
             }
         }
-        Ok(Instr { op, mods, types, vec, args, guard: None, line, name: word })
+        Ok(Instr {
+            op,
+            mods,
+            types,
+            vec,
+            args,
+            guard: None,
+            line,
+            name: word,
+        })
     }
 
     fn operand(&mut self, b: &Body, line: u32) -> Result<Operand> {
@@ -406,7 +487,10 @@ impl Parser {
         }
         if self.eat('!') {
             let w = self.word()?;
-            let r = lookup_reg(b, &w).ok_or(Error::Parse { line, msg: format!("unknown predicate `{w}`") })?;
+            let r = lookup_reg(b, &w).ok_or(Error::Parse {
+                line,
+                msg: format!("unknown predicate `{w}`"),
+            })?;
             return Ok(Operand::NotPred(r));
         }
         if self.eat('-') {
@@ -419,7 +503,10 @@ impl Parser {
                 if let Some(r) = lookup_reg(b, &w) {
                     if self.eat('|') {
                         let q = self.word()?;
-                        let q = lookup_reg(b, &q).ok_or(Error::Parse { line, msg: format!("unknown register `{q}`") })?;
+                        let q = lookup_reg(b, &q).ok_or(Error::Parse {
+                            line,
+                            msg: format!("unknown register `{q}`"),
+                        })?;
                         return Ok(Operand::PredPair(r, q));
                     }
                     return Ok(Operand::Reg(r));
@@ -428,7 +515,10 @@ impl Parser {
                     return Ok(Operand::Special(s));
                 }
                 if w.starts_with('%') {
-                    return Err(Error::Parse { line, msg: format!("unknown register `{w}`") });
+                    return Err(Error::Parse {
+                        line,
+                        msg: format!("unknown register `{w}`"),
+                    });
                 }
                 Ok(Operand::Unresolved(w))
             }
@@ -451,7 +541,11 @@ fn layout_shared(vars: &[SharedVar], symbols: &mut HashMap<String, Symbol>) -> u
             end = at + size;
         }
     }
-    let dynamic = vars.iter().filter(|v| v.size.is_none()).map(|v| v.align).fold(16, u64::max);
+    let dynamic = vars
+        .iter()
+        .filter(|v| v.size.is_none())
+        .map(|v| v.align)
+        .fold(16, u64::max);
     let start = end.next_multiple_of(dynamic);
     for v in vars.iter().filter(|v| v.size.is_none()) {
         symbols.insert(v.name.clone(), Symbol::Shared(start));
@@ -459,8 +553,16 @@ fn layout_shared(vars: &[SharedVar], symbols: &mut HashMap<String, Symbol>) -> u
     start
 }
 
-fn resolve(arg: &mut Operand, symbols: &HashMap<String, Symbol>, labels: &HashMap<String, usize>, line: u32) -> Result<()> {
-    let undefined = |n: &str| Error::Parse { line, msg: format!("undefined symbol `{n}`") };
+fn resolve(
+    arg: &mut Operand,
+    symbols: &HashMap<String, Symbol>,
+    labels: &HashMap<String, usize>,
+    line: u32,
+) -> Result<()> {
+    let undefined = |n: &str| Error::Parse {
+        line,
+        msg: format!("undefined symbol `{n}`"),
+    };
     match arg {
         Operand::Unresolved(name) => {
             *arg = match (symbols.get(name), labels.get(name)) {
@@ -496,14 +598,25 @@ fn negate(imm: Imm) -> Imm {
 
 /// Decodes a PTX literal: decimal, `0x` hex, `0b` binary, C octal, `0f`/`0d` float bits, decimal floats.
 fn parse_number(text: &str, line: u32) -> Result<Imm> {
-    let bad = || Error::Parse { line, msg: format!("bad number `{text}`") };
+    let bad = || Error::Parse {
+        line,
+        msg: format!("bad number `{text}`"),
+    };
     let s = text.strip_suffix(['U', 'u']).unwrap_or(text);
-    let radix = |digits: &str, r: u32| u64::from_str_radix(digits, r).map(|v| Imm::Int(v as i64)).map_err(|_| bad());
+    let radix = |digits: &str, r: u32| {
+        u64::from_str_radix(digits, r)
+            .map(|v| Imm::Int(v as i64))
+            .map_err(|_| bad())
+    };
     if let Some(h) = s.strip_prefix("0f").or_else(|| s.strip_prefix("0F")) {
-        return u32::from_str_radix(h, 16).map(Imm::F32Bits).map_err(|_| bad());
+        return u32::from_str_radix(h, 16)
+            .map(Imm::F32Bits)
+            .map_err(|_| bad());
     }
     if let Some(h) = s.strip_prefix("0d").or_else(|| s.strip_prefix("0D")) {
-        return u64::from_str_radix(h, 16).map(Imm::F64Bits).map_err(|_| bad());
+        return u64::from_str_radix(h, 16)
+            .map(Imm::F64Bits)
+            .map_err(|_| bad());
     }
     if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         return radix(h, 16);

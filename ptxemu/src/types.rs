@@ -86,7 +86,9 @@ impl Type {
         match self {
             Type::Pred => Kind::Pred,
             Type::S8 | Type::S16 | Type::S32 | Type::S64 => Kind::Signed,
-            Type::F16 | Type::F16x2 | Type::Bf16 | Type::Bf16x2 | Type::F32 | Type::F64 => Kind::Float,
+            Type::F16 | Type::F16x2 | Type::Bf16 | Type::Bf16x2 | Type::F32 | Type::F64 => {
+                Kind::Float
+            }
             _ => Kind::Unsigned,
         }
     }

@@ -14,7 +14,13 @@ fn run(kernel: &str, a: &[u32], b: &[u32], slots: usize) -> Vec<Vec<u32>> {
     let (da, db, out) = (mem.alloc(4 * n), mem.alloc(4 * n), mem.alloc(4 * n * slots));
     mem.write_u32s(da, a);
     mem.write_u32s(db, b);
-    m.launch(kernel, grid1(1, n as u32), &[Arg::U64(da), Arg::U64(db), Arg::U64(out)], &mut mem).unwrap();
+    m.launch(
+        kernel,
+        grid1(1, n as u32),
+        &[Arg::U64(da), Arg::U64(db), Arg::U64(out)],
+        &mut mem,
+    )
+    .unwrap();
     let flat = mem.read_u32s(out, n * slots).unwrap();
     flat.chunks(n).map(<[u32]>::to_vec).collect()
 }
@@ -37,7 +43,10 @@ fn integer_instructions_wrap_widen_saturate_and_shift_like_ptx() {
         (3, 63),
     ];
     let r = values(38, 21);
-    pairs.extend(r.chunks(2).map(|c| ((c[0] * 2.0e9) as i32, (c[1] * 3.0e4) as i32)));
+    pairs.extend(
+        r.chunks(2)
+            .map(|c| ((c[0] * 2.0e9) as i32, (c[1] * 3.0e4) as i32)),
+    );
     let a: Vec<u32> = pairs.iter().map(|p| p.0 as u32).collect();
     let b: Vec<u32> = pairs.iter().map(|p| p.1 as u32).collect();
     let out = run("int_ops", &a, &b, 23);
@@ -45,14 +54,19 @@ fn integer_instructions_wrap_widen_saturate_and_shift_like_ptx() {
         let (ux, uy) = (x as u32, y as u32);
         let wide = i64::from(x) * i64::from(y);
         let sh = uy & 63;
-        let madw = (u64::from(ux) * u64::from(uy)).wrapping_add((u64::from(ux) << 32) | u64::from(uy));
+        let madw =
+            (u64::from(ux) * u64::from(uy)).wrapping_add((u64::from(ux) << 32) | u64::from(uy));
         let sq = (i64::from(x).wrapping_mul(i64::from(x))) >> 20;
         let expected: [u32; 23] = [
             (wide >> 32) as u32,
             ((u64::from(ux) * u64::from(uy)) >> 32) as u32,
             wide as u32,
             (wide >> 32) as u32,
-            if y == 0 { u32::MAX } else { x.wrapping_div(y) as u32 },
+            if y == 0 {
+                u32::MAX
+            } else {
+                x.wrapping_div(y) as u32
+            },
             if y == 0 { ux } else { x.wrapping_rem(y) as u32 },
             ux.checked_div(uy).unwrap_or(u32::MAX),
             (x >> sh.min(31)) as u32,
@@ -79,7 +93,9 @@ fn integer_instructions_wrap_widen_saturate_and_shift_like_ptx() {
 }
 
 fn close(got: f32, want: f64, rel: f64, abs: f64) -> bool {
-    (want.is_nan() && got.is_nan()) || f64::from(got) == want || (f64::from(got) - want).abs() <= abs + rel * want.abs()
+    (want.is_nan() && got.is_nan())
+        || f64::from(got) == want
+        || (f64::from(got) - want).abs() <= abs + rel * want.abs()
 }
 
 #[test]
@@ -109,7 +125,10 @@ fn float_instructions_round_once_and_handle_nan_zero_and_subnormals() {
         let ctx = format!("a = {x:e}, b = {y:e}");
         let same = |k: usize, want: f32| {
             let got = f(k, t);
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "slot {k}: {got:e} vs {want:e}, {ctx}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "slot {k}: {got:e} vs {want:e}, {ctx}"
+            );
         };
         same(0, x.mul_add(y, 1.5));
         same(1, x / y);
@@ -118,39 +137,80 @@ fn float_instructions_round_once_and_handle_nan_zero_and_subnormals() {
         let zeros = x == 0.0 && y == 0.0;
         same(3, if zeros { 0.0 } else { x.max(y) });
         same(4, if zeros { -0.0 } else { x.min(y) });
-        assert_eq!(out[5][t], u32::from(x < y || x.is_nan() || y.is_nan()), "ltu {ctx}");
+        assert_eq!(
+            out[5][t],
+            u32::from(x < y || x.is_nan() || y.is_nan()),
+            "ltu {ctx}"
+        );
         assert_eq!(out[6][t], u32::from(x > y), "gt {ctx}");
         same(7, y.abs().copysign(x));
-        same(8, if (x + y).is_nan() { 0.0 } else { (x + y).clamp(0.0, 1.0) });
-        let flush = |v: f32| if v.is_subnormal() { 0.0f32.copysign(v) } else { v };
+        same(
+            8,
+            if (x + y).is_nan() {
+                0.0
+            } else {
+                (x + y).clamp(0.0, 1.0)
+            },
+        );
+        let flush = |v: f32| {
+            if v.is_subnormal() {
+                0.0f32.copysign(v)
+            } else {
+                v
+            }
+        };
         same(9, flush(flush(x) * flush(y)));
         same(11, 1.0 / y);
         same(12, -x);
         // .approx: PTX promises 2 ulp for ex2 and rsqrt, 2^-11 for tanh (relative), 2^-20.5 absolute
         // for sin in [-100π, 100π], 2^-22 absolute for lg2 near 1
         let xd = f64::from(x);
-        assert!(close(f(10, t), xd.exp2(), 2.0 * 2f64.powi(-23), 0.0), "ex2 {ctx}");
-        assert!(close(f(13, t), 1.0 / xd.abs().sqrt(), 2.0 * 2f64.powi(-23), 0.0), "rsqrt {ctx}");
-        assert!(close(f(14, t), xd.tanh(), 2f64.powi(-11), 0.0), "tanh {ctx}");
+        assert!(
+            close(f(10, t), xd.exp2(), 2.0 * 2f64.powi(-23), 0.0),
+            "ex2 {ctx}"
+        );
+        assert!(
+            close(f(13, t), 1.0 / xd.abs().sqrt(), 2.0 * 2f64.powi(-23), 0.0),
+            "rsqrt {ctx}"
+        );
+        assert!(
+            close(f(14, t), xd.tanh(), 2f64.powi(-11), 0.0),
+            "tanh {ctx}"
+        );
         if x.is_finite() {
             assert!(close(f(15, t), xd.sin(), 0.0, 2f64.powi(-20)), "sin {ctx}");
         }
-        assert!(close(f(16, t), xd.abs().log2(), 2f64.powi(-22), 2f64.powi(-22)), "lg2 {ctx}");
+        assert!(
+            close(f(16, t), xd.abs().log2(), 2f64.powi(-22), 2f64.powi(-22)),
+            "lg2 {ctx}"
+        );
         // f16x2 fma of h = (a upper, b lower) with itself: one rounding per lane
         let h = |v: f32| f64::from(f16::from_f32(v).to_f32());
         let fma16 = |v: f64| u32::from(f16::from_f64(v * v + v).to_bits());
         if !x.is_nan() && !y.is_nan() {
-            assert_eq!(out[17][t], (fma16(h(x)) << 16) | fma16(h(y)), "fma.f16x2 {ctx}");
+            assert_eq!(
+                out[17][t],
+                (fma16(h(x)) << 16) | fma16(h(y)),
+                "fma.f16x2 {ctx}"
+            );
         }
         let rz = {
             let exact = xd * f64::from(y) + xd;
             let n = exact as f32; // nearest; step toward zero if that rounded away
-            if f64::from(n).abs() > exact.abs() { f32::from_bits(n.to_bits() - 1) } else { n }
+            if f64::from(n).abs() > exact.abs() {
+                f32::from_bits(n.to_bits() - 1)
+            } else {
+                n
+            }
         };
         same(18, rz);
         let (bx, by) = (bf16::from_f32(x), bf16::from_f32(y));
         if !x.is_nan() && !y.is_nan() {
-            let m = if x == 0.0 && y == 0.0 { 0 } else { u32::from(bx.max(by).to_bits()) };
+            let m = if x == 0.0 && y == 0.0 {
+                0
+            } else {
+                u32::from(bx.max(by).to_bits())
+            };
             assert_eq!(out[19][t], (m << 16) | m, "max.bf16x2 {ctx}");
         }
     }

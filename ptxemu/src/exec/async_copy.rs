@@ -21,7 +21,11 @@ impl Cta<'_> {
             return Ok(());
         }
         if ins.has(Mod::WaitGroup) || ins.has(Mod::WaitAll) {
-            let keep = if ins.has(Mod::WaitAll) { 0 } else { self.read(t, ins.arg(0)?, Type::U32, ins)? as usize };
+            let keep = if ins.has(Mod::WaitAll) {
+                0
+            } else {
+                self.read(t, ins.arg(0)?, Type::U32, ins)? as usize
+            };
             let th = &mut self.threads[t];
             let mut done = Vec::new();
             while th.copy_groups.len() > keep {
@@ -52,14 +56,21 @@ impl Cta<'_> {
         self.load(Space::Shared, dst, size, ins)?;
         let mut data = vec![0u8; size as usize];
         if src_size > 0 {
-            let bytes = self.load(Space::Global, src, size, ins).or_else(|e| match e {
-                // a zero-filled tail may lie past the allocation's end
-                Error::MemoryFault { .. } if src_size < size => self.load(Space::Global, src, src_size, ins),
-                e => Err(e),
-            })?;
+            let bytes = self
+                .load(Space::Global, src, size, ins)
+                .or_else(|e| match e {
+                    // a zero-filled tail may lie past the allocation's end
+                    Error::MemoryFault { .. } if src_size < size => {
+                        self.load(Space::Global, src, src_size, ins)
+                    }
+                    e => Err(e),
+                })?;
             data[..src_size as usize].copy_from_slice(&bytes[..src_size as usize]);
         }
-        self.threads[t].open_copies.push(PendingCopy { dst: dst as usize, data });
+        self.threads[t].open_copies.push(PendingCopy {
+            dst: dst as usize,
+            data,
+        });
         Ok(())
     }
 }

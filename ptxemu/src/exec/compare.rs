@@ -41,7 +41,11 @@ impl Cta<'_> {
 
     pub(super) fn selp(&mut self, ins: &Instr, t: usize) -> Result<()> {
         let ty = ins.ty(0)?;
-        let pick = if self.read(t, ins.arg(3)?, Type::Pred, ins)? != 0 { 1 } else { 2 };
+        let pick = if self.read(t, ins.arg(3)?, Type::Pred, ins)? != 0 {
+            1
+        } else {
+            2
+        };
         let v = self.read(t, ins.arg(pick)?, ty, ins)?;
         self.write(t, ins.arg(0)?, v, ins)
     }
@@ -68,7 +72,14 @@ fn compare_int(ins: &Instr, a: i128, b: i128) -> Result<bool> {
 /// Ordered comparisons are false when either side is NaN; the `u` forms are true then.
 fn compare_float(ins: &Instr, a: f64, b: f64) -> Result<bool> {
     let nan = a.is_nan() || b.is_nan();
-    let ordered = [(Mod::Eq, Mod::Equ), (Mod::Ne, Mod::Neu), (Mod::Lt, Mod::Ltu), (Mod::Le, Mod::Leu), (Mod::Gt, Mod::Gtu), (Mod::Ge, Mod::Geu)];
+    let ordered = [
+        (Mod::Eq, Mod::Equ),
+        (Mod::Ne, Mod::Neu),
+        (Mod::Lt, Mod::Ltu),
+        (Mod::Le, Mod::Leu),
+        (Mod::Gt, Mod::Gtu),
+        (Mod::Ge, Mod::Geu),
+    ];
     for (i, (o, u)) in ordered.into_iter().enumerate() {
         if ins.has(o) || ins.has(u) {
             let holds = match i {

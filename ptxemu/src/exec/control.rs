@@ -12,7 +12,10 @@ use crate::types::Type;
 impl Cta<'_> {
     pub(super) fn branch(&mut self, ins: &Instr, exec: &[usize]) -> Result<()> {
         let Operand::Label(target) = ins.arg(0)? else {
-            return Err(Error::Parse { line: ins.line, msg: "bra needs a label".into() });
+            return Err(Error::Parse {
+                line: ins.line,
+                msg: "bra needs a label".into(),
+            });
         };
         for &t in exec {
             self.threads[t].pc = *target;
@@ -22,7 +25,9 @@ impl Cta<'_> {
 
     /// `bar.sync a{, b}`: the threads wait for barrier `a` until `b` (default: all) threads arrived.
     pub(super) fn arrive(&mut self, ins: &Instr, exec: &[usize]) -> Result<()> {
-        let Some(&first) = exec.first() else { return Ok(()) };
+        let Some(&first) = exec.first() else {
+            return Ok(());
+        };
         let id = self.read(first, ins.arg(0)?, Type::U32, ins)?;
         let count = match ins.args.get(1) {
             Some(op) => Some(self.read(first, op, Type::U32, ins)?),
@@ -33,7 +38,11 @@ impl Cta<'_> {
         }
         for &t in exec {
             let th = &mut self.threads[t];
-            th.state = State::AtBarrier { id, count, pc: th.pc };
+            th.state = State::AtBarrier {
+                id,
+                count,
+                pc: th.pc,
+            };
             th.pc += 1;
         }
         Ok(())
@@ -45,10 +54,16 @@ impl Cta<'_> {
         let mut released = false;
         for id in 0..16 {
             let waiting: Vec<usize> = (0..self.threads.len())
-                .filter(|&t| matches!(self.threads[t].state, State::AtBarrier { id: i, .. } if i == id))
+                .filter(
+                    |&t| matches!(self.threads[t].state, State::AtBarrier { id: i, .. } if i == id),
+                )
                 .collect();
-            let Some(&first) = waiting.first() else { continue };
-            let State::AtBarrier { count, .. } = self.threads[first].state else { continue };
+            let Some(&first) = waiting.first() else {
+                continue;
+            };
+            let State::AtBarrier { count, .. } = self.threads[first].state else {
+                continue;
+            };
             if waiting.len() as u64 >= count.unwrap_or(all).min(all) {
                 for t in waiting {
                     self.threads[t].state = State::Running;
@@ -63,7 +78,11 @@ impl Cta<'_> {
     /// The error for a CTA where nothing can run and no barrier can be released.
     pub(super) fn deadlock(&self) -> Error {
         let total = self.threads.len();
-        let exited = self.threads.iter().filter(|t| t.state == State::Exited).count();
+        let exited = self
+            .threads
+            .iter()
+            .filter(|t| t.state == State::Exited)
+            .count();
         let msg = match self.threads.iter().find_map(|t| match t.state {
             State::AtBarrier { id, count, pc } => Some((id, count, pc)),
             _ => None,
@@ -82,6 +101,9 @@ impl Cta<'_> {
             }
             None => format!("no thread can run ({exited} of {total} exited)"),
         };
-        Error::Deadlock { cta: self.ctaid, msg }
+        Error::Deadlock {
+            cta: self.ctaid,
+            msg,
+        }
     }
 }

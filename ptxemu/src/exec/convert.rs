@@ -48,7 +48,9 @@ impl Cta<'_> {
     pub(super) fn cvt(&mut self, ins: &Instr, t: usize) -> Result<()> {
         let (dty, sty) = (ins.ty(0)?, ins.ty(1)?);
         let mode = rounding(ins);
-        let integral = [Mod::Rni, Mod::Rzi, Mod::Rmi, Mod::Rpi].iter().any(|&m| ins.has(m));
+        let integral = [Mod::Rni, Mod::Rzi, Mod::Rmi, Mod::Rpi]
+            .iter()
+            .any(|&m| ins.has(m));
         let ftz = ins.has(Mod::Ftz);
         let sat = ins.has(Mod::Sat);
         let a = self.read(t, ins.arg(1)?, sty, ins)?;
@@ -62,7 +64,11 @@ impl Cta<'_> {
             (None, Some((sfmt, 1))) => {
                 let x = to_integral(flush(sfmt.decode(a), ftz && sfmt == F32), mode);
                 let (lo, hi) = int_range(dty);
-                let v = if x.is_nan() { 0 } else { (x.clamp(lo as f64, hi as f64)) as i128 };
+                let v = if x.is_nan() {
+                    0
+                } else {
+                    (x.clamp(lo as f64, hi as f64)) as i128
+                };
                 extend(truncate(v as u64, dty.bits()), dty)
             }
             (Some((dfmt, 1)), None) => {
@@ -72,10 +78,20 @@ impl Cta<'_> {
             (Some((dfmt, 1)), Some((sfmt, 1))) => {
                 let x = flush(sfmt.decode(a), ftz && sfmt == F32);
                 let x = if integral { to_integral(x, mode) } else { x };
-                let x = if sat && !x.is_nan() { x.clamp(0.0, 1.0) } else if sat { 0.0 } else { x };
+                let x = if sat && !x.is_nan() {
+                    x.clamp(0.0, 1.0)
+                } else if sat {
+                    0.0
+                } else {
+                    x
+                };
                 let out = dfmt.encode(x, if integral { Round::NearestEven } else { mode });
                 let ftz_out = ftz && dfmt == F32;
-                if ftz_out { F32.encode(flush(F32.decode(out), true), Round::Zero) } else { out }
+                if ftz_out {
+                    F32.encode(flush(F32.decode(out), true), Round::Zero)
+                } else {
+                    out
+                }
             }
             (Some((dfmt, 2)), Some((sfmt, 1))) => {
                 let b = self.read(t, ins.arg(2)?, sty, ins)?;

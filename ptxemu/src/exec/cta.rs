@@ -14,7 +14,11 @@ use crate::types::{truncate, Type};
 pub(crate) enum State {
     Running,
     /// Waiting at `bar.sync id` (the instruction's index, for messages) for `count` threads (None: all).
-    AtBarrier { id: u64, count: Option<u64>, pc: usize },
+    AtBarrier {
+        id: u64,
+        count: Option<u64>,
+        pc: usize,
+    },
     Exited,
 }
 
@@ -99,7 +103,19 @@ impl<'a> Cta<'a> {
         }
         let nregs = kernel.reg_bits.len();
         let shared = vec![0u8; (kernel.static_shared + u64::from(launch.dynamic_shared)) as usize];
-        Cta { kernel, launch, params, mem, stats, step_limit, ctaid, shared, regs: vec![0; threads.len() * nregs], threads, nregs }
+        Cta {
+            kernel,
+            launch,
+            params,
+            mem,
+            stats,
+            step_limit,
+            ctaid,
+            shared,
+            regs: vec![0; threads.len() * nregs],
+            threads,
+            nregs,
+        }
     }
 
     pub(crate) fn reg(&self, t: usize, r: u32) -> u64 {
@@ -149,7 +165,10 @@ impl<'a> Cta<'a> {
     /// The address an `[...]` operand names, in the space the symbol or register implies.
     pub(crate) fn address(&self, t: usize, op: &Operand, ins: &Instr) -> Result<u64> {
         let Operand::Addr(base, offset) = op else {
-            return Err(Error::Parse { line: ins.line, msg: format!("`{}` expects an address operand", ins.name) });
+            return Err(Error::Parse {
+                line: ins.line,
+                msg: format!("`{}` expects an address operand", ins.name),
+            });
         };
         let base = match base {
             Base::Reg(r) => self.reg(t, *r),
@@ -162,12 +181,22 @@ impl<'a> Cta<'a> {
 
     /// Checks bounds and alignment and returns the byte range of `len` bytes at `addr`.
     fn locate(&self, space: Space, addr: u64, len: u64, ins: &Instr) -> Result<(Space, u64)> {
-        let fault = |why| Error::MemoryFault { instr: ins.name.clone(), line: ins.line, space: space.name(), addr, bytes: len, why };
-        if addr % len != 0 {
+        let fault = |why| Error::MemoryFault {
+            instr: ins.name.clone(),
+            line: ins.line,
+            space: space.name(),
+            addr,
+            bytes: len,
+            why,
+        };
+        if !addr.is_multiple_of(len) {
             return Err(fault("misaligned"));
         }
         let (space, addr) = match space {
-            Space::Generic if (crate::memory::SHARED_WINDOW..crate::memory::SHARED_WINDOW + (1 << 32)).contains(&addr) => {
+            Space::Generic
+                if (crate::memory::SHARED_WINDOW..crate::memory::SHARED_WINDOW + (1 << 32))
+                    .contains(&addr) =>
+            {
                 (Space::Shared, addr - crate::memory::SHARED_WINDOW)
             }
             Space::Generic => (Space::Global, addr),
@@ -176,7 +205,13 @@ impl<'a> Cta<'a> {
         let size = match space {
             Space::Shared => self.shared.len() as u64,
             Space::Param => self.params.len() as u64,
-            _ => return if self.mem.slice(addr, len).is_some() { Ok((space, addr)) } else { Err(fault("outside every allocation")) },
+            _ => {
+                return if self.mem.slice(addr, len).is_some() {
+                    Ok((space, addr))
+                } else {
+                    Err(fault("outside every allocation"))
+                }
+            }
         };
         if addr.checked_add(len).is_none_or(|end| end > size) {
             return Err(fault("out of bounds"));
@@ -191,12 +226,22 @@ impl<'a> Cta<'a> {
         Ok(match space {
             Space::Shared => self.shared[range].to_vec(),
             Space::Param => self.params[range].to_vec(),
-            _ => self.mem.slice(a, len).map(<[u8]>::to_vec).unwrap_or_default(),
+            _ => self
+                .mem
+                .slice(a, len)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
         })
     }
 
     /// Writes bytes to memory.
-    pub(crate) fn store(&mut self, space: Space, addr: u64, bytes: &[u8], ins: &Instr) -> Result<()> {
+    pub(crate) fn store(
+        &mut self,
+        space: Space,
+        addr: u64,
+        bytes: &[u8],
+        ins: &Instr,
+    ) -> Result<()> {
         let len = bytes.len() as u64;
         let (space, a) = self.locate(space, addr, len, ins)?;
         match space {

@@ -20,7 +20,10 @@ use crate::types::truncate;
 
 impl Cta<'_> {
     pub(super) fn float_arith(&mut self, ins: &Instr, t: usize) -> Result<()> {
-        if [Mod::Rz, Mod::Rm, Mod::Rp, Mod::Lo, Mod::Hi, Mod::Wide].iter().any(|&m| ins.has(m)) {
+        if [Mod::Rz, Mod::Rm, Mod::Rp, Mod::Lo, Mod::Hi, Mod::Wide]
+            .iter()
+            .any(|&m| ins.has(m))
+        {
             return Err(ins.unsupported());
         }
         let arity = match ins.op {
@@ -65,7 +68,13 @@ impl Cta<'_> {
     }
 
     /// Applies `f` to each lane of operands 1..=arity at the instruction's type and writes operand 0.
-    fn lanewise(&mut self, ins: &Instr, t: usize, arity: usize, f: impl Fn(&[f64]) -> f64) -> Result<()> {
+    fn lanewise(
+        &mut self,
+        ins: &Instr,
+        t: usize,
+        arity: usize,
+        f: impl Fn(&[f64]) -> f64,
+    ) -> Result<()> {
         let ty = ins.ty(0)?;
         let (fmt, lanes) = Format::of(ty).ok_or_else(|| ins.unsupported())?;
         let ftz = ins.has(Mod::Ftz) && fmt == F32;
@@ -93,7 +102,11 @@ impl Cta<'_> {
 /// PTX `max`: a NaN operand yields the other operand, and +0 is above -0.
 fn max(a: f64, b: f64) -> f64 {
     if a == 0.0 && b == 0.0 {
-        if a.is_sign_positive() { a } else { b }
+        if a.is_sign_positive() {
+            a
+        } else {
+            b
+        }
     } else {
         a.max(b)
     }
@@ -102,7 +115,11 @@ fn max(a: f64, b: f64) -> f64 {
 /// PTX `min`: a NaN operand yields the other operand, and -0 is below +0.
 fn min(a: f64, b: f64) -> f64 {
     if a == 0.0 && b == 0.0 {
-        if a.is_sign_negative() { a } else { b }
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
     } else {
         a.min(b)
     }

@@ -33,7 +33,9 @@ impl Cta<'_> {
     pub(super) fn int_arith(&mut self, ins: &Instr, t: usize) -> Result<()> {
         let ty = ins.ty(0)?;
         let bits = ty.bits();
-        let src = |i: usize, ty: Type| -> Result<i128> { Ok(widen(self.read(t, ins.arg(i)?, ty, ins)?, ty)) };
+        let src = |i: usize, ty: Type| -> Result<i128> {
+            Ok(widen(self.read(t, ins.arg(i)?, ty, ins)?, ty))
+        };
         let a = src(1, ty)?;
         let binary = || src(2, ty);
         let wide = ins.has(Mod::Wide);
@@ -97,7 +99,9 @@ impl Cta<'_> {
                 match (ins.op, ty.kind()) {
                     (Opcode::Shl, _) if amount >= u64::from(bits) => 0,
                     (Opcode::Shl, _) => a << amount,
-                    (_, Kind::Signed) => (sign_extend(a, bits) >> amount.min(u64::from(bits) - 1)) as u64,
+                    (_, Kind::Signed) => {
+                        (sign_extend(a, bits) >> amount.min(u64::from(bits) - 1)) as u64
+                    }
                     _ if amount >= u64::from(bits) => 0,
                     _ => a >> amount,
                 }

@@ -12,8 +12,8 @@
 //! another warp make progress; barriers release once every expected thread has arrived.
 
 mod async_copy;
-mod control;
 mod compare;
+mod control;
 mod convert;
 mod cta;
 mod data;
@@ -34,13 +34,28 @@ use cta::{Cta, State};
 const SLICE: usize = 64;
 
 /// Runs every CTA of the grid in order.
-pub(crate) fn run_grid(kernel: &Kernel, launch: &Launch, params: &[u8], mem: &mut Memory, step_limit: u64) -> Result<Stats> {
+pub(crate) fn run_grid(
+    kernel: &Kernel,
+    launch: &Launch,
+    params: &[u8],
+    mem: &mut Memory,
+    step_limit: u64,
+) -> Result<Stats> {
     let mut stats = Stats::default();
     let [gx, gy, gz] = launch.grid;
     for z in 0..gz {
         for y in 0..gy {
             for x in 0..gx {
-                Cta::new(kernel, launch, params, mem, &mut stats, step_limit, [x, y, z]).run()?;
+                Cta::new(
+                    kernel,
+                    launch,
+                    params,
+                    mem,
+                    &mut stats,
+                    step_limit,
+                    [x, y, z],
+                )
+                .run()?;
                 stats.ctas += 1;
             }
         }
@@ -73,7 +88,11 @@ impl Cta<'_> {
     /// Issues one instruction for warp `w`; false when none of its threads can run.
     fn step_warp(&mut self, w: usize) -> Result<bool> {
         let lanes = w * 32..(w * 32 + 32).min(self.threads.len());
-        let Some(pc) = lanes.clone().filter(|&t| self.threads[t].state == State::Running).map(|t| self.threads[t].pc).min()
+        let Some(pc) = lanes
+            .clone()
+            .filter(|&t| self.threads[t].state == State::Running)
+            .map(|t| self.threads[t].pc)
+            .min()
         else {
             return Ok(false);
         };
@@ -81,8 +100,9 @@ impl Cta<'_> {
         if self.stats.instructions > self.step_limit {
             return Err(Error::StepLimit(self.step_limit));
         }
-        let active: Vec<usize> =
-            lanes.filter(|&t| self.threads[t].state == State::Running && self.threads[t].pc == pc).collect();
+        let active: Vec<usize> = lanes
+            .filter(|&t| self.threads[t].state == State::Running && self.threads[t].pc == pc)
+            .collect();
         let kernel = self.kernel;
         let Some(ins) = kernel.instrs.get(pc) else {
             // running off the end of the body returns
@@ -153,7 +173,9 @@ impl Cta<'_> {
                     self.int_arith(ins, t)
                 }
             }
-            Opcode::And | Opcode::Or | Opcode::Xor | Opcode::Not | Opcode::Shl | Opcode::Shr => self.bitwise(ins, t),
+            Opcode::And | Opcode::Or | Opcode::Xor | Opcode::Not | Opcode::Shl | Opcode::Shr => {
+                self.bitwise(ins, t)
+            }
             Opcode::Setp => self.setp(ins, t),
             Opcode::Selp => self.selp(ins, t),
             Opcode::Ex2

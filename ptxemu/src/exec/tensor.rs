@@ -20,7 +20,10 @@ use crate::types::{truncate, Type};
 fn regs<'a>(ins: &Instr, op: &'a Operand, n: usize) -> Result<&'a [Operand]> {
     match op {
         Operand::Vector(v) if v.len() == n => Ok(v),
-        _ => Err(Error::Parse { line: ins.line, msg: format!("`{}` expects a vector of {n} registers", ins.name) }),
+        _ => Err(Error::Parse {
+            line: ins.line,
+            msg: format!("`{}` expects a vector of {n} registers", ins.name),
+        }),
     }
 }
 
@@ -30,23 +33,39 @@ impl Cta<'_> {
         self.converged(ins, exec, u32::MAX)?;
         match exec.first() {
             Some(&t) if exec.len() == 32 => Ok(t),
-            _ => Err(Error::NotConverged { instr: ins.name.clone(), line: ins.line, msg: "needs all 32 lanes of a warp".into() }),
+            _ => Err(Error::NotConverged {
+                instr: ins.name.clone(),
+                line: ins.line,
+                msg: "needs all 32 lanes of a warp".into(),
+            }),
         }
     }
 
     pub(super) fn ldmatrix(&mut self, ins: &Instr, exec: &[usize]) -> Result<()> {
         let base = self.whole_warp(ins, exec)?;
-        let count = [(Mod::X1, 1), (Mod::X2, 2), (Mod::X4, 4)].iter().find(|(m, _)| ins.has(*m)).map(|&(_, n)| n);
+        let count = [(Mod::X1, 1), (Mod::X2, 2), (Mod::X4, 4)]
+            .iter()
+            .find(|(m, _)| ins.has(*m))
+            .map(|&(_, n)| n);
         let (Some(count), true, true) = (count, ins.has(Mod::M8n8), ins.ty(0)? == Type::B16) else {
             return Err(ins.unsupported());
         };
-        let space = if ins.has(Mod::Shared) { Space::Shared } else { Space::Generic };
+        let space = if ins.has(Mod::Shared) {
+            Space::Shared
+        } else {
+            Space::Generic
+        };
         // matrix m's row r comes from the address in lane 8m + r
         let mut rows = Vec::with_capacity(8 * count);
         for lane in 0..8 * count {
             let addr = self.address(base + lane, ins.arg(1)?, ins)?;
             let bytes = self.load(space, addr, 16, ins)?;
-            rows.push(bytes.chunks_exact(2).map(|c| u64::from(u16::from_le_bytes([c[0], c[1]]))).collect::<Vec<_>>());
+            rows.push(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u64::from(u16::from_le_bytes([c[0], c[1]])))
+                    .collect::<Vec<_>>(),
+            );
         }
         let trans = ins.has(Mod::Trans);
         for lane in 0..32 {
@@ -81,7 +100,10 @@ impl Cta<'_> {
         let (Some((half, _)), true, true) = (half, ins.has(Mod::Row), ins.has(Mod::Col)) else {
             return Err(ins.unsupported());
         };
-        let (a_regs, b_regs) = (regs(ins, ins.arg(1)?, k / 4)?, regs(ins, ins.arg(2)?, k / 8)?);
+        let (a_regs, b_regs) = (
+            regs(ins, ins.arg(1)?, k / 4)?,
+            regs(ins, ins.arg(2)?, k / 8)?,
+        );
         let (c_regs, d_regs) = (regs(ins, ins.arg(3)?, 4)?, regs(ins, ins.arg(0)?, 4)?);
         let mut a = vec![[0f64; 16]; 16];
         let mut b = vec![[0f64; 8]; 16];
@@ -91,14 +113,17 @@ impl Cta<'_> {
             let (g, tig) = (lane / 4, lane % 4);
             for i in 0..k / 2 {
                 let v = self.read(t, &a_regs[i / 2], Type::B32, ins)?;
-                a[g + 8 * ((i / 2) % 2)][2 * tig + i % 2 + 8 * (i / 4)] = half.decode(truncate(v >> (16 * (i % 2)), 16));
+                a[g + 8 * ((i / 2) % 2)][2 * tig + i % 2 + 8 * (i / 4)] =
+                    half.decode(truncate(v >> (16 * (i % 2)), 16));
             }
             for i in 0..k / 4 {
                 let v = self.read(t, &b_regs[i / 2], Type::B32, ins)?;
-                b[2 * tig + i % 2 + 8 * (i / 2)][g] = half.decode(truncate(v >> (16 * (i % 2)), 16));
+                b[2 * tig + i % 2 + 8 * (i / 2)][g] =
+                    half.decode(truncate(v >> (16 * (i % 2)), 16));
             }
             for i in 0..4 {
-                c[g + 8 * (i / 2)][2 * tig + i % 2] = F32.decode(self.read(t, &c_regs[i], Type::F32, ins)?);
+                c[g + 8 * (i / 2)][2 * tig + i % 2] =
+                    F32.decode(self.read(t, &c_regs[i], Type::F32, ins)?);
             }
         }
         let mut out = Vec::with_capacity(128);
@@ -107,7 +132,11 @@ impl Cta<'_> {
             for i in 0..4 {
                 let (row, col) = (g + 8 * (i / 2), 2 * tig + i % 2);
                 let dot: f64 = (0..k).map(|kk| a[row][kk] * b[kk][col]).sum();
-                out.push((base + lane, i, F32.encode(c[row][col] + dot, Round::NearestEven)));
+                out.push((
+                    base + lane,
+                    i,
+                    F32.encode(c[row][col] + dot, Round::NearestEven),
+                ));
             }
         }
         for (t, i, v) in out {

@@ -8,10 +8,16 @@ use crate::types::Type;
 impl Cta<'_> {
     /// Checks that every lane in `mask` that exists arrived at this instruction together.
     pub(super) fn converged(&self, ins: &Instr, exec: &[usize], mask: u32) -> Result<()> {
-        let Some(&first) = exec.first() else { return Ok(()) };
+        let Some(&first) = exec.first() else {
+            return Ok(());
+        };
         let base = first / 32 * 32;
         let present: u32 = exec.iter().fold(0, |m, &t| m | 1 << (t - base));
-        let exists: u32 = if self.threads.len() - base >= 32 { u32::MAX } else { (1u32 << (self.threads.len() - base)) - 1 };
+        let exists: u32 = if self.threads.len() - base >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << (self.threads.len() - base)) - 1
+        };
         let missing = mask & exists & !present;
         if missing != 0 {
             return Err(Error::NotConverged {
@@ -25,7 +31,9 @@ impl Cta<'_> {
 
     /// PTX's definition: `c` packs the segment mask (bits 8..12) and the clamp lane (bits 0..4).
     pub(super) fn shfl(&mut self, ins: &Instr, exec: &[usize]) -> Result<()> {
-        let Some(&first) = exec.first() else { return Ok(()) };
+        let Some(&first) = exec.first() else {
+            return Ok(());
+        };
         if ins.ty(0)? != Type::B32 {
             return Err(ins.unsupported());
         }

@@ -12,15 +12,23 @@ pub fn module(name: &str) -> Module {
 
 /// A one-dimensional launch.
 pub fn grid1(ctas: u32, threads: u32) -> Launch {
-    Launch { grid: [ctas, 1, 1], block: [threads, 1, 1], dynamic_shared: 0 }
+    Launch {
+        grid: [ctas, 1, 1],
+        block: [threads, 1, 1],
+        dynamic_shared: 0,
+    }
 }
 
 /// Deterministic pseudo-random values in [-1, 1) (a 64-bit LCG; no dependency needed).
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
