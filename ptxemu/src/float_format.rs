@@ -79,6 +79,9 @@ impl Format {
         if self == F64 {
             return f64::from_bits(bits);
         }
+        if self == F32 {
+            return f64::from(f32::from_bits(bits as u32));
+        }
         let sign = if bits & self.sign_bit() != 0 {
             -1.0
         } else {
@@ -103,6 +106,9 @@ impl Format {
 
     /// Rounds `x` into this format.
     pub(crate) fn encode(self, x: f64, mode: Round) -> u64 {
+        if self == F32 && mode == Round::NearestEven && !x.is_nan() {
+            return u64::from((x as f32).to_bits()); // `as` rounds to nearest even: the hot path
+        }
         let neg = x.is_sign_negative();
         let sign = if neg { self.sign_bit() } else { 0 };
         if x.is_nan() {

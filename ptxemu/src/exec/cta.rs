@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use crate::error::{Error, Result};
 use crate::float_format::{Format, Round};
 use crate::instr::{Base, Imm, Instr, Operand, Special, Symbol};
-use crate::memory::Memory;
+use crate::memory::{Memory, SHARED_WINDOW};
 use crate::module::{Kernel, Launch, Stats};
 use crate::types::{truncate, Type};
 
@@ -179,59 +179,41 @@ impl<'a> Cta<'a> {
         Ok(base.wrapping_add(*offset as u64))
     }
 
-    /// Checks bounds and alignment and returns the byte range of `len` bytes at `addr`.
+    /// Checks alignment, and bounds of shared and param accesses; resolves generic addresses.
+    /// Global bounds are checked by the access itself.
     fn locate(&self, space: Space, addr: u64, len: u64, ins: &Instr) -> Result<(Space, u64)> {
-        let fault = |why| Error::MemoryFault {
-            instr: ins.name.clone(),
-            line: ins.line,
-            space: space.name(),
-            addr,
-            bytes: len,
-            why,
-        };
         if !addr.is_multiple_of(len) {
-            return Err(fault("misaligned"));
+            return Err(fault(ins, space, addr, len, "misaligned"));
         }
-        let (space, addr) = match space {
-            Space::Generic
-                if (crate::memory::SHARED_WINDOW..crate::memory::SHARED_WINDOW + (1 << 32))
-                    .contains(&addr) =>
-            {
-                (Space::Shared, addr - crate::memory::SHARED_WINDOW)
-            }
+        let window = SHARED_WINDOW..SHARED_WINDOW + (1 << 32);
+        let (resolved, a) = match space {
+            Space::Generic if window.contains(&addr) => (Space::Shared, addr - SHARED_WINDOW),
             Space::Generic => (Space::Global, addr),
             s => (s, addr),
         };
-        let size = match space {
+        let size = match resolved {
             Space::Shared => self.shared.len() as u64,
             Space::Param => self.params.len() as u64,
-            _ => {
-                return if self.mem.slice(addr, len).is_some() {
-                    Ok((space, addr))
-                } else {
-                    Err(fault("outside every allocation"))
-                }
-            }
+            _ => return Ok((resolved, a)),
         };
-        if addr.checked_add(len).is_none_or(|end| end > size) {
-            return Err(fault("out of bounds"));
+        if a.checked_add(len).is_none_or(|end| end > size) {
+            return Err(fault(ins, space, addr, len, "out of bounds"));
         }
-        Ok((space, addr))
+        Ok((resolved, a))
     }
 
-    /// Reads `len` bytes of memory.
-    pub(crate) fn load(&self, space: Space, addr: u64, len: u64, ins: &Instr) -> Result<Vec<u8>> {
-        let (space, a) = self.locate(space, addr, len, ins)?;
+    /// The `len` bytes of memory at `addr`.
+    pub(crate) fn load(&self, space: Space, addr: u64, len: u64, ins: &Instr) -> Result<&[u8]> {
+        let (resolved, a) = self.locate(space, addr, len, ins)?;
         let range = a as usize..(a + len) as usize;
-        Ok(match space {
-            Space::Shared => self.shared[range].to_vec(),
-            Space::Param => self.params[range].to_vec(),
+        match resolved {
+            Space::Shared => Ok(&self.shared[range]),
+            Space::Param => Ok(&self.params[range]),
             _ => self
                 .mem
                 .slice(a, len)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default(),
-        })
+                .ok_or_else(|| fault(ins, space, addr, len, UNMAPPED)),
+        }
     }
 
     /// Writes bytes to memory.
@@ -243,17 +225,30 @@ impl<'a> Cta<'a> {
         ins: &Instr,
     ) -> Result<()> {
         let len = bytes.len() as u64;
-        let (space, a) = self.locate(space, addr, len, ins)?;
-        match space {
-            Space::Shared => self.shared[a as usize..(a + len) as usize].copy_from_slice(bytes),
+        let (resolved, a) = self.locate(space, addr, len, ins)?;
+        let dst = match resolved {
+            Space::Shared => &mut self.shared[a as usize..(a + len) as usize],
             Space::Param => return Err(ins.unsupported()),
-            _ => {
-                if let Some(dst) = self.mem.slice_mut(a, len) {
-                    dst.copy_from_slice(bytes);
-                }
-            }
-        }
+            _ => self
+                .mem
+                .slice_mut(a, len)
+                .ok_or_else(|| fault(ins, space, addr, len, UNMAPPED))?,
+        };
+        dst.copy_from_slice(bytes);
         Ok(())
+    }
+}
+
+const UNMAPPED: &str = "outside every allocation";
+
+fn fault(ins: &Instr, space: Space, addr: u64, bytes: u64, why: &'static str) -> Error {
+    Error::MemoryFault {
+        instr: ins.name.clone(),
+        line: ins.line,
+        space: space.name(),
+        addr,
+        bytes,
+        why,
     }
 }
 

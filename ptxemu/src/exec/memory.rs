@@ -48,7 +48,9 @@ impl Cta<'_> {
             return Err(ins.unsupported());
         }
         let n = ty.bytes();
-        let bytes = self.load(space(ins), addr, n * ins.vec as u64, ins)?;
+        let total = (n * ins.vec as u64) as usize;
+        let mut bytes = [0u8; 32]; // the widest access is .v4 of 64-bit values
+        bytes[..total].copy_from_slice(self.load(space(ins), addr, total as u64, ins)?);
         for (i, d) in dsts.iter().enumerate() {
             let v = from_bytes(&bytes[i * n as usize..(i + 1) * n as usize]);
             self.write(t, d, extend(v, ty), ins)?;
@@ -77,7 +79,7 @@ impl Cta<'_> {
         let addr = self.address(t, ins.arg(first)?, ins)?;
         let b = self.read(t, ins.arg(first + 1)?, ty, ins)?;
         let n = ty.bytes();
-        let old = from_bytes(&self.load(space(ins), addr, n, ins)?);
+        let old = from_bytes(self.load(space(ins), addr, n, ins)?);
         let new = match Format::of(ty) {
             Some((fmt, 1)) => {
                 let (x, y) = (fmt.decode(old), fmt.decode(b));

@@ -100,31 +100,38 @@ impl Cta<'_> {
         if self.stats.instructions > self.step_limit {
             return Err(Error::StepLimit(self.step_limit));
         }
-        let active: Vec<usize> = lanes
-            .filter(|&t| self.threads[t].state == State::Running && self.threads[t].pc == pc)
-            .collect();
         let kernel = self.kernel;
         let Some(ins) = kernel.instrs.get(pc) else {
             // running off the end of the body returns
-            for &t in &active {
-                self.threads[t].state = State::Exited;
+            for t in lanes {
+                if self.threads[t].state == State::Running && self.threads[t].pc == pc {
+                    self.threads[t].state = State::Exited;
+                }
             }
             return Ok(true);
         };
-        let mut exec = Vec::with_capacity(active.len());
-        for &t in &active {
+        // the lanes at `pc` whose guard holds, on the stack: this runs once per warp instruction
+        let mut buf = [0usize; 32];
+        let mut n = 0;
+        for t in lanes {
+            let th = &self.threads[t];
+            if th.state != State::Running || th.pc != pc {
+                continue;
+            }
             let taken = match ins.guard {
                 Some((p, negated)) => (self.reg(t, p) != 0) != negated,
                 None => true,
             };
             if taken {
-                exec.push(t);
+                buf[n] = t;
+                n += 1;
             } else {
                 self.threads[t].pc += 1;
             }
         }
+        let exec = &buf[..n];
         self.stats.thread_instructions += exec.len() as u64;
-        self.execute(ins, &exec)?;
+        self.execute(ins, exec)?;
         Ok(true)
     }
 
