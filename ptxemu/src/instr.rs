@@ -52,7 +52,7 @@ spelled! {
         Add = "add", Min = "min", Max = "max",
         Async = "async", CommitGroup = "commit_group", WaitGroup = "wait_group", WaitAll = "wait_all",
         X1 = "x1", X2 = "x2", X4 = "x4", Trans = "trans", M8n8 = "m8n8", M16n8k16 = "m16n8k16", M16n8k8 = "m16n8k8",
-        Row = "row", Col = "col", Proxy = "proxy",
+        Row = "row", Col = "col", Proxy = "proxy", Warp = "warp", Gl = "gl", SharedCta = "shared::cta",
     }
 }
 
@@ -257,8 +257,10 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
         Opcode::Rcp | Opcode::Sqrt => &[Approx, Rn, Ftz],
         Opcode::Bra => &[Uni],
         Opcode::Ret | Opcode::Exit => &[],
-        Opcode::Bar | Opcode::Barrier => &[Sync, Aligned],
-        Opcode::Membar | Opcode::Fence => &[Cta, Gpu, Sys, Sc, AcqRel, Proxy, Async, Shared],
+        Opcode::Bar | Opcode::Barrier => &[Sync, Aligned, Warp],
+        Opcode::Membar | Opcode::Fence => &[
+            Cta, Gpu, Gl, Sys, Sc, AcqRel, Proxy, Async, Shared, SharedCta,
+        ],
         Opcode::Shfl => &[Sync, Bfly, Down, Up, Idx],
         Opcode::Cp => &[
             Async,
@@ -269,6 +271,9 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
             CommitGroup,
             WaitGroup,
             WaitAll,
+            Prefetch64,
+            Prefetch128,
+            Prefetch256,
         ],
         Opcode::Mma => &[Sync, Aligned, M16n8k16, M16n8k8, Row, Col],
         Opcode::Ldmatrix => &[Sync, Aligned, M8n8, X1, X2, X4, Trans, Shared],

@@ -56,6 +56,11 @@ pub(crate) fn parse(src: &str) -> Result<Vec<Kernel>> {
             Tok::Word(w) if w == ".shared" || w == ".extern" => {
                 module_shared.push(p.shared_decl()?)
             }
+            // debug file table: `.file 1 "k.cu"` has no semicolon, it ends with its line
+            Tok::Word(w) if w == ".file" => {
+                p.pos += 1;
+                p.skip_line(line);
+            }
             Tok::Word(w) if w == ".visible" || w == ".entry" => {
                 if w == ".visible" {
                     p.pos += 1;
@@ -115,6 +120,12 @@ impl Parser {
             line: self.line(),
             msg: "unexpected end of input".into(),
         })
+    }
+
+    fn skip_line(&mut self, line: u32) {
+        while self.peek().is_some_and(|t| t.line == line) {
+            self.pos += 1;
+        }
     }
 
     fn is_punct(&self, c: char) -> bool {
@@ -332,6 +343,8 @@ impl Parser {
                     let v = self.shared_decl()?;
                     b.shared.push(v);
                 }
+                // debug line info: `.loc 1 5 3` has no semicolon, it ends with its line
+                Tok::Word(w) if w == ".loc" => self.skip_line(t.line),
                 Tok::Word(w) if w == ".pragma" => {
                     while !self.eat(';') {
                         self.next()?;

@@ -6,7 +6,7 @@
 
 use super::cta::{Cta, State};
 use crate::error::{Error, Result};
-use crate::instr::{Instr, Operand};
+use crate::instr::{Instr, Mod, Operand};
 use crate::types::Type;
 
 impl Cta<'_> {
@@ -28,6 +28,15 @@ impl Cta<'_> {
         let Some(&first) = exec.first() else {
             return Ok(());
         };
+        if ins.has(Mod::Warp) {
+            // `bar.warp.sync mask`: warps already run in lockstep; only check the lanes are together
+            let mask = self.read(first, ins.arg(0)?, Type::B32, ins)? as u32;
+            self.converged(ins, exec, mask)?;
+            for &t in exec {
+                self.threads[t].pc += 1;
+            }
+            return Ok(());
+        }
         let id = self.read(first, ins.arg(0)?, Type::U32, ins)?;
         let count = match ins.args.get(1) {
             Some(op) => Some(self.read(first, op, Type::U32, ins)?),
