@@ -101,46 +101,59 @@ impl Memory {
 
     /// Writes f32 values (little-endian). Panics like [`Memory::write`].
     pub fn write_f32s(&mut self, addr: u64, values: &[f32]) {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.write(addr, &bytes);
+        self.write_words(addr, values.iter().map(|v| v.to_le_bytes()));
     }
 
     /// Reads `n` f32 values.
     pub fn read_f32s(&self, addr: u64, n: usize) -> Result<Vec<f32>> {
-        let bytes = self.read(addr, n * 4)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        Ok(self
+            .read_words(addr, n)?
+            .into_iter()
+            .map(f32::from_le_bytes)
             .collect())
     }
 
     /// Writes 16-bit values (the bits of f16 or bf16 numbers). Panics like [`Memory::write`].
     pub fn write_u16s(&mut self, addr: u64, values: &[u16]) {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.write(addr, &bytes);
+        self.write_words(addr, values.iter().map(|v| v.to_le_bytes()));
     }
 
     /// Reads `n` 16-bit values.
     pub fn read_u16s(&self, addr: u64, n: usize) -> Result<Vec<u16>> {
-        let bytes = self.read(addr, n * 2)?;
-        Ok(bytes
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        Ok(self
+            .read_words(addr, n)?
+            .into_iter()
+            .map(u16::from_le_bytes)
             .collect())
     }
 
     /// Writes u32 values. Panics like [`Memory::write`].
     pub fn write_u32s(&mut self, addr: u64, values: &[u32]) {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.write(addr, &bytes);
+        self.write_words(addr, values.iter().map(|v| v.to_le_bytes()));
     }
 
     /// Reads `n` u32 values.
     pub fn read_u32s(&self, addr: u64, n: usize) -> Result<Vec<u32>> {
-        let bytes = self.read(addr, n * 4)?;
+        Ok(self
+            .read_words(addr, n)?
+            .into_iter()
+            .map(u32::from_le_bytes)
+            .collect())
+    }
+
+    fn write_words<const N: usize>(&mut self, addr: u64, words: impl Iterator<Item = [u8; N]>) {
+        let bytes: Vec<u8> = words.flatten().collect();
+        self.write(addr, &bytes);
+    }
+
+    fn read_words<const N: usize>(&self, addr: u64, n: usize) -> Result<Vec<[u8; N]>> {
+        let bytes = self.slice(addr, (n * N) as u64).ok_or(Error::HostFault {
+            addr,
+            len: (n * N) as u64,
+        })?;
         Ok(bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .chunks_exact(N)
+            .map(|c| std::array::from_fn(|i| c[i]))
             .collect())
     }
 }
