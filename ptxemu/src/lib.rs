@@ -1,0 +1,51 @@
+//! `ptxemu`: an emulator for the subset of NVIDIA PTX that Kiln's GPU backend emits, so its
+//! kernels can be tested bit-for-bit on machines without a GPU.
+//!
+//! ```
+//! let ptx = r#"
+//! .version 8.0
+//! .target sm_80
+//! .address_size 64
+//! .visible .entry fill(.param .u64 out, .param .f32 value)
+//! {
+//!     .reg .b64 %rd<3>;
+//!     .reg .b32 %r<2>;
+//!     .reg .f32 %f<2>;
+//!     ld.param.u64 %rd1, [out];
+//!     ld.param.f32 %f1, [value];
+//!     mov.u32 %r1, %tid.x;
+//!     mul.wide.u32 %rd2, %r1, 4;
+//!     add.s64 %rd1, %rd1, %rd2;
+//!     st.global.f32 [%rd1], %f1;
+//!     ret;
+//! }
+//! "#;
+//! let module = ptxemu::Module::parse(ptx)?;
+//! let mut mem = ptxemu::Memory::new();
+//! let out = mem.alloc(4 * 64);
+//! let launch = ptxemu::Launch { grid: [1, 1, 1], block: [64, 1, 1], dynamic_shared: 0 };
+//! module.launch("fill", launch, &[ptxemu::Arg::U64(out), ptxemu::Arg::F32(2.5)], &mut mem)?;
+//! assert_eq!(mem.read_f32s(out, 64)?, vec![2.5; 64]);
+//! # Ok::<(), ptxemu::Error>(())
+//! ```
+//!
+//! Pipeline: `lexer` → `parser` (declarations, labels, decoded instructions; an opcode or
+//! modifier outside the subset is [`Error::Unsupported`] at parse time, a type combination outside
+//! it when executed) → `exec` (CTAs in order, warps in lockstep with minimum-PC reconvergence; one
+//! file per instruction family).
+
+#![warn(missing_docs)]
+
+mod error;
+mod exec;
+mod float_format;
+mod instr;
+mod lexer;
+mod memory;
+mod module;
+mod parser;
+mod types;
+
+pub use error::{Error, Result};
+pub use memory::{Memory, SHARED_WINDOW};
+pub use module::{Arg, Launch, Module, Stats, DEFAULT_STEP_LIMIT, MAX_SHARED_BYTES};
