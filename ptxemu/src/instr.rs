@@ -37,7 +37,7 @@ spelled! {
     enum Mod {
         Lo = "lo", Hi = "hi", Wide = "wide",
         Rn = "rn", Rz = "rz", Rm = "rm", Rp = "rp", Rni = "rni", Rzi = "rzi", Rmi = "rmi", Rpi = "rpi",
-        Sat = "sat", Ftz = "ftz", Approx = "approx", Full = "full",
+        Sat = "sat", Ftz = "ftz", NaN = "NaN", Approx = "approx", Full = "full",
         Global = "global", Shared = "shared", Param = "param", To = "to",
         Nc = "nc", Ca = "ca", Cg = "cg", Cs = "cs", Lu = "lu", Cv = "cv", Volatile = "volatile",
         Relaxed = "relaxed", Acquire = "acquire", Release = "release", AcqRel = "acq_rel", Sc = "sc",
@@ -232,7 +232,8 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
     match op {
         Opcode::Add | Opcode::Sub | Opcode::Mul | Opcode::Mad | Opcode::Fma => ROUND,
         Opcode::Div => &[Rn, Approx, Full, Ftz],
-        Opcode::Neg | Opcode::Abs | Opcode::Min | Opcode::Max => &[Ftz],
+        Opcode::Neg | Opcode::Abs => &[Ftz],
+        Opcode::Min | Opcode::Max => &[Ftz, NaN],
         Opcode::Rem
         | Opcode::And
         | Opcode::Or

@@ -215,3 +215,23 @@ fn float_instructions_round_once_and_handle_nan_zero_and_subnormals() {
         }
     }
 }
+
+#[test]
+fn min_max_nan_propagate_nan_where_plain_min_max_drop_it() {
+    let ptx = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 p)\n{\n.reg .b64 %rd<2>;\n.reg .f32 %f<7>;\n\
+               ld.param.u64 %rd0, [p];\ncvta.to.global.u64 %rd1, %rd0;\nld.global.f32 %f0, [%rd1];\nld.global.f32 %f1, [%rd1+4];\n\
+               max.NaN.f32 %f2, %f0, %f1;\nmin.NaN.f32 %f3, %f0, %f1;\nmax.f32 %f4, %f0, %f1;\nmax.NaN.f32 %f5, %f1, %f1;\n\
+               st.global.f32 [%rd1+8], %f2;\nst.global.f32 [%rd1+12], %f3;\nst.global.f32 [%rd1+16], %f4;\nst.global.f32 [%rd1+20], %f5;\nret;\n}\n";
+    let m = ptxemu::Module::parse(ptx).unwrap();
+    for (a, b, want) in [(f32::NAN, 2.0, [f32::NAN, f32::NAN, 2.0]), (1.0, 2.0, [2.0, 1.0, 2.0]), (3.0, f32::NAN, [f32::NAN, f32::NAN, 3.0])] {
+        let mut mem = Memory::new();
+        let p = mem.alloc(24);
+        mem.write_f32s(p, &[a, b, 0.0, 0.0, 0.0, 0.0]);
+        m.launch("k", grid1(1, 1), &[Arg::U64(p)], &mut mem).unwrap();
+        let got = mem.read_f32s(p, 6).unwrap();
+        for (g, w) in got[2..5].iter().zip(want) {
+            assert!(g == &w || (g.is_nan() && w.is_nan()), "{a} {b}: {got:?}");
+        }
+        assert_eq!(got[5].is_nan(), b.is_nan());
+    }
+}

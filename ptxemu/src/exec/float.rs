@@ -33,7 +33,10 @@ impl Cta<'_> {
             _ => return Err(ins.unsupported()),
         };
         let f32_fma = ins.ty(0)? == crate::types::Type::F32;
+        // `.NaN` (sm_80): min/max return NaN when either operand is NaN.
+        let nan = ins.has(Mod::NaN);
         self.lanewise(ins, t, arity, |x| match ins.op {
+            Opcode::Min | Opcode::Max if nan && (x[0].is_nan() || x[1].is_nan()) => f64::NAN,
             Opcode::Add => x[0] + x[1],
             Opcode::Sub => x[0] - x[1],
             Opcode::Mul => x[0] * x[1],
