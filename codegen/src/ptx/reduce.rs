@@ -121,7 +121,8 @@ impl Emitter<'_> {
     /// Combines every thread's `(acc, arg)` so that all hold the CTA's result.
     fn cta_reduce(&mut self, op: RedOp, d: DType, acc: Reg, arg: Reg) {
         for off in [16, 8, 4, 2, 1] {
-            let (v, i) = (self.shuffle(acc, off), self.shuffle(arg, off));
+            let v = self.shuffle(acc, off);
+            let i = if op == RedOp::ArgMax { self.shuffle(arg, off) } else { arg };
             self.fold_pair(op, d, acc, arg, v, i);
         }
         self.uses_red = true;
@@ -137,15 +138,21 @@ impl Emitter<'_> {
         // The previous reduction's readers are done with `red`.
         self.bar();
         self.ins(format!("@{lead} st.shared.{vt} [{slot}], {acc};"));
-        self.ins(format!("@{lead} st.shared.b64 [{slot}+8], {arg};"));
+        if op == RedOp::ArgMax {
+            self.ins(format!("@{lead} st.shared.b64 [{slot}+8], {arg};"));
+        }
         self.bar();
         self.ins(format!("ld.shared.{vt} {acc}, [{base}];"));
-        self.ins(format!("ld.shared.b64 {arg}, [{base}+8];"));
+        if op == RedOp::ArgMax {
+            self.ins(format!("ld.shared.b64 {arg}, [{base}+8];"));
+        }
         for w in 1..WARPS {
             let (v, i) = (self.reg(acc.class), self.reg(Class::B64));
             let at = w * RED_SLOT;
             self.ins(format!("ld.shared.{vt} {v}, [{base}+{at}];"));
-            self.ins(format!("ld.shared.b64 {i}, [{base}+{}];", at + 8));
+            if op == RedOp::ArgMax {
+                self.ins(format!("ld.shared.b64 {i}, [{base}+{}];", at + 8));
+            }
             self.fold_pair(op, d, acc, arg, v, i);
         }
     }
