@@ -103,6 +103,8 @@ enum Backend {
     Cpu,
     /// The reference interpreter: naive and exact, the oracle for every other backend.
     Reference,
+    /// Kernels rendered as PTX, on the first NVIDIA GPU (needs a CUDA driver).
+    Cuda,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -246,6 +248,7 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
     rt::create_output_dir(&a.out)?;
     let outputs = match a.backend {
         Backend::Reference => rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?,
+        Backend::Cuda => rt::cuda::run_cuda(&c.module, f, &params, &inputs, &bound.dims)?,
         Backend::Cpu => {
             let (outs, st) = rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &rt::cpu::Cache::new())?;
             eprintln!(
