@@ -248,7 +248,11 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
     rt::create_output_dir(&a.out)?;
     let outputs = match a.backend {
         Backend::Reference => rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?,
-        Backend::Cuda => rt::cuda::run_cuda(&c.module, f, &params, &inputs, &bound.dims)?,
+        Backend::Cuda => {
+            let (outs, st) = rt::cuda::run_cuda(&c.module, f, &params, &inputs, &bound.dims)?;
+            eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3);
+            outs
+        }
         Backend::Cpu => {
             let (outs, st) = rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &rt::cpu::Cache::new())?;
             eprintln!(

@@ -9,6 +9,7 @@ use kiln_ir::{Function, Module};
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CString};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The first GPU, with what has been allocated and loaded on it.
 pub struct CudaDevice {
@@ -17,6 +18,18 @@ pub struct CudaDevice {
     allocs: Vec<sys::CUdeviceptr>,
     modules: Vec<sys::CUmodule>,
     kernels: Vec<(sys::CUfunction, Manifest)>,
+    stats: CudaStats,
+}
+
+/// What a run on the GPU did.
+#[derive(Clone, Debug, Default)]
+pub struct CudaStats {
+    /// The GPU's name.
+    pub device: String,
+    /// Kernel launches.
+    pub launches: u64,
+    /// Wall time from each launch to its completion, summed.
+    pub kernel_time: Duration,
 }
 
 fn driver(e: result::DriverError) -> RuntimeError {
@@ -36,12 +49,8 @@ impl CudaDevice {
             (major, _) if major >= 8 => Arch::Sm80,
             (major, minor) => return Err(RuntimeError::Invalid(format!("the GPU has compute capability {major}.{minor}; Kiln's PTX needs 8.0 or newer"))),
         };
-        Ok(CudaDevice { ctx, arch, allocs: Vec::new(), modules: Vec::new(), kernels: Vec::new() })
-    }
-
-    /// The GPU's name.
-    pub fn name(&self) -> String {
-        self.ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+        let device = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        Ok(CudaDevice { ctx, arch, allocs: Vec::new(), modules: Vec::new(), kernels: Vec::new(), stats: CudaStats { device, ..Default::default() } })
     }
 
     /// The architecture kernels are rendered for.
@@ -110,23 +119,24 @@ impl Device for CudaDevice {
         let (f, m) = &self.kernels[k];
         let mut values: Vec<u64> = args.to_vec();
         let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        let start = Instant::now();
         // SAFETY: one `.u64` parameter per argument, as rendered; the grid
         // and block come from the kernel's manifest.
         unsafe { result::launch_kernel(*f, (m.grid as u32, 1, 1), (m.block, 1, 1), 0, std::ptr::null_mut(), &mut params) }.map_err(driver)?;
-        self.ctx.synchronize().map_err(driver)
+        self.ctx.synchronize().map_err(driver)?;
+        self.stats.launches += 1;
+        self.stats.kernel_time += start.elapsed();
+        Ok(())
     }
 }
 
-/// Runs an entry point on the GPU, as [`crate::cpu::run_cpu`] does on the CPU.
-pub fn run_cuda(m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, RuntimeError> {
+/// Runs an entry point on the GPU, as [`crate::cpu::run_cpu`] does on the
+/// CPU (each launch is synchronized, so kernel times are exact).
+pub fn run_cuda(m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<(Vec<Tensor>, CudaStats), RuntimeError> {
     let mut dev = CudaDevice::open()?;
     let (program, shapes) = crate::cpu::schedule_entry(m, f, dims, &Default::default())?;
     let arch = dev.arch();
     let outs = run_program(&mut dev, &program, arch, inputs, params)?;
-    Ok(outs
-        .into_iter()
-        .zip(shapes)
-        .zip(&f.graph.outputs)
-        .map(|((data, shape), o)| Tensor { dtype: f.graph.tensor_type(*o).dtype, shape, data })
-        .collect())
+    let outs = outs.into_iter().zip(shapes).zip(&f.graph.outputs).map(|((data, shape), o)| Tensor { dtype: f.graph.tensor_type(*o).dtype, shape, data }).collect();
+    Ok((outs, dev.stats.clone()))
 }

@@ -6,4 +6,4 @@ pub mod device;
 pub mod driver;
 
 pub use device::{run_program, Device};
-pub use driver::{run_cuda, CudaDevice};
+pub use driver::{run_cuda, CudaDevice, CudaStats};
