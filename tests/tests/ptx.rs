@@ -97,3 +97,29 @@ fn every_model_matches_the_kernel_evaluator_in_the_emulator() {
         }
     }
 }
+
+/// bf16 and f16 GEMM tiles in whole 16×8×16 blocks take the tensor-core
+/// path (row-major and transposed operands); the emulator runs its
+/// `mma.sync` and the results match the evaluator to the output's rounding.
+#[test]
+fn tensor_core_gemm_matches_the_kernel_evaluator() {
+    for dt in ["bf16", "f16"] {
+        let src = format!("pub fn f(x: {dt}[N, M], y: {dt}[M, N]) -> ({dt}[N, N], f32[M, M]) {{ return (x @ y, cast(transpose(x) @ transpose(y), f32)) }}");
+        let c = kiln_lang::compile_source(Path::new("gemm.kl"), src).unwrap_or_else(|e| panic!("{}", e.render()));
+        let f = &c.module.functions[0];
+        let bound = rt::bind_dims(f, &[None, None], &[("N".into(), 32), ("M".into(), 48)]).expect("bind");
+        let env = |n: &str| bound.get(n);
+        let p = kiln_ir::schedule::schedule(&c.module, f, &env, &Default::default()).expect("schedule");
+        let mma = p.kernels.iter().filter(|k| ptx::render(k, Arch::Sm80).expect("render").ptx.contains("mma.sync.aligned.m16n8k16")).count();
+        assert!(mma >= 1, "{dt}: no kernel took the tensor-core path");
+        let inputs: Vec<Tensor> = (0..2).map(|i| rt::random_input(f, i, &env, 9 + i as u64).expect("input")).collect();
+        let want = kiln_ir::kernel::eval::run(&p, &inputs, &[]).expect("eval");
+        let got = rt::cuda::run_program(&mut kiln_tests::ptx_emu::EmuDevice::default(), &p, Arch::Sm80, &inputs, &[]).expect("emulated");
+        for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+            let scale = w.iter().fold(1.0f64, |a, x| a.max(x.abs()));
+            for (i, (x, y)) in g.iter().zip(w).enumerate() {
+                assert!((x - y).abs() <= 8e-3 * scale, "{dt} output {o} element {i}: emulated {x} vs evaluated {y}");
+            }
+        }
+    }
+}

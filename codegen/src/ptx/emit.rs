@@ -123,13 +123,20 @@ impl<'k> Emitter<'k> {
     /// register; `start` is the thread index when `spread` (a loop whose
     /// iterations the CTA's threads share), else 0.
     pub fn counted(&mut self, v: Reg, spread: bool, extent: u64, body: impl FnOnce(&mut Self) -> Result<(), PtxError>) -> Result<(), PtxError> {
-        let (head, end) = (self.label(), self.label());
-        let step = if spread { BLOCK_THREADS as u64 } else { 1 };
         if spread {
             let tid = self.tid;
-            self.ins(format!("mov.u64 {v}, {tid};"));
+            self.counted_by(v, Some(tid), BLOCK_THREADS as u64, extent, body)
         } else {
-            self.ins(format!("mov.u64 {v}, 0;"));
+            self.counted_by(v, None, 1, extent, body)
+        }
+    }
+
+    /// `for v = start (0 when None); v < extent; v += step { body }`.
+    pub fn counted_by(&mut self, v: Reg, start: Option<Reg>, step: u64, extent: u64, body: impl FnOnce(&mut Self) -> Result<(), PtxError>) -> Result<(), PtxError> {
+        let (head, end) = (self.label(), self.label());
+        match start {
+            Some(s) => self.ins(format!("mov.u64 {v}, {s};")),
+            None => self.ins(format!("mov.u64 {v}, 0;")),
         }
         let p = self.reg(Class::Pred);
         self.place(&head);

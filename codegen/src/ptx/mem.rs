@@ -45,8 +45,7 @@ impl Emitter<'_> {
                 r
             }
             DType::BF16 | DType::F16 => {
-                let h = self.reg(Class::B16);
-                self.ins(format!("ld.{space}.b16 {h}, [{a}];"));
+                let h = self.load_bits(space, a);
                 self.from_half(h, d)
             }
             DType::Bool => {
@@ -56,6 +55,25 @@ impl Emitter<'_> {
                 p
             }
         }
+    }
+
+    /// The 16 bits of a bf16/f16 element.
+    fn load_bits(&mut self, space: &str, a: Reg) -> Reg {
+        let h = self.reg(Class::B16);
+        self.ins(format!("ld.{space}.b16 {h}, [{a}];"));
+        h
+    }
+
+    /// Two bf16/f16 elements `m[i]`, `m[j]` packed in a 32-bit register
+    /// (`m[i]` in the low half), as tensor-core fragments hold them.
+    pub fn load_pair(&mut self, m: Mem, i: Reg, j: Reg) -> Reg {
+        let (s1, a1) = self.address(m, i);
+        let lo = self.load_bits(s1, a1);
+        let (s2, a2) = self.address(m, j);
+        let hi = self.load_bits(s2, a2);
+        let r = self.reg(Class::B32);
+        self.ins(format!("mov.b32 {r}, {{{lo}, {hi}}};"));
+        r
     }
 
     /// `m[index] = value` (of compute dtype `vd`), converted to the

@@ -10,7 +10,9 @@
 //!   shared array across warps (`reduce.rs`); `bar.sync` around every
 //!   uniform statement that writes memory;
 //! - scratch arrays are `.shared` arrays (at most [`MAX_SHARED_BYTES`]);
-//! - `Gemm` tiles: threads own output elements, f32 FMA (`gemm.rs`);
+//! - `Gemm` tiles: `mma.sync` tensor cores for bf16/f16 tiles of whole
+//!   16×8×16 blocks, else threads own output elements with f32 FMA
+//!   (`gemm.rs`);
 //! - f32/bf16/f16 storage, f32 arithmetic; transcendentals with their
 //!   error bounds in `math.rs`;
 //! - integer division or remainder by zero gives 0; float→int casts
