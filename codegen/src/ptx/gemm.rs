@@ -31,6 +31,19 @@ impl Emitter<'_> {
         r
     }
 
+    /// A fresh f32 accumulator for output element `ci`: its value when
+    /// the GEMM accumulates, else 0.
+    fn accumulator(&mut self, g: &Gemm, ci: Reg) -> Reg {
+        let acc = self.reg(Class::F32);
+        if g.accumulate {
+            let c = self.load(g.c.mem, ci);
+            self.ins(format!("mov.f32 {acc}, {c};"));
+        } else {
+            self.ins(format!("mov.f32 {acc}, 0f00000000;"));
+        }
+        acc
+    }
+
     /// A GEMM tile; `shared` spreads its output over the CTA.
     pub fn gemm(&mut self, g: &Gemm, shared: bool) -> Result<(), PtxError> {
         let (ao, bo, co) = (self.expr(&g.a.offset)?, self.expr(&g.b.offset)?, self.expr(&g.c.offset)?);
@@ -45,13 +58,7 @@ impl Emitter<'_> {
             em.ins(format!("div.u64 {i}, {e}, {};", g.n));
             em.ins(format!("rem.u64 {j}, {e}, {};", g.n));
             let ci = em.element(co, &g.c, i, j);
-            let acc = em.reg(Class::F32);
-            if g.accumulate {
-                let c = em.load(g.c.mem, ci);
-                em.ins(format!("mov.f32 {acc}, {c};"));
-            } else {
-                em.ins(format!("mov.f32 {acc}, 0f00000000;"));
-            }
+            let acc = em.accumulator(g, ci);
             let l = em.reg(Class::B64);
             em.counted(l, false, g.k, |em| {
                 let ai = em.element(ao, &g.a, i, l);
@@ -90,19 +97,7 @@ impl Emitter<'_> {
             em.ins(format!("mad.lo.s64 {bc}, {bn}, 8, {grp};"));
             let (r1, c1) = (em.plus(r0, 8), em.plus(c0, 1));
             let cs = [(r0, c0), (r0, c1), (r1, c0), (r1, c1)].map(|(r, c)| em.element(co, &g.c, r, c));
-            let acc: Vec<Reg> = cs
-                .iter()
-                .map(|ci| {
-                    let a = em.reg(Class::F32);
-                    if g.accumulate {
-                        let v = em.load(g.c.mem, *ci);
-                        em.ins(format!("mov.f32 {a}, {v};"));
-                    } else {
-                        em.ins(format!("mov.f32 {a}, 0f00000000;"));
-                    }
-                    a
-                })
-                .collect();
+            let acc: Vec<Reg> = cs.iter().map(|ci| em.accumulator(g, *ci)).collect();
             let kb = em.reg(Class::B64);
             em.counted_by(kb, None, 16, g.k, |em| {
                 // k columns ka, ka + 1, ka + 8, ka + 9 of this lane.
