@@ -123,3 +123,89 @@ fn tensor_core_gemm_matches_the_kernel_evaluator() {
         }
     }
 }
+
+/// `c = a @ b` then `c += a @ b` in one tile (the scheduler does not emit
+/// accumulating GEMMs yet): both GEMM forms read c back, so c = 2·a·b.
+#[test]
+fn accumulating_gemm_in_both_forms_matches_the_kernel_evaluator() {
+    use kiln_ir::kernel::{Access, Arg, BufId, BufKind, Buffer, Expr, Gemm, Kernel, KernelId, Mem, Operand, Step, Stmt, View};
+    use kiln_ir::DType;
+    for dt in [DType::BF16, DType::F32] {
+        let (m, n, k) = (32u64, 16u64, 48u64);
+        let op = |mem, cols| Operand { mem: Mem::Arg(mem), offset: Expr::idx(0), row_stride: cols, col_stride: 1 };
+        let gemm = |accumulate| Stmt::Gemm(Gemm { m, n, k, a: op(0, k), b: op(1, n), c: op(2, n), accumulate });
+        let arg = |dtype, len, access| Arg { dtype, len, access };
+        let kernel = Kernel {
+            name: "twice".into(),
+            args: vec![arg(dt, m * k, Access::Read), arg(dt, k * n, Access::Read), arg(DType::F32, m * n, Access::ReadWrite)],
+            scratch: vec![],
+            grid: 1,
+            body: vec![gemm(false), gemm(true)],
+        };
+        let buf = |dtype, len, kind| Buffer { dtype, len, kind, name: String::new() };
+        let p = Program {
+            buffers: vec![buf(dt, m * k, BufKind::Input(0)), buf(dt, k * n, BufKind::Input(1)), buf(DType::F32, m * n, BufKind::Output(0))],
+            kernels: vec![kernel],
+            steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+        };
+        assert_eq!(ptx::render(&p.kernels[0], Arch::Sm80).expect("render").ptx.contains("mma.sync"), dt == DType::BF16);
+        // Small integers: every product and sum is exact, so both forms must agree exactly.
+        let input = |len: u64, s: u64| Tensor { dtype: dt, shape: vec![len as usize], data: (0..len).map(|i| ((i * s) % 7) as f64 - 3.0).collect() };
+        let inputs = [input(m * k, 5), input(k * n, 3)];
+        let want = kiln_ir::kernel::eval::run(&p, &inputs, &[]).expect("eval");
+        let got = rt::cuda::run_program(&mut kiln_tests::ptx_emu::EmuDevice::default(), &p, Arch::Sm80, &inputs, &[]).expect("emulated");
+        assert!(want[0].iter().any(|x| *x != 0.0));
+        assert_eq!(got, want, "{dt}");
+    }
+}
+
+/// Scratch arrays become `.shared`: values one thread stores (in a spread
+/// loop, or thread 0 in uniform code) are read by others after a barrier.
+#[test]
+fn scratch_written_by_some_threads_is_read_by_others() {
+    use kiln_ir::kernel::{Access, Arg, BufId, BufKind, Buffer, Expr, Kernel, KernelId, Mem, RedOp, Scratch, Step, Stmt, Var, View};
+    use kiln_ir::{BinaryOp, DType};
+    let n = 300u64;
+    let v = |i| Expr::Var(Var(i));
+    let bin = |op, a, b| Expr::Binary(op, Box::new(a), Box::new(b));
+    let load = |m, i| Expr::Load(m, Box::new(i));
+    let body = vec![
+        // sc0[i] = 2 * a0[i], spread over the threads.
+        Stmt::Loop { var: Var(0), extent: n, vector: true, body: vec![Stmt::Store { mem: Mem::Scratch(0), index: v(0), value: bin(BinaryOp::Mul, load(Mem::Arg(0), v(0)), Expr::Const(2.0, DType::F32)) }] },
+        // sc1[j] = j, sequential: thread 0 stores.
+        Stmt::Loop { var: Var(1), extent: 8, vector: false, body: vec![Stmt::Store { mem: Mem::Scratch(1), index: v(1), value: Expr::Cast(DType::F32, Box::new(v(1))) }] },
+        Stmt::Reduce { var: Var(3), op: RedOp::Sum, index: Var(2), extent: n, vector: true, value: load(Mem::Scratch(0), v(2)) },
+        // a1[i] = sc0[n - 1 - i] + sc1[i % 8] + total: other threads' values.
+        Stmt::Loop {
+            var: Var(4),
+            extent: n,
+            vector: true,
+            body: vec![Stmt::Store {
+                mem: Mem::Arg(1),
+                index: v(4),
+                value: bin(
+                    BinaryOp::Add,
+                    bin(BinaryOp::Add, load(Mem::Scratch(0), bin(BinaryOp::Sub, Expr::idx(n - 1), v(4))), load(Mem::Scratch(1), Expr::Rem(Box::new(v(4)), Box::new(Expr::idx(8))))),
+                    v(3),
+                ),
+            }],
+        },
+    ];
+    let kernel = Kernel {
+        name: "scratch".into(),
+        args: vec![Arg { dtype: DType::F32, len: n, access: Access::Read }, Arg { dtype: DType::F32, len: n, access: Access::Write }],
+        scratch: vec![Scratch { dtype: DType::F32, len: n }, Scratch { dtype: DType::F32, len: 8 }],
+        grid: 1,
+        body,
+    };
+    let buf = |kind| Buffer { dtype: DType::F32, len: n, kind, name: String::new() };
+    let p = Program {
+        buffers: vec![buf(BufKind::Input(0)), buf(BufKind::Output(0))],
+        kernels: vec![kernel],
+        steps: vec![Step::Launch { kernel: KernelId(0), args: (0..2).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+    };
+    let input = Tensor { dtype: DType::F32, shape: vec![n as usize], data: (0..n).map(|i| (i % 13) as f64 - 6.0).collect() };
+    let want = kiln_ir::kernel::eval::run(&p, std::slice::from_ref(&input), &[]).expect("eval");
+    let got = rt::cuda::run_program(&mut kiln_tests::ptx_emu::EmuDevice::default(), &p, Arch::Sm80, &[input], &[]).expect("emulated");
+    assert_eq!(got, want);
+}
