@@ -65,14 +65,15 @@ for c in "${cases[@]}"; do
     for d in "${ds[@]}"; do args+=(--dim "$d"); done
     echo "  $model --entry $entry ${args[*]}"
     out="$work/$(basename "$model" .kl)-$entry-${dims//,/_}"
-    timeout 120 "$KILN" run "$model" --entry "$entry" "${args[@]}" --backend cpu --out "$out/cpu" >/dev/null || fail "$model $entry on cpu"
+    timeout 120 "$KILN" run "$model" --entry "$entry" "${args[@]}" --backend cpu --out "$out/cpu" >/dev/null 2>"$out.cpu.log" \
+        || { cat "$out.cpu.log" >&2; fail "$model $entry on cpu"; }
     timeout 120 "$KILN" run "$model" --entry "$entry" "${args[@]}" --backend cuda --out "$out/cuda" >/dev/null 2>"$out.log" \
         || { cat "$out.log" >&2; fail "$model $entry on cuda"; }
     compare "$out/cuda" "$out/cpu" "$tol" || fail "$model $entry: cuda and cpu disagree"
 done
 
 echo "== 2. benchmarks"
-gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0))")
+gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0))") || fail "PyTorch sees no GPU"
 results=bench/RESULTS-gpu.md
 {
     echo "# GPU benchmarks"
