@@ -10,6 +10,10 @@ macro_rules! spelled {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub(crate) enum $name { $($var,)* }
         impl $name {
+            /// How many variants there are.
+            #[allow(dead_code)] // only `Mod` needs it
+            pub(crate) const COUNT: usize = [$($text),*].len();
+
             pub(crate) fn from_name(s: &str) -> Option<Self> {
                 match s { $($text => Some(Self::$var),)* _ => None }
             }
@@ -28,7 +32,7 @@ spelled! {
         Ex2 = "ex2", Lg2 = "lg2", Rcp = "rcp", Sqrt = "sqrt", Rsqrt = "rsqrt", Sin = "sin", Cos = "cos",
         Tanh = "tanh", Copysign = "copysign",
         Bra = "bra", Ret = "ret", Exit = "exit", Bar = "bar", Barrier = "barrier", Membar = "membar", Fence = "fence",
-        Shfl = "shfl", Cp = "cp", Mma = "mma", Ldmatrix = "ldmatrix",
+        Shfl = "shfl", Cp = "cp", Mma = "mma", Ldmatrix = "ldmatrix", Mbarrier = "mbarrier",
     }
 }
 
@@ -53,8 +57,14 @@ spelled! {
         Async = "async", CommitGroup = "commit_group", WaitGroup = "wait_group", WaitAll = "wait_all",
         X1 = "x1", X2 = "x2", X4 = "x4", Trans = "trans", M8n8 = "m8n8", M16n8k16 = "m16n8k16", M16n8k8 = "m16n8k8",
         Row = "row", Col = "col", Proxy = "proxy", Warp = "warp", Gl = "gl", SharedCta = "shared::cta",
+        SharedCluster = "shared::cluster", Cluster = "cluster", MbarrierInit = "mbarrier_init",
+        Init = "init", Arrive = "arrive", ExpectTx = "expect_tx", TryWait = "try_wait", TestWait = "test_wait",
+        Parity = "parity", Inval = "inval", Bulk = "bulk", CompleteTxBytes = "mbarrier::complete_tx::bytes",
     }
 }
+
+// a `ModSet` has one bit per modifier
+const _: () = assert!(Mod::COUNT <= 128);
 
 /// A set of modifiers, one bit each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -259,7 +269,20 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
         Opcode::Ret | Opcode::Exit => &[],
         Opcode::Bar | Opcode::Barrier => &[Sync, Aligned, Warp],
         Opcode::Membar | Opcode::Fence => &[
-            Cta, Gpu, Gl, Sys, Sc, AcqRel, Proxy, Async, Shared, SharedCta,
+            Cta,
+            Gpu,
+            Gl,
+            Sys,
+            Sc,
+            AcqRel,
+            Proxy,
+            Async,
+            Shared,
+            SharedCta,
+            SharedCluster,
+            Cluster,
+            MbarrierInit,
+            Release,
         ],
         Opcode::Shfl => &[Sync, Bfly, Down, Up, Idx],
         Opcode::Cp => &[
@@ -274,6 +297,13 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
             Prefetch64,
             Prefetch128,
             Prefetch256,
+            Bulk,
+            SharedCluster,
+            CompleteTxBytes,
+        ],
+        Opcode::Mbarrier => &[
+            Init, Arrive, ExpectTx, TryWait, TestWait, Parity, Inval, Shared, SharedCta, Relaxed,
+            Acquire, Release, Cta, Cluster,
         ],
         Opcode::Mma => &[Sync, Aligned, M16n8k16, M16n8k8, Row, Col],
         Opcode::Ldmatrix => &[Sync, Aligned, M8n8, X1, X2, X4, Trans, Shared],
