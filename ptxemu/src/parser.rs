@@ -17,6 +17,9 @@ struct SharedVar {
     size: Option<u64>,
 }
 
+/// A bound on `%r<N>` that no real kernel reaches, so a typo cannot exhaust memory.
+const MAX_REGS: u64 = 1 << 16;
+
 struct Parser {
     toks: Vec<Token>,
     pos: usize,
@@ -209,7 +212,10 @@ impl Parser {
                 continue;
             }
             let n = self.uint()?;
-            size = size.map(|s| s * n);
+            size = match size.map(|s| s.checked_mul(n)) {
+                Some(None) => return self.err(format!("shared `{name}` is too large")),
+                other => other.flatten(),
+            };
             self.expect(']')?;
         }
         self.expect(';')?;
@@ -406,6 +412,11 @@ impl Parser {
             };
             if self.eat('<') {
                 let count = self.uint()?;
+                if count > MAX_REGS {
+                    return self.err(format!(
+                        "{count} registers in one declaration exceed {MAX_REGS}"
+                    ));
+                }
                 self.expect('>')?;
                 for i in 0..count {
                     declare(format!("{name}{i}"));

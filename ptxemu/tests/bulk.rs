@@ -12,20 +12,34 @@ fn bulk_copies_complete_mbarrier_phases_that_try_wait_observes() {
     let mut mem = Memory::new();
     let (dx, out) = (mem.alloc(4 * 512), mem.alloc(4 * 512));
     mem.write_f32s(dx, &x);
-    m.launch("bulk", grid1(1, 256), &[Arg::U64(dx), Arg::U64(out)], &mut mem).unwrap();
+    m.launch(
+        "bulk",
+        grid1(1, 256),
+        &[Arg::U64(dx), Arg::U64(out)],
+        &mut mem,
+    )
+    .unwrap();
     assert_eq!(mem.read_f32s(out, 512).unwrap(), x);
 }
 
 #[test]
 fn a_phase_that_never_gets_its_bytes_spins_into_the_step_limit() {
     // the barrier expects 2048 bytes but the copy brings 1024: the phase never completes
-    let text = std::fs::read_to_string(format!("{}/tests/ptx/bulk.ptx", env!("CARGO_MANIFEST_DIR")))
-        .unwrap()
-        .replace("[%r2], 1024;", "[%r2], 2048;");
+    let text =
+        std::fs::read_to_string(format!("{}/tests/ptx/bulk.ptx", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+            .replace("[%r2], 1024;", "[%r2], 2048;");
     let mut m = ptxemu::Module::parse(&text).unwrap();
     m.set_step_limit(100_000);
     let mut mem = Memory::new();
     let (dx, out) = (mem.alloc(4 * 512), mem.alloc(4 * 512));
-    let err = m.launch("bulk", grid1(1, 256), &[Arg::U64(dx), Arg::U64(out)], &mut mem).unwrap_err();
+    let err = m
+        .launch(
+            "bulk",
+            grid1(1, 256),
+            &[Arg::U64(dx), Arg::U64(out)],
+            &mut mem,
+        )
+        .unwrap_err();
     assert_eq!(err, Error::StepLimit(100_000));
 }
