@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::instr::{allowed_mods, Base, Imm, Instr, Mod, ModSet, Opcode, Operand, Special, Symbol};
+use crate::instr::{
+    allowed_mods, parse_shape, Base, Imm, Instr, Mod, ModSet, Opcode, Operand, Special, Symbol,
+};
 use crate::lexer::{lex, Tok, Token};
 use crate::module::{Kernel, Param};
 use crate::types::Type;
@@ -439,10 +441,12 @@ impl Parser {
             line,
         };
         let op = Opcode::from_name(head).ok_or_else(unsupported)?;
-        let (mut mods, mut types, mut vec) = (ModSet::default(), Vec::new(), 1);
+        let (mut mods, mut types, mut vec, mut shape) = (ModSet::default(), Vec::new(), 1, None);
         for part in parts {
             if let Some(ty) = Type::from_name(part) {
                 types.push(ty);
+            } else if let Some(s) = parse_shape(part).filter(|_| shape.is_none()) {
+                shape = Some(s);
             } else if part == "v2" || part == "v4" {
                 vec = if part == "v2" { 2 } else { 4 };
             } else {
@@ -467,6 +471,7 @@ impl Parser {
             mods,
             types,
             vec,
+            shape,
             args,
             guard: None,
             line,

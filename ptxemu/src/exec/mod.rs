@@ -23,6 +23,7 @@ mod mbarrier;
 mod memory;
 mod tensor;
 mod warp;
+mod wgmma;
 
 use crate::error::{Error, Result};
 use crate::instr::{Instr, Mod, Opcode};
@@ -150,6 +151,7 @@ impl Cta<'_> {
             Opcode::Shfl => self.shfl(ins, exec)?,
             Opcode::Mma => self.mma(ins, exec)?,
             Opcode::Ldmatrix => self.ldmatrix(ins, exec)?,
+            Opcode::Wgmma => self.wgmma(ins, exec)?,
             _ => {
                 for &t in exec {
                     self.execute_thread(ins, t)?;
@@ -213,7 +215,8 @@ impl Cta<'_> {
             | Opcode::Barrier
             | Opcode::Shfl
             | Opcode::Mma
-            | Opcode::Ldmatrix => Err(ins.unsupported()),
+            | Opcode::Ldmatrix
+            | Opcode::Wgmma => Err(ins.unsupported()),
         }
     }
 }
