@@ -18,7 +18,9 @@ enum Layout {
 impl Layout {
     fn offset(self, r: u64, k: u64) -> u64 {
         match self {
-            Layout::Interleaved { lbo, sbo } => (r / 8) * sbo + (k / 8) * lbo + (r % 8) * 16 + (k % 8) * 2,
+            Layout::Interleaved { lbo, sbo } => {
+                (r / 8) * sbo + (k / 8) * lbo + (r % 8) * 16 + (k % 8) * 2
+            }
             Layout::Swizzle128 => {
                 let (chunk, within) = ((2 * k) / 16, (2 * k) % 16);
                 (r / 8) * 1024 + (r % 8) * 128 + (chunk ^ (r % 8)) * 16 + within
@@ -36,13 +38,20 @@ impl Layout {
 }
 
 fn run(layout: Layout) {
-    let a: Vec<u16> = values(64 * 16, 51).iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
-    let b: Vec<u16> = values(16 * 16, 52).iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
+    let a: Vec<u16> = values(64 * 16, 51)
+        .iter()
+        .map(|&x| bf16::from_f32(x).to_bits())
+        .collect();
+    let b: Vec<u16> = values(16 * 16, 52)
+        .iter()
+        .map(|&x| bf16::from_f32(x).to_bits())
+        .collect();
     // A rows are M, B rows are N (B is stored K-major: b[n][k] = B[k][n])
     // A takes up to 8 KiB (eight 1024-byte swizzle atoms), B 2 KiB after it
     let b_offset = 8192u64;
     let mut img = vec![0u8; 10240];
-    let mut put = |at: u64, v: u16| img[at as usize..at as usize + 2].copy_from_slice(&v.to_le_bytes());
+    let mut put =
+        |at: u64, v: u16| img[at as usize..at as usize + 2].copy_from_slice(&v.to_le_bytes());
     for r in 0..64 {
         for k in 0..16 {
             put(layout.offset(r, k), a[(r * 16 + k) as usize]);
@@ -64,11 +73,17 @@ fn run(layout: Layout) {
         Arg::U32(b_offset as u32),
         Arg::U64(out),
     ];
-    module("wgmma").launch("wgmma_tile", grid1(1, 128), &args, &mut mem).unwrap();
+    module("wgmma")
+        .launch("wgmma_tile", grid1(1, 128), &args, &mut mem)
+        .unwrap();
     let f = |v: u16| f64::from(bf16::from_bits(v).to_f32());
     let expected: Vec<f32> = (0..64)
         .flat_map(|i| (0..16).map(move |j| (i, j)))
-        .map(|(i, j)| (0..16).map(|k| f(a[i * 16 + k]) * f(b[k * 16 + j])).sum::<f64>() as f32)
+        .map(|(i, j)| {
+            (0..16)
+                .map(|k| f(a[i * 16 + k]) * f(b[k * 16 + j]))
+                .sum::<f64>() as f32
+        })
         .collect();
     assert_eq!(mem.read_f32s(out, 64 * 16).unwrap(), expected);
 }
@@ -77,7 +92,10 @@ fn run(layout: Layout) {
 fn wgmma_from_interleaved_core_matrices_matches_a_cpu_matmul() {
     run(Layout::Interleaved { lbo: 128, sbo: 256 });
     // the same data with the row groups and K halves placed differently
-    run(Layout::Interleaved { lbo: 1024, sbo: 128 });
+    run(Layout::Interleaved {
+        lbo: 1024,
+        sbo: 128,
+    });
 }
 
 #[test]
