@@ -43,3 +43,27 @@ fn a_phase_that_never_gets_its_bytes_spins_into_the_step_limit() {
         .unwrap_err();
     assert_eq!(err, Error::StepLimit(100_000));
 }
+
+#[test]
+fn more_arrivals_than_the_mbarrier_expects_are_reported() {
+    // every thread arrives at a barrier initialised for one arrival
+    let text =
+        std::fs::read_to_string(format!("{}/tests/ptx/bulk.ptx", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+            .replace(
+                "@%p1 mbarrier.arrive.expect_tx",
+                "mbarrier.arrive.expect_tx",
+            );
+    let m = ptxemu::Module::parse(&text).unwrap();
+    let mut mem = Memory::new();
+    let (dx, out) = (mem.alloc(4 * 512), mem.alloc(4 * 512));
+    let err = m
+        .launch(
+            "bulk",
+            grid1(1, 256),
+            &[Arg::U64(dx), Arg::U64(out)],
+            &mut mem,
+        )
+        .unwrap_err();
+    assert!(matches!(&err, Error::Undefined { line: 34, .. }), "{err}");
+}

@@ -121,11 +121,12 @@ impl Cta<'_> {
                 extra.max(1)
             };
             if arrivals > b.pending {
-                return Err(Error::Deadlock {
-                    cta: self.ctaid,
+                return Err(Error::Undefined {
+                    instr: ins.name.clone(),
+                    line: ins.line,
                     msg: format!(
-                        "`{}` at line {} arrives at an mbarrier with no pending arrivals",
-                        ins.name, ins.line
+                        "{arrivals} arrivals at an mbarrier expecting {} more",
+                        b.pending
                     ),
                 });
             }
