@@ -74,6 +74,17 @@ pub enum Error {
         /// Which lanes were missing.
         msg: String,
     },
+    /// An operation whose result PTX leaves undefined (e.g. arriving at an mbarrier with no
+    /// pending arrivals).
+    #[error("`{instr}` at line {line}: {msg}")]
+    Undefined {
+        /// The instruction.
+        instr: String,
+        /// 1-based source line.
+        line: u32,
+        /// What was undefined.
+        msg: String,
+    },
     /// The launch executed more warp instructions than the step limit allows.
     #[error("step limit of {0} warp instructions exceeded (infinite loop?)")]
     StepLimit(u64),

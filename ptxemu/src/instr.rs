@@ -10,6 +10,10 @@ macro_rules! spelled {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub(crate) enum $name { $($var,)* }
         impl $name {
+            /// How many variants there are.
+            #[allow(dead_code)] // only `Mod` needs it
+            pub(crate) const COUNT: usize = [$($text),*].len();
+
             pub(crate) fn from_name(s: &str) -> Option<Self> {
                 match s { $($text => Some(Self::$var),)* _ => None }
             }
@@ -28,7 +32,7 @@ spelled! {
         Ex2 = "ex2", Lg2 = "lg2", Rcp = "rcp", Sqrt = "sqrt", Rsqrt = "rsqrt", Sin = "sin", Cos = "cos",
         Tanh = "tanh", Copysign = "copysign",
         Bra = "bra", Ret = "ret", Exit = "exit", Bar = "bar", Barrier = "barrier", Membar = "membar", Fence = "fence",
-        Shfl = "shfl", Cp = "cp", Mma = "mma", Ldmatrix = "ldmatrix",
+        Shfl = "shfl", Cp = "cp", Mma = "mma", Ldmatrix = "ldmatrix", Mbarrier = "mbarrier", Wgmma = "wgmma",
     }
 }
 
@@ -51,10 +55,17 @@ spelled! {
         Bfly = "bfly", Down = "down", Up = "up", Idx = "idx",
         Add = "add", Min = "min", Max = "max",
         Async = "async", CommitGroup = "commit_group", WaitGroup = "wait_group", WaitAll = "wait_all",
-        X1 = "x1", X2 = "x2", X4 = "x4", Trans = "trans", M8n8 = "m8n8", M16n8k16 = "m16n8k16", M16n8k8 = "m16n8k8",
+        X1 = "x1", X2 = "x2", X4 = "x4", Trans = "trans",
         Row = "row", Col = "col", Proxy = "proxy", Warp = "warp", Gl = "gl", SharedCta = "shared::cta",
+        SharedCluster = "shared::cluster", Cluster = "cluster", MbarrierInit = "mbarrier_init",
+        Init = "init", Arrive = "arrive", ExpectTx = "expect_tx", TryWait = "try_wait", TestWait = "test_wait",
+        Parity = "parity", Inval = "inval", Bulk = "bulk", CompleteTxBytes = "mbarrier::complete_tx::bytes",
+        Fence = "fence", MmaAsync = "mma_async",
     }
 }
+
+// a `ModSet` has one bit per modifier
+const _: () = assert!(Mod::COUNT <= 128);
 
 /// A set of modifiers, one bit each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -165,6 +176,8 @@ pub(crate) struct Instr {
     pub types: Vec<Type>,
     /// 1, 2 or 4 (`.v2`, `.v4`).
     pub vec: usize,
+    /// A matrix shape `.mMnNkK` as [M, N, K] (K is 0 in `.m8n8`).
+    pub shape: Option<[u32; 3]>,
     pub args: Vec<Operand>,
     /// `@%p` (false) or `@!%p` (true).
     pub guard: Option<(u32, bool)>,
@@ -198,6 +211,13 @@ impl Instr {
             msg: format!("`{}` needs at least {} operands", self.name, i + 1),
         })
     }
+}
+
+/// Parses a matrix shape such as `m16n8k16` or `m8n8`.
+pub(crate) fn parse_shape(s: &str) -> Option<[u32; 3]> {
+    let (m, rest) = s.strip_prefix('m')?.split_once('n')?;
+    let (n, k) = rest.split_once('k').unwrap_or((rest, "0"));
+    Some([m.parse().ok()?, n.parse().ok()?, k.parse().ok()?])
 }
 
 /// The modifiers each opcode accepts; anything else is `Error::Unsupported` at parse time.
@@ -260,7 +280,20 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
         Opcode::Ret | Opcode::Exit => &[],
         Opcode::Bar | Opcode::Barrier => &[Sync, Aligned, Warp],
         Opcode::Membar | Opcode::Fence => &[
-            Cta, Gpu, Gl, Sys, Sc, AcqRel, Proxy, Async, Shared, SharedCta,
+            Cta,
+            Gpu,
+            Gl,
+            Sys,
+            Sc,
+            AcqRel,
+            Proxy,
+            Async,
+            Shared,
+            SharedCta,
+            SharedCluster,
+            Cluster,
+            MbarrierInit,
+            Release,
         ],
         Opcode::Shfl => &[Sync, Bfly, Down, Up, Idx],
         Opcode::Cp => &[
@@ -275,8 +308,16 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
             Prefetch64,
             Prefetch128,
             Prefetch256,
+            Bulk,
+            SharedCluster,
+            CompleteTxBytes,
         ],
-        Opcode::Mma => &[Sync, Aligned, M16n8k16, M16n8k8, Row, Col],
-        Opcode::Ldmatrix => &[Sync, Aligned, M8n8, X1, X2, X4, Trans, Shared],
+        Opcode::Mbarrier => &[
+            Init, Arrive, ExpectTx, TryWait, TestWait, Parity, Inval, Shared, SharedCta, Relaxed,
+            Acquire, Release, Cta, Cluster,
+        ],
+        Opcode::Mma => &[Sync, Aligned, Row, Col],
+        Opcode::Ldmatrix => &[Sync, Aligned, X1, X2, X4, Trans, Shared],
+        Opcode::Wgmma => &[Sync, Aligned, Fence, CommitGroup, WaitGroup, MmaAsync],
     }
 }

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::instr::{allowed_mods, Base, Imm, Instr, Mod, ModSet, Opcode, Operand, Special, Symbol};
+use crate::instr::{
+    allowed_mods, parse_shape, Base, Imm, Instr, Mod, ModSet, Opcode, Operand, Special, Symbol,
+};
 use crate::lexer::{lex, Tok, Token};
 use crate::module::{Kernel, Param};
 use crate::types::Type;
@@ -16,6 +18,9 @@ struct SharedVar {
     /// `None` for `.extern` (dynamic) arrays.
     size: Option<u64>,
 }
+
+/// A bound on `%r<N>` that no real kernel reaches, so a typo cannot exhaust memory.
+const MAX_REGS: u64 = 1 << 16;
 
 struct Parser {
     toks: Vec<Token>,
@@ -209,7 +214,10 @@ impl Parser {
                 continue;
             }
             let n = self.uint()?;
-            size = size.map(|s| s * n);
+            size = match size.map(|s| s.checked_mul(n)) {
+                Some(None) => return self.err(format!("shared `{name}` is too large")),
+                other => other.flatten(),
+            };
             self.expect(']')?;
         }
         self.expect(';')?;
@@ -406,6 +414,11 @@ impl Parser {
             };
             if self.eat('<') {
                 let count = self.uint()?;
+                if count > MAX_REGS {
+                    return self.err(format!(
+                        "{count} registers in one declaration exceed {MAX_REGS}"
+                    ));
+                }
                 self.expect('>')?;
                 for i in 0..count {
                     declare(format!("{name}{i}"));
@@ -428,10 +441,12 @@ impl Parser {
             line,
         };
         let op = Opcode::from_name(head).ok_or_else(unsupported)?;
-        let (mut mods, mut types, mut vec) = (ModSet::default(), Vec::new(), 1);
+        let (mut mods, mut types, mut vec, mut shape) = (ModSet::default(), Vec::new(), 1, None);
         for part in parts {
             if let Some(ty) = Type::from_name(part) {
                 types.push(ty);
+            } else if let Some(s) = parse_shape(part).filter(|_| shape.is_none()) {
+                shape = Some(s);
             } else if part == "v2" || part == "v4" {
                 vec = if part == "v2" { 2 } else { 4 };
             } else {
@@ -456,6 +471,7 @@ impl Parser {
             mods,
             types,
             vec,
+            shape,
             args,
             guard: None,
             line,

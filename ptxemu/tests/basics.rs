@@ -114,3 +114,14 @@ fn predicated_stores_follow_setp_pairs_and_combined_predicates() {
         );
     }
 }
+
+#[test]
+fn registers_declared_in_nested_blocks_shadow_and_then_vanish() {
+    let m = module("control");
+    let mut mem = Memory::new();
+    let out = mem.alloc(4 * 32);
+    m.launch("scopes", grid1(1, 32), &[Arg::U64(out)], &mut mem)
+        .unwrap();
+    let expected: Vec<u32> = (0..32).map(|t| (t + 10) + 1000 + t).collect();
+    assert_eq!(mem.read_u32s(out, 32).unwrap(), expected);
+}

@@ -193,3 +193,17 @@ fn launches_that_do_not_fit_the_kernel_are_rejected() {
         Err(Error::UnknownKernel("nope".into()))
     );
 }
+
+#[test]
+fn absurd_declarations_are_parse_errors_not_crashes() {
+    let regs = format!("{HEADER}.visible .entry k()\n{{\n.reg .b32 %r<100000000000>;\nret;\n}}\n");
+    assert!(matches!(
+        Module::parse(&regs),
+        Err(Error::Parse { line: 6, .. })
+    ));
+    let shared = format!("{HEADER}.shared .b8 big[4294967296][4294967296][16];\n");
+    assert!(matches!(
+        Module::parse(&shared),
+        Err(Error::Parse { line: 4, .. })
+    ));
+}

@@ -119,7 +119,7 @@ fn float_instructions_round_once_and_handle_nan_zero_and_subnormals() {
     pairs.extend(r.chunks(2).map(|c| (c[0] * 4.0, c[1] * 4.0)));
     let a: Vec<u32> = pairs.iter().map(|p| p.0.to_bits()).collect();
     let b: Vec<u32> = pairs.iter().map(|p| p.1.to_bits()).collect();
-    let out = run("float_ops", &a, &b, 20);
+    let out = run("float_ops", &a, &b, 21);
     let f = |k: usize, t: usize| f32::from_bits(out[k][t]);
     for (t, &(x, y)) in pairs.iter().enumerate() {
         let ctx = format!("a = {x:e}, b = {y:e}");
@@ -160,6 +160,7 @@ fn float_instructions_round_once_and_handle_nan_zero_and_subnormals() {
             }
         };
         same(9, flush(flush(x) * flush(y)));
+        assert_eq!(out[20][t], u32::from(flush(x) == 0.0), "setp.eq.ftz {ctx}");
         same(11, 1.0 / y);
         same(12, -x);
         // .approx: PTX promises 2 ulp for ex2 and rsqrt, 2^-11 for tanh (relative), 2^-20.5 absolute

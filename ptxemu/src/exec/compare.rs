@@ -1,9 +1,10 @@
 //! Comparisons and selection: `setp` (with `.and/.or/.xor` and `p|q` destinations) and `selp`.
 
 use super::cta::Cta;
+use super::float::flush;
 use super::int::widen;
 use crate::error::Result;
-use crate::float_format::Format;
+use crate::float_format::{Format, F32};
 use crate::instr::{Instr, Mod, Operand};
 use crate::types::Type;
 
@@ -13,7 +14,11 @@ impl Cta<'_> {
         let a = self.read(t, ins.arg(1)?, ty, ins)?;
         let b = self.read(t, ins.arg(2)?, ty, ins)?;
         let cmp = match Format::of(ty) {
-            Some((fmt, 1)) => compare_float(ins, fmt.decode(a), fmt.decode(b))?,
+            Some((fmt, 1)) => {
+                // `.ftz` compares f32 subnormals as zeros
+                let ftz = ins.has(Mod::Ftz) && fmt == F32;
+                compare_float(ins, flush(fmt.decode(a), ftz), flush(fmt.decode(b), ftz))?
+            }
             Some(_) => return Err(ins.unsupported()),
             None => compare_int(ins, widen(a, ty), widen(b, ty))?,
         };

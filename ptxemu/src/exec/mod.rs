@@ -19,12 +19,14 @@ mod cta;
 mod data;
 mod float;
 mod int;
+mod mbarrier;
 mod memory;
 mod tensor;
 mod warp;
+mod wgmma;
 
 use crate::error::{Error, Result};
-use crate::instr::{Instr, Opcode};
+use crate::instr::{Instr, Mod, Opcode};
 use crate::memory::Memory;
 use crate::module::{Kernel, Launch, Stats};
 use crate::types::Kind;
@@ -149,6 +151,7 @@ impl Cta<'_> {
             Opcode::Shfl => self.shfl(ins, exec)?,
             Opcode::Mma => self.mma(ins, exec)?,
             Opcode::Ldmatrix => self.ldmatrix(ins, exec)?,
+            Opcode::Wgmma => self.wgmma(ins, exec)?,
             _ => {
                 for &t in exec {
                     self.execute_thread(ins, t)?;
@@ -200,7 +203,9 @@ impl Cta<'_> {
             Opcode::Ld => self.ld(ins, t),
             Opcode::St => self.st(ins, t),
             Opcode::Atom | Opcode::Red => self.atom(ins, t),
+            Opcode::Cp if ins.has(Mod::Bulk) => self.cp_async_bulk(ins, t),
             Opcode::Cp => self.cp_async(ins, t),
+            Opcode::Mbarrier => self.mbarrier(ins, t),
             // one thread runs at a time, so every access is already ordered
             Opcode::Membar | Opcode::Fence => Ok(()),
             Opcode::Bra
@@ -210,7 +215,8 @@ impl Cta<'_> {
             | Opcode::Barrier
             | Opcode::Shfl
             | Opcode::Mma
-            | Opcode::Ldmatrix => Err(ins.unsupported()),
+            | Opcode::Ldmatrix
+            | Opcode::Wgmma => Err(ins.unsupported()),
         }
     }
 }

@@ -29,7 +29,7 @@ fn regs<'a>(ins: &Instr, op: &'a Operand, n: usize) -> Result<&'a [Operand]> {
 
 impl Cta<'_> {
     /// Checks that all 32 lanes of a full warp execute the instruction.
-    fn whole_warp(&self, ins: &Instr, exec: &[usize]) -> Result<usize> {
+    pub(super) fn whole_warp(&self, ins: &Instr, exec: &[usize]) -> Result<usize> {
         self.converged(ins, exec, u32::MAX)?;
         match exec.first() {
             Some(&t) if exec.len() == 32 => Ok(t),
@@ -47,7 +47,9 @@ impl Cta<'_> {
             .iter()
             .find(|(m, _)| ins.has(*m))
             .map(|&(_, n)| n);
-        let (Some(count), true, true) = (count, ins.has(Mod::M8n8), ins.ty(0)? == Type::B16) else {
+        let (Some(count), true, true) =
+            (count, ins.shape == Some([8, 8, 0]), ins.ty(0)? == Type::B16)
+        else {
             return Err(ins.unsupported());
         };
         let space = if ins.has(Mod::Shared) {
@@ -85,12 +87,9 @@ impl Cta<'_> {
 
     pub(super) fn mma(&mut self, ins: &Instr, exec: &[usize]) -> Result<()> {
         let base = self.whole_warp(ins, exec)?;
-        let k = if ins.has(Mod::M16n8k16) {
-            16
-        } else if ins.has(Mod::M16n8k8) {
-            8
-        } else {
-            return Err(ins.unsupported());
+        let k = match ins.shape {
+            Some([16, 8, k @ (8 | 16)]) => k as usize,
+            _ => return Err(ins.unsupported()),
         };
         let half = match ins.types.as_slice() {
             [Type::F32, Type::Bf16, Type::Bf16, Type::F32] => Format::of(Type::Bf16),
