@@ -275,15 +275,15 @@ impl Emitter<'_> {
         };
         match to {
             DType::BF16 | DType::F16 => {
-                let h = self.to_half(r, to);
-                self.from_half(h, to)
+                let h = self.half_bits(r, to);
+                self.widen_half(h, to)
             }
             _ => r,
         }
     }
 
     /// Rounds an f32 to bf16/f16 bits.
-    pub fn to_half(&mut self, x: Reg, d: DType) -> Reg {
+    pub fn half_bits(&mut self, x: Reg, d: DType) -> Reg {
         let h = self.reg(Class::B16);
         let t = if d == DType::BF16 { "bf16" } else { "f16" };
         self.ins(format!("cvt.rn.{t}.f32 {h}, {x};"));
@@ -291,7 +291,7 @@ impl Emitter<'_> {
     }
 
     /// Widens bf16/f16 bits to f32 (exact).
-    pub fn from_half(&mut self, h: Reg, d: DType) -> Reg {
+    pub fn widen_half(&mut self, h: Reg, d: DType) -> Reg {
         let r = self.reg(Class::F32);
         if d == DType::BF16 {
             // bf16 is the top half of an f32 (cvt.f32.bf16 needs sm_90).

@@ -49,7 +49,7 @@ impl Emitter<'_> {
         let (ao, bo, co) = (self.expr(&g.a.offset)?, self.expr(&g.b.offset)?, self.expr(&g.c.offset)?);
         let (da, db) = (self.storage(g.a.mem), self.storage(g.b.mem));
         let half = da == db && matches!(da, DType::BF16 | DType::F16);
-        if shared && half && g.m % 16 == 0 && g.n % 8 == 0 && g.k % 16 == 0 {
+        if shared && half && g.m.is_multiple_of(16) && g.n.is_multiple_of(8) && g.k.is_multiple_of(16) {
             return self.gemm_mma(g, da, [ao, bo, co]);
         }
         let e = self.reg(Class::B64);

@@ -163,7 +163,7 @@ impl Emitter<'_> {
         self.ins(format!("setp.lt.f32 {small}, {a}, {};", f32_imm(0.625)));
         // Small: x + x³·P(x²) (Cephes tanhf).
         let x2 = self.bin("mul.f32", x, x);
-        let p = self.poly(x2, &[-3.333_328_2e-1, 1.333_144_2e-1, -5.373_971_6e-2, 2.063_908_9e-2, -5.704_988_7e-3]);
+        let p = self.poly(x2, &[-3.333_328e-1, 1.333_144_2e-1, -5.373_971_6e-2, 2.063_909e-2, -5.704_988_7e-3]);
         let x3 = self.bin("mul.f32", x2, x);
         let lo = self.f();
         self.ins(format!("fma.rn.f32 {lo}, {x3}, {p}, {x};"));

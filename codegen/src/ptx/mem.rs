@@ -46,7 +46,7 @@ impl Emitter<'_> {
             }
             DType::BF16 | DType::F16 => {
                 let h = self.load_bits(space, a);
-                self.from_half(h, d)
+                self.widen_half(h, d)
             }
             DType::Bool => {
                 let (w, p) = (self.reg(Class::B32), self.reg(Class::Pred));
@@ -86,7 +86,7 @@ impl Emitter<'_> {
         match d {
             DType::F32 | DType::I32 | DType::I64 => self.ins(format!("{g}st.{space}.{} [{a}], {v};", super::expr::arith(d))),
             DType::BF16 | DType::F16 => {
-                let h = self.to_half(v, d);
+                let h = self.half_bits(v, d);
                 self.ins(format!("{g}st.{space}.b16 [{a}], {h};"));
             }
             DType::Bool => {
