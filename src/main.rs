@@ -1,6 +1,7 @@
 //! `kiln`: the command-line driver.
 
 mod bench;
+mod ptx;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -48,6 +49,8 @@ enum Cmd {
     Demo,
     /// Train a model's `loss(tokens, targets)` on a text corpus (CPU backend).
     Train(train::Args),
+    /// Render an entry point's kernels as PTX (one .ptx per kernel, plus manifest.json).
+    Ptx(ptx::Args),
     /// Benchmarks of the CPU backend beside the machine's ceilings.
     Bench {
         /// Print JSON (for bench/compare_torch.py) instead of a table.
@@ -147,6 +150,8 @@ enum Backend {
     Cpu,
     /// The reference interpreter: naive and exact, the oracle for every other backend.
     Reference,
+    /// Kernels rendered as PTX, on the first NVIDIA GPU (needs a CUDA driver).
+    Cuda,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -183,6 +188,7 @@ fn main() -> ExitCode {
         Cmd::Demo => demo(),
         Cmd::Bench { json, quick } => bench::run(json, quick).map_err(|e| Failed(format!("error: {e}\n"))),
         Cmd::Train(args) => train::run(&args),
+        Cmd::Ptx(args) => ptx::run(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -306,6 +312,11 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
     rt::create_output_dir(&a.out)?;
     let outputs = match a.backend {
         Backend::Reference => rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?,
+        Backend::Cuda => {
+            let (outs, st) = rt::cuda::run_cuda(&c.module, f, &params, &inputs, &bound.dims)?;
+            eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3);
+            outs
+        }
         Backend::Cpu => {
             let (outs, st) = rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &rt::cpu::Cache::new())?;
             eprintln!(

@@ -22,6 +22,7 @@
 
 pub mod bind;
 pub mod cpu;
+pub mod cuda;
 pub mod data;
 pub mod error;
 pub mod exec;

@@ -3,6 +3,7 @@
 //! tested by adding one line to [`all`].
 
 use kiln_ir::interp::Tensor;
+use kiln_ir::kernel::Program;
 use kiln_ir::{Function, Module};
 use std::collections::BTreeMap;
 
@@ -14,6 +15,28 @@ pub trait Backend {
     fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String>;
 }
 
+/// Schedules `f` (fused) with `dims`, runs the program with `exec`, and
+/// shapes the output buffers as the entry's outputs.
+fn run_scheduled(
+    m: &Module,
+    f: &Function,
+    dims: &BTreeMap<String, i64>,
+    exec: impl FnOnce(&Program) -> Result<Vec<Vec<f64>>, String>,
+) -> Result<Vec<Tensor>, String> {
+    let env = |n: &str| dims.get(n).copied();
+    let p = kiln_ir::schedule::schedule(m, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2, ..Default::default() }).map_err(|e| e.to_string())?;
+    let outs = exec(&p)?;
+    Ok(outs
+        .into_iter()
+        .zip(&f.graph.outputs)
+        .map(|(data, o)| {
+            let t = f.graph.tensor_type(*o);
+            let shape = t.shape.iter().map(|d| d.eval(&env).expect("bound") as usize).collect();
+            Tensor { dtype: t.dtype, shape, data }
+        })
+        .collect())
+}
+
 /// The scheduler's kernels, run by the kernel IR's reference evaluator.
 pub struct KernelEval;
 
@@ -23,18 +46,23 @@ impl Backend for KernelEval {
     }
 
     fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String> {
-        let env = |n: &str| dims.get(n).copied();
-        let p = kiln_ir::schedule::schedule(m, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2, ..Default::default() }).map_err(|e| e.to_string())?;
-        let outs = kiln_ir::kernel::eval::run(&p, inputs, params)?;
-        Ok(outs
-            .into_iter()
-            .zip(&f.graph.outputs)
-            .map(|(data, o)| {
-                let t = f.graph.tensor_type(*o);
-                let shape = t.shape.iter().map(|d| d.eval(&env).expect("bound") as usize).collect();
-                Tensor { dtype: t.dtype, shape, data }
-            })
-            .collect())
+        run_scheduled(m, f, dims, |p| kiln_ir::kernel::eval::run(p, inputs, params))
+    }
+}
+
+/// The PTX backend's kernels (sm_80) in the PTX emulator.
+pub struct PtxEmu;
+
+impl Backend for PtxEmu {
+    fn name(&self) -> &'static str {
+        "ptx-emu"
+    }
+
+    fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String> {
+        run_scheduled(m, f, dims, |p| {
+            let mut dev = crate::ptx_emu::EmuDevice::default();
+            kiln_runtime::cuda::run_program(&mut dev, p, kiln_codegen::ptx::Arch::Sm80, inputs, params).map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -54,5 +82,5 @@ impl Backend for Cpu {
 
 /// Every backend the differential suite covers.
 pub fn all() -> Vec<Box<dyn Backend>> {
-    vec![Box::new(KernelEval), Box::new(Cpu)]
+    vec![Box::new(KernelEval), Box::new(Cpu), Box::new(PtxEmu)]
 }

@@ -7,6 +7,7 @@
 
 pub mod backends;
 pub mod filetest;
+pub mod ptx_emu;
 
 use std::path::{Path, PathBuf};
 

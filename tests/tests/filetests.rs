@@ -28,26 +28,40 @@ fn ir_dumps() {
     });
 }
 
+/// The first line's words (after `# dims:`) and every entry point
+/// scheduled with the `NAME=N` dims among them.
+fn scheduled(path: &Path) -> (String, Vec<(String, kiln_ir::kernel::Program)>) {
+    let text = std::fs::read_to_string(path).expect("read input");
+    let header = text.lines().next().and_then(|l| l.strip_prefix("# dims:")).expect("first line: `# dims: ...`").to_string();
+    let dims: Vec<(String, i64)> = header
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().expect("dim value")))
+        .collect();
+    let c = kiln_lang::compile_file(path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let env = |n: &str| dims.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let programs = c
+        .module
+        .functions
+        .iter()
+        .map(|f| {
+            let p = kiln_ir::schedule::schedule(&c.module, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2, ..Default::default() }).unwrap_or_else(|e| panic!("{e}"));
+            (f.name.clone(), p)
+        })
+        .collect();
+    (header, programs)
+}
+
 /// Kernel programs: the first line says the dims and whether to print only
 /// the host schedule (`# dims: B=2 T=8 summary`).
 #[test]
 fn kernel_programs() {
     filetest::run(&repo_root().join("tests/filetests/kernels"), |path| {
-        let text = std::fs::read_to_string(path).expect("read input");
-        let header = text.lines().next().and_then(|l| l.strip_prefix("# dims:")).expect("first line: `# dims: ...`");
+        let (header, programs) = scheduled(path);
         let summary = header.split_whitespace().any(|w| w == "summary");
-        let dims: Vec<(String, i64)> = header
-            .split_whitespace()
-            .filter_map(|w| w.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.parse().expect("dim value")))
-            .collect();
-        let c = kiln_lang::compile_file(path).unwrap_or_else(|e| panic!("{}", e.render()));
         let mut out = String::new();
-        for f in &c.module.functions {
-            let env = |n: &str| dims.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
-            let p = kiln_ir::schedule::schedule(&c.module, f, &env, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2, ..Default::default() })
-                .unwrap_or_else(|e| panic!("{e}"));
-            out.push_str(&format!("== {}: {} kernels\n", f.name, p.kernels.len()));
+        for (name, p) in programs {
+            out.push_str(&format!("== {name}: {} kernels\n", p.kernels.len()));
             let text = kiln_ir::kernel::print::program(&p);
             if summary {
                 // Just the host schedule: which kernels run, in order.
@@ -55,6 +69,22 @@ fn kernel_programs() {
                 out.extend(steps.lines().filter(|l| !l.starts_with("buf ") && !l.is_empty()).map(|l| format!("{l}\n")));
             } else {
                 out.push_str(&text);
+            }
+        }
+        out
+    });
+}
+
+/// PTX text (sm_80) of every kernel, after its manifest line.
+#[test]
+fn ptx_kernels() {
+    filetest::run(&repo_root().join("tests/filetests/ptx"), |path| {
+        let mut out = String::new();
+        for (name, p) in scheduled(path).1 {
+            for k in &p.kernels {
+                let r = kiln_codegen::ptx::render(k, kiln_codegen::ptx::Arch::Sm80).unwrap_or_else(|e| panic!("{e}"));
+                let m = &r.manifest;
+                out.push_str(&format!("== {name}: {} grid {} block {} shared {} B\n{}", m.name, m.grid, m.block, m.shared_bytes, r.ptx));
             }
         }
         out

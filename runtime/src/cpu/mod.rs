@@ -28,6 +28,7 @@ pub use pool::Pool;
 pub use profile::{KernelTime, Profile};
 
 use crate::{RuntimeError, Tensor};
+use kiln_ir::kernel::Program;
 use kiln_ir::schedule::ScheduleOptions;
 use kiln_ir::{Function, Module};
 use std::collections::BTreeMap;
@@ -52,16 +53,9 @@ pub fn run_cpu(
     Ok((outs, stats))
 }
 
-/// Schedules `f` of `m` with concrete dims and compiles it for the CPU,
-/// to run on `pool`. Scheduler failures are [`RuntimeError::Internal`].
-pub fn compile_cpu(
-    m: &Module,
-    f: &Function,
-    dims: &BTreeMap<String, i64>,
-    pool: Arc<Pool>,
-    options: &ScheduleOptions,
-) -> Result<CpuExecutable, RuntimeError> {
-    let start = Instant::now();
+/// Schedules `f` of `m` with concrete dims: the kernel program and the
+/// shapes of its outputs. Scheduler failures are [`RuntimeError::Internal`].
+pub fn schedule_entry(m: &Module, f: &Function, dims: &BTreeMap<String, i64>, options: &ScheduleOptions) -> Result<(Program, Vec<Vec<usize>>), RuntimeError> {
     let env = |name: &str| dims.get(name).copied();
     let internal = |message: String| RuntimeError::Internal { site: format!("the scheduler for `{}`", f.name), message };
     let program = kiln_ir::schedule::schedule(m, f, &env, options).map_err(|e| internal(e.to_string()))?;
@@ -75,6 +69,20 @@ pub fn compile_cpu(
         }
         shapes.push(shape);
     }
+    Ok((program, shapes))
+}
+
+/// Schedules `f` of `m` with concrete dims and compiles it for the CPU,
+/// to run on `pool`. Scheduler failures are [`RuntimeError::Internal`].
+pub fn compile_cpu(
+    m: &Module,
+    f: &Function,
+    dims: &BTreeMap<String, i64>,
+    pool: Arc<Pool>,
+    options: &ScheduleOptions,
+) -> Result<CpuExecutable, RuntimeError> {
+    let start = Instant::now();
+    let (program, shapes) = schedule_entry(m, f, dims, options)?;
     let schedule_time = start.elapsed();
     let mut exe = CpuExecutable::new(program, shapes)?.with_pool(pool);
     exe.add_compile_time(schedule_time);

@@ -1,0 +1,146 @@
+//! sm_90a warpgroup MMA: `wgmma.mma_async` m64nNk16 with f16/bf16 operands from shared-memory
+//! matrix descriptors and f32 accumulators; `wgmma.fence`, `commit_group` and `wait_group`.
+//!
+//! The product is computed when `mma_async` issues, so the fence and the waits have nothing left
+//! to order. Each warp of the warpgroup computes its own 16 rows (warp `w % 4` owns rows
+//! `16 (w % 4) ..`), which needs nothing from the other three warps, so warps still run one at a
+//! time. Accumulator element `i` of a lane (group `g = lane / 4`, `tig = lane % 4`) is row
+//! `16 (w % 4) + g + 8 ((i / 2) % 2)`, column `8 (i / 4) + 2 tig + i % 2`.
+//!
+//! Descriptors: start address, leading byte offset (LBO) and stride byte offset (SBO) in 16-byte
+//! units at bits 0, 16 and 32; swizzle mode at bits 62..63 (0 none, 1 128B, 2 64B, 3 32B). Only
+//! K-major operands (`imm-trans` 0) and a zero base offset are emulated. Element (r, k) of a
+//! K-major 16-bit operand (r a row of A or a column of B) is at
+//! - no swizzle: `start + (r / 8) SBO + (k / 8) LBO + (r % 8) 16 + (k % 8) 2`;
+//! - S-byte swizzle: `start + (r / 8) SBO + (r % 8) S + 2k`, then address bits 4.. XORed with
+//!   bits 7.. (3, 2 or 1 bits for 128, 64 or 32 bytes), as the hardware swizzles absolute addresses.
+//!
+//! This follows the PTX ISA's text; it has not been checked against a Hopper GPU here.
+
+use super::cta::{Cta, Space};
+use crate::error::{Error, Result};
+use crate::float_format::{Format, Round, F32};
+use crate::instr::{Instr, Mod, Operand};
+use crate::types::{truncate, Type};
+
+/// A decoded shared-memory matrix descriptor.
+struct Descriptor {
+    start: u64,
+    lbo: u64,
+    sbo: u64,
+    /// Swizzle width in bytes; 0 for none.
+    swizzle: u64,
+}
+
+impl Descriptor {
+    fn decode(d: u64, ins: &Instr) -> Result<Descriptor> {
+        let field = |at: u32| ((d >> at) & 0x3fff) << 4;
+        if (d >> 49) & 7 != 0 {
+            return Err(ins.unsupported());
+        }
+        let swizzle = [0, 128, 64, 32][(d >> 62) as usize];
+        Ok(Descriptor {
+            start: field(0),
+            lbo: field(16),
+            sbo: field(32),
+            swizzle,
+        })
+    }
+
+    /// The shared address of element (r, k) of a K-major operand of 2-byte elements.
+    fn element(&self, r: u64, k: u64) -> u64 {
+        if self.swizzle == 0 {
+            return self.start
+                + (r / 8) * self.sbo
+                + (k / 8) * self.lbo
+                + (r % 8) * 16
+                + (k % 8) * 2;
+        }
+        let a = self.start + (r / 8) * self.sbo + (r % 8) * self.swizzle + 2 * k;
+        let bits = (self.swizzle / 16).trailing_zeros();
+        a ^ (((a >> 7) & ((1 << bits) - 1)) << 4)
+    }
+}
+
+impl Cta<'_> {
+    pub(super) fn wgmma(&mut self, ins: &Instr, exec: &[usize]) -> Result<()> {
+        if ins.has(Mod::Fence) || ins.has(Mod::CommitGroup) || ins.has(Mod::WaitGroup) {
+            return Ok(());
+        }
+        if !ins.has(Mod::MmaAsync) {
+            return Err(ins.unsupported());
+        }
+        let base = self.whole_warp(ins, exec)?;
+        if !self.threads.len().is_multiple_of(128) {
+            return Err(Error::NotConverged {
+                instr: ins.name.clone(),
+                line: ins.line,
+                msg: "needs whole warpgroups of 128 threads".into(),
+            });
+        }
+        let n = match ins.shape {
+            Some([64, n, 16]) if n % 8 == 0 && (8..=256).contains(&n) => n as usize,
+            _ => return Err(ins.unsupported()),
+        };
+        let half = match ins.types.as_slice() {
+            [Type::F32, Type::Bf16, Type::Bf16] => Format::of(Type::Bf16),
+            [Type::F32, Type::F16, Type::F16] => Format::of(Type::F16),
+            _ => None,
+        };
+        let Some((half, _)) = half else {
+            return Err(ins.unsupported());
+        };
+        let d_regs = match ins.arg(0)? {
+            Operand::Vector(v) if v.len() == n / 2 => v,
+            _ => return Err(ins.unsupported()),
+        };
+        let a = Descriptor::decode(self.read(base, ins.arg(1)?, Type::B64, ins)?, ins)?;
+        let b = Descriptor::decode(self.read(base, ins.arg(2)?, Type::B64, ins)?, ins)?;
+        let accumulate = self.read(base, ins.arg(3)?, Type::Pred, ins)? != 0;
+        let sign = |i: usize| -> Result<f64> {
+            Ok(if self.read(base, ins.arg(i)?, Type::S32, ins)? == 1 {
+                1.0
+            } else {
+                -1.0
+            })
+        };
+        let (sa, sb) = (sign(4)?, sign(5)?);
+        if self.read(base, ins.arg(6)?, Type::U32, ins)? != 0
+            || self.read(base, ins.arg(7)?, Type::U32, ins)? != 0
+        {
+            return Err(ins.unsupported()); // MN-major operands
+        }
+        let element = |d: &Descriptor, r: usize, k: usize| -> Result<f64> {
+            let bytes = self.load(Space::Shared, d.element(r as u64, k as u64), 2, ins)?;
+            Ok(half.decode(u64::from(u16::from_le_bytes([bytes[0], bytes[1]]))))
+        };
+        let rows = 16 * ((base / 32) % 4);
+        let mut av = [[0f64; 16]; 16];
+        for (r, row) in av.iter_mut().enumerate() {
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = sa * element(&a, rows + r, k)?;
+            }
+        }
+        let mut bv = vec![[0f64; 16]; n];
+        for (col, column) in bv.iter_mut().enumerate() {
+            for (k, v) in column.iter_mut().enumerate() {
+                *v = sb * element(&b, col, k)?;
+            }
+        }
+        for lane in 0..32 {
+            let t = base + lane;
+            let (g, tig) = (lane / 4, lane % 4);
+            for (i, reg) in d_regs.iter().enumerate() {
+                let (r, c) = (g + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * tig + i % 2);
+                let dot: f64 = (0..16).map(|k| av[r][k] * bv[c][k]).sum();
+                let prior = if accumulate {
+                    F32.decode(truncate(self.read(t, reg, Type::F32, ins)?, 32))
+                } else {
+                    0.0
+                };
+                self.write(t, reg, F32.encode(prior + dot, Round::NearestEven), ins)?;
+            }
+        }
+        Ok(())
+    }
+}

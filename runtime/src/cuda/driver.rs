@@ -1,0 +1,142 @@
+//! The CUDA driver as a [`Device`] (cudarc, loaded at run time: a machine
+//! without a driver gets an error, never a panic).
+
+use super::device::{run_program, Device};
+use crate::{RuntimeError, Tensor};
+use cudarc::driver::{result, sys, CudaContext};
+use kiln_codegen::ptx::{Arch, Manifest, PtxKernel};
+use kiln_ir::{Function, Module};
+use std::collections::BTreeMap;
+use std::ffi::{c_void, CString};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The first GPU, with what has been allocated and loaded on it.
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    arch: Arch,
+    allocs: Vec<sys::CUdeviceptr>,
+    modules: Vec<sys::CUmodule>,
+    kernels: Vec<(sys::CUfunction, Manifest)>,
+    stats: CudaStats,
+}
+
+/// What a run on the GPU did.
+#[derive(Clone, Debug, Default)]
+pub struct CudaStats {
+    /// The GPU's name.
+    pub device: String,
+    /// Kernel launches.
+    pub launches: u64,
+    /// Wall time from each launch to its completion, summed.
+    pub kernel_time: Duration,
+}
+
+fn driver(e: result::DriverError) -> RuntimeError {
+    RuntimeError::Invalid(format!("CUDA: {e}"))
+}
+
+impl CudaDevice {
+    /// Opens GPU 0; `no CUDA driver found` without a driver library.
+    pub fn open() -> Result<CudaDevice, RuntimeError> {
+        // SAFETY: only tries to load the driver library by name.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(RuntimeError::Invalid("no CUDA driver found".into()));
+        }
+        let ctx = CudaContext::new(0).map_err(driver)?;
+        let arch = match ctx.compute_capability().map_err(driver)? {
+            (9, 0) => Arch::Sm90a,
+            (major, _) if major >= 8 => Arch::Sm80,
+            (major, minor) => return Err(RuntimeError::Invalid(format!("the GPU has compute capability {major}.{minor}; Kiln's PTX needs 8.0 or newer"))),
+        };
+        let device = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        Ok(CudaDevice { ctx, arch, allocs: Vec::new(), modules: Vec::new(), kernels: Vec::new(), stats: CudaStats { device, ..Default::default() } })
+    }
+
+    /// The architecture kernels are rendered for.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+}
+
+impl Drop for CudaDevice {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        for p in self.allocs.drain(..) {
+            // SAFETY: allocated by `alloc` in this context, freed once.
+            let _ = unsafe { result::free_sync(p) };
+        }
+        for m in self.modules.drain(..) {
+            // SAFETY: loaded by `load`, unloaded once; no launch is pending
+            // (every launch is synchronized).
+            let _ = unsafe { result::module::unload(m) };
+        }
+    }
+}
+
+impl Device for CudaDevice {
+    fn alloc(&mut self, bytes: u64) -> Result<u64, RuntimeError> {
+        self.ctx.bind_to_thread().map_err(driver)?;
+        // SAFETY: a plain allocation in the bound context.
+        let p = unsafe { result::malloc_sync(bytes as usize) }.map_err(driver)?;
+        self.allocs.push(p);
+        Ok(p)
+    }
+
+    fn upload(&mut self, addr: u64, bytes: &[u8]) -> Result<(), RuntimeError> {
+        // SAFETY: `addr` lies in an allocation of at least `bytes.len()` bytes (the walker's plan).
+        unsafe { result::memcpy_htod_sync(addr, bytes) }.map_err(driver)
+    }
+
+    fn download(&mut self, addr: u64, len: u64) -> Result<Vec<u8>, RuntimeError> {
+        let mut out = vec![0u8; len as usize];
+        // SAFETY: as in `upload`.
+        unsafe { result::memcpy_dtoh_sync(&mut out, addr) }.map_err(driver)?;
+        Ok(out)
+    }
+
+    fn copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), RuntimeError> {
+        // SAFETY: as in `upload`, for both ranges.
+        unsafe { result::memcpy_dtod_sync(dst, src, len as usize) }.map_err(driver)
+    }
+
+    fn load(&mut self, kernels: &[PtxKernel]) -> Result<(), RuntimeError> {
+        self.ctx.bind_to_thread().map_err(driver)?;
+        for k in kernels {
+            let text = CString::new(k.ptx.as_str()).map_err(|_| RuntimeError::Invalid("PTX text with a NUL byte".into()))?;
+            let name = CString::new(k.manifest.name.as_str()).map_err(|_| RuntimeError::Invalid("kernel name with a NUL byte".into()))?;
+            // SAFETY: a NUL-terminated PTX image; the driver copies it.
+            let m = unsafe { result::module::load_data(text.as_ptr() as *const c_void) }.map_err(driver)?;
+            self.modules.push(m);
+            // SAFETY: `m` was just loaded.
+            let f = unsafe { result::module::get_function(m, name) }.map_err(driver)?;
+            self.kernels.push((f, k.manifest.clone()));
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
+        let (f, m) = &self.kernels[k];
+        let mut values: Vec<u64> = args.to_vec();
+        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        let start = Instant::now();
+        // SAFETY: one `.u64` parameter per argument, as rendered; the grid
+        // and block come from the kernel's manifest.
+        unsafe { result::launch_kernel(*f, (m.grid as u32, 1, 1), (m.block, 1, 1), 0, std::ptr::null_mut(), &mut params) }.map_err(driver)?;
+        self.ctx.synchronize().map_err(driver)?;
+        self.stats.launches += 1;
+        self.stats.kernel_time += start.elapsed();
+        Ok(())
+    }
+}
+
+/// Runs an entry point on the GPU, as [`crate::cpu::run_cpu`] does on the
+/// CPU (each launch is synchronized, so kernel times are exact).
+pub fn run_cuda(m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<(Vec<Tensor>, CudaStats), RuntimeError> {
+    let mut dev = CudaDevice::open()?;
+    let (program, shapes) = crate::cpu::schedule_entry(m, f, dims, &Default::default())?;
+    let arch = dev.arch();
+    let outs = run_program(&mut dev, &program, arch, inputs, params)?;
+    let outs = outs.into_iter().zip(shapes).zip(&f.graph.outputs).map(|((data, shape), o)| Tensor { dtype: f.graph.tensor_type(*o).dtype, shape, data }).collect();
+    Ok((outs, dev.stats.clone()))
+}

@@ -1,0 +1,71 @@
+//! `kiln ptx`: renders an entry point's kernels as PTX files plus a
+//! manifest.json describing how to launch each.
+
+use crate::{compile, function, parse_dims, Failed};
+use kiln_codegen::ptx::{self, Arch, Manifest};
+use kiln_ir::kernel::Access;
+use kiln_runtime as rt;
+use serde_json::json;
+use std::path::PathBuf;
+
+/// `kiln ptx` flags.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The `.kl` file.
+    file: PathBuf,
+    /// Entry point to render.
+    #[arg(long, default_value = "forward")]
+    entry: String,
+    /// Target architecture: sm_80 or sm_90a.
+    #[arg(long, default_value = "sm_80")]
+    arch: String,
+    /// Output directory (one .ptx per kernel and manifest.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// A dimension's size as NAME=N (repeatable); others default as in `kiln run`.
+    #[arg(long = "dim", value_name = "NAME=N")]
+    dims: Vec<String>,
+}
+
+fn manifest_json(m: &Manifest, file: &str) -> serde_json::Value {
+    let params: Vec<_> = m
+        .params
+        .iter()
+        .map(|p| {
+            let access = match p.access {
+                Access::Read => "in",
+                Access::Write => "out",
+                Access::ReadWrite => "inout",
+            };
+            json!({ "dtype": p.dtype.name(), "len": p.len, "access": access })
+        })
+        .collect();
+    json!({ "name": m.name, "file": file, "grid": [m.grid, 1, 1], "block": [m.block, 1, 1], "shared_bytes": m.shared_bytes, "params": params })
+}
+
+/// Runs `kiln ptx`.
+pub fn run(a: &Args) -> Result<(), Failed> {
+    let arch = Arch::parse(&a.arch).ok_or_else(|| Failed(format!("error: unknown --arch `{}`; expected sm_80 or sm_90a\n", a.arch)))?;
+    let c = compile(&a.file)?;
+    let f = function(&c, &a.entry)?;
+    let bound = rt::bind_dims(f, &vec![None; f.arg_names.len()], &parse_dims(&a.dims)?)?;
+    if let Some(note) = bound.defaults_note() {
+        eprintln!("note: {note} (set them with --dim NAME=N)");
+    }
+    let env = |n: &str| bound.get(n);
+    let p = kiln_ir::schedule::schedule(&c.module, f, &env, &Default::default())?;
+    let rendered = p.kernels.iter().map(|k| ptx::render(k, arch)).collect::<Result<Vec<_>, _>>()?;
+    rt::create_output_dir(&a.out)?;
+    let mut kernels = Vec::new();
+    for k in &rendered {
+        let file = format!("{}.ptx", k.manifest.name);
+        rt::write_atomic(&a.out.join(&file), k.ptx.as_bytes())?;
+        kernels.push(manifest_json(&k.manifest, &file));
+    }
+    let dims: serde_json::Map<String, serde_json::Value> = bound.dims.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let manifest = json!({ "entry": f.name, "arch": arch.name(), "dims": dims, "kernels": kernels });
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| Failed(format!("error: {e}\n")))? + "\n";
+    rt::write_atomic(&a.out.join("manifest.json"), text.as_bytes())?;
+    println!("wrote {} kernels for {} to {}", rendered.len(), arch.name(), a.out.display());
+    Ok(())
+}

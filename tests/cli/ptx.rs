@@ -1,0 +1,61 @@
+//! `kiln ptx` and `kiln run --backend cuda`.
+
+use crate::util::{kiln, repo, s, TempDir};
+
+fn mlp() -> String {
+    s(&repo("models/mlp.kl")).to_string()
+}
+
+#[test]
+fn ptx_writes_one_file_per_kernel_and_a_manifest() {
+    let dir = TempDir::new();
+    let out = dir.join("ptx");
+    let run = kiln(&["ptx", &mlp(), "--entry", "loss", "--arch", "sm_90a", "--dim", "N=3", "--out", s(&out)]).ok();
+    let ir = kiln(&["ir", &mlp(), "--entry", "loss", "--stage", "kernels", "--dim", "N=3"]).ok();
+    let count: usize = ir.stdout.lines().next().and_then(|l| l.strip_prefix("# ")).and_then(|l| l.split(' ').next()).and_then(|n| n.parse().ok()).expect("`# N kernels` header");
+    assert!(run.stdout.contains(&format!("wrote {count} kernels for sm_90a")), "{}", run.stdout);
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).expect("manifest")).expect("json");
+    assert_eq!(manifest["entry"], "loss");
+    assert_eq!(manifest["arch"], "sm_90a");
+    assert_eq!(manifest["dims"]["N"], 3);
+    let kernels = manifest["kernels"].as_array().expect("kernels");
+    assert_eq!(kernels.len(), count);
+    for k in kernels {
+        let name = k["name"].as_str().expect("name");
+        assert!(ir.stdout.contains(&format!("kernel {name}(")), "{name} is not a kernel of the program");
+        assert_eq!(k["block"][0], 128);
+        let params = k["params"].as_array().expect("params");
+        let text = std::fs::read_to_string(out.join(k["file"].as_str().expect("file"))).expect("ptx file");
+        assert!(text.contains(".version 8.0\n.target sm_90a\n.address_size 64\n"), "{text}");
+        assert!(text.contains(&format!(".visible .entry {name}(")));
+        assert_eq!(text.matches(".param .u64").count(), params.len(), "{name}: params");
+    }
+}
+
+#[test]
+fn ptx_bad_arch_and_entry_are_one_line_errors() {
+    let dir = TempDir::new();
+    let out = dir.join("ptx");
+    kiln(&["ptx", &mlp(), "--arch", "sm_70", "--out", s(&out)]).one_line_error(&["sm_70", "sm_80", "sm_90a"]);
+    kiln(&["ptx", &mlp(), "--entry", "nope", "--dim", "N=2", "--out", s(&out)]).one_line_error(&["nope", "forward", "loss"]);
+    assert!(!out.exists(), "a failed run created the output directory");
+}
+
+/// Without a driver: the one-line error. With one: the GPU's outputs
+/// match the CPU backend's.
+#[test]
+fn run_backend_cuda_needs_a_driver_or_matches_cpu() {
+    let dir = TempDir::new();
+    let (gpu, cpu) = (dir.join("gpu"), dir.join("cpu"));
+    let run = kiln(&["run", &mlp(), "--backend", "cuda", "--dim", "N=3", "--out", s(&gpu)]);
+    if run.code != 0 {
+        run.one_line_error(&["no CUDA driver found"]);
+        return;
+    }
+    kiln(&["run", &mlp(), "--backend", "cpu", "--dim", "N=3", "--out", s(&cpu)]).ok();
+    let (g, c) = (kiln_runtime::read_npy(&gpu.join("logits.npy")).expect("gpu"), kiln_runtime::read_npy(&cpu.join("logits.npy")).expect("cpu"));
+    assert_eq!(g.shape, c.shape);
+    for (x, y) in g.data.iter().zip(&c.data) {
+        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "cuda {x} vs cpu {y}");
+    }
+}

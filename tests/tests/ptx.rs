@@ -1,0 +1,208 @@
+//! The PTX backend on every kernel of every model (models/ and
+//! tests/fixtures): ptxas accepts each for sm_80 and sm_90a, and each
+//! entry point run in the PTX emulator matches the kernel IR's evaluator.
+
+use kiln_codegen::ptx::{self, Arch};
+use kiln_ir::interp::Tensor;
+use kiln_ir::kernel::Program;
+use kiln_lang::compile_file;
+use kiln_runtime as rt;
+use kiln_tests::repo_root;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Every `.kl` model and fixture.
+fn models() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = ["models", "tests/fixtures"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo_root().join(d)).expect("model dir"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "kl"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 5, "expected the models and fixtures, found {v:?}");
+    v
+}
+
+/// Every entry point of a model, scheduled at small dims, with random
+/// inputs and initialized parameters.
+fn programs(path: &Path) -> Vec<(String, Program, Vec<Tensor>, Vec<Tensor>)> {
+    let c = compile_file(path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let params = rt::init_params(&c.module, 3).expect("init");
+    c.module
+        .functions
+        .iter()
+        .map(|f| {
+            let dims: Vec<(String, i64)> = [("B", 2), ("T", 5), ("N", 3)].iter().filter(|(n, _)| f.dim_vars.iter().any(|v| v == n)).map(|(n, v)| (n.to_string(), *v)).collect();
+            let bound = rt::bind_dims(f, &vec![None; f.arg_names.len()], &dims).expect("bind");
+            let env = |n: &str| bound.get(n);
+            let p = kiln_ir::schedule::schedule(&c.module, f, &env, &Default::default()).expect("schedule");
+            let inputs = (0..f.arg_names.len()).map(|i| rt::random_input(f, i, &env, 5 + i as u64).expect("input")).collect();
+            (format!("{}::{}", path.file_name().expect("name").to_string_lossy(), f.name), p, inputs, params.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn ptxas_accepts_every_kernel_of_every_model() {
+    let ptxas = std::env::var("KILN_PTXAS").unwrap_or_else(|_| panic!("KILN_PTXAS is not set: run scripts/test.sh (it installs ptxas)"));
+    let dir = std::env::temp_dir().join(format!("kiln-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut assembled = 0;
+    for path in models() {
+        for (name, p, _, _) in programs(&path) {
+            for k in &p.kernels {
+                for arch in [Arch::Sm80, Arch::Sm90a] {
+                    let r = ptx::render(k, arch).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    let file = dir.join(format!("{}.ptx", r.manifest.name));
+                    std::fs::write(&file, &r.ptx).expect("write ptx");
+                    let out = Command::new(&ptxas)
+                        .arg(format!("-arch={}", arch.name()))
+                        .arg("-v")
+                        .arg(&file)
+                        .arg("-o")
+                        .arg(file.with_extension("cubin"))
+                        .output()
+                        .unwrap_or_else(|e| panic!("cannot run {ptxas}: {e}"));
+                    let log = String::from_utf8_lossy(&out.stderr);
+                    assert!(out.status.success(), "{name}: ptxas -arch={} rejected {}:\n{log}\n{}", arch.name(), k.name, r.ptx);
+                    let usage: Vec<&str> = log.lines().filter(|l| l.contains("Used") || l.contains("spill")).map(|l| l.trim_start_matches("ptxas info    : ")).collect();
+                    println!("{name} {} {}: {}", arch.name(), k.name, usage.join("; "));
+                    assembled += 1;
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(assembled > 50, "only {assembled} kernels assembled");
+}
+
+#[test]
+fn every_model_matches_the_kernel_evaluator_in_the_emulator() {
+    // gpt.kl's fixed widths (256 wide, 4 layers) take minutes to emulate;
+    // tiny_gpt.kl has the same kernels at a small width.
+    for path in models().into_iter().filter(|p| !p.ends_with("models/gpt.kl")) {
+        for (name, p, inputs, params) in programs(&path) {
+            let want = kiln_ir::kernel::eval::run(&p, &inputs, &params).unwrap_or_else(|e| panic!("{name}: eval: {e}"));
+            let mut dev = kiln_tests::ptx_emu::EmuDevice::default();
+            let got = rt::cuda::run_program(&mut dev, &p, Arch::Sm80, &inputs, &params).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+                let scale = w.iter().filter(|x| x.is_finite()).fold(1.0f64, |a, x| a.max(x.abs()));
+                for (i, (x, y)) in g.iter().zip(w).enumerate() {
+                    assert!((x - y).abs() <= 1e-4 * scale || x == y, "{name}: output {o} element {i}: emulated {x} vs evaluated {y}");
+                }
+            }
+            println!("{name}: {} kernels, {} warp instructions emulated", p.kernels.len(), dev.instructions);
+        }
+    }
+}
+
+/// bf16 and f16 GEMM tiles in whole 16×8×16 blocks take the tensor-core
+/// path (row-major and transposed operands); the emulator runs its
+/// `mma.sync` and the results match the evaluator to the output's rounding.
+#[test]
+fn tensor_core_gemm_matches_the_kernel_evaluator() {
+    for dt in ["bf16", "f16"] {
+        let src = format!("pub fn f(x: {dt}[N, M], y: {dt}[M, N]) -> ({dt}[N, N], f32[M, M]) {{ return (x @ y, cast(transpose(x) @ transpose(y), f32)) }}");
+        let c = kiln_lang::compile_source(Path::new("gemm.kl"), src).unwrap_or_else(|e| panic!("{}", e.render()));
+        let f = &c.module.functions[0];
+        let bound = rt::bind_dims(f, &[None, None], &[("N".into(), 32), ("M".into(), 48)]).expect("bind");
+        let env = |n: &str| bound.get(n);
+        let p = kiln_ir::schedule::schedule(&c.module, f, &env, &Default::default()).expect("schedule");
+        let mma = p.kernels.iter().filter(|k| ptx::render(k, Arch::Sm80).expect("render").ptx.contains("mma.sync.aligned.m16n8k16")).count();
+        assert!(mma >= 1, "{dt}: no kernel took the tensor-core path");
+        let inputs: Vec<Tensor> = (0..2).map(|i| rt::random_input(f, i, &env, 9 + i as u64).expect("input")).collect();
+        let want = kiln_ir::kernel::eval::run(&p, &inputs, &[]).expect("eval");
+        let got = rt::cuda::run_program(&mut kiln_tests::ptx_emu::EmuDevice::default(), &p, Arch::Sm80, &inputs, &[]).expect("emulated");
+        for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+            let scale = w.iter().fold(1.0f64, |a, x| a.max(x.abs()));
+            for (i, (x, y)) in g.iter().zip(w).enumerate() {
+                assert!((x - y).abs() <= 8e-3 * scale, "{dt} output {o} element {i}: emulated {x} vs evaluated {y}");
+            }
+        }
+    }
+}
+
+/// `c = a @ b` then `c += a @ b` in one tile (the scheduler does not emit
+/// accumulating GEMMs yet): both GEMM forms read c back, so c = 2·a·b.
+#[test]
+fn accumulating_gemm_in_both_forms_matches_the_kernel_evaluator() {
+    use kiln_ir::kernel::{Access, Arg, BufId, BufKind, Buffer, Expr, Gemm, Kernel, KernelId, Mem, Operand, Step, Stmt, View};
+    use kiln_ir::DType;
+    for dt in [DType::BF16, DType::F32] {
+        let (m, n, k) = (32u64, 16u64, 48u64);
+        let op = |mem, cols| Operand { mem: Mem::Arg(mem), offset: Expr::idx(0), row_stride: cols, col_stride: 1 };
+        let gemm = |accumulate| Stmt::Gemm(Gemm { m, n, k, a: op(0, k), b: op(1, n), c: op(2, n), accumulate });
+        let arg = |dtype, len, access| Arg { dtype, len, access };
+        let kernel = Kernel {
+            name: "twice".into(),
+            args: vec![arg(dt, m * k, Access::Read), arg(dt, k * n, Access::Read), arg(DType::F32, m * n, Access::ReadWrite)],
+            scratch: vec![],
+            grid: 1,
+            body: vec![gemm(false), gemm(true)],
+        };
+        let buf = |dtype, len, kind| Buffer { dtype, len, kind, name: String::new() };
+        let p = Program {
+            buffers: vec![buf(dt, m * k, BufKind::Input(0)), buf(dt, k * n, BufKind::Input(1)), buf(DType::F32, m * n, BufKind::Output(0))],
+            kernels: vec![kernel],
+            steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+        };
+        assert_eq!(ptx::render(&p.kernels[0], Arch::Sm80).expect("render").ptx.contains("mma.sync"), dt == DType::BF16);
+        // Small integers: every product and sum is exact, so both forms must agree exactly.
+        let input = |len: u64, s: u64| Tensor { dtype: dt, shape: vec![len as usize], data: (0..len).map(|i| ((i * s) % 7) as f64 - 3.0).collect() };
+        let inputs = [input(m * k, 5), input(k * n, 3)];
+        let want = kiln_ir::kernel::eval::run(&p, &inputs, &[]).expect("eval");
+        let got = rt::cuda::run_program(&mut kiln_tests::ptx_emu::EmuDevice::default(), &p, Arch::Sm80, &inputs, &[]).expect("emulated");
+        assert!(want[0].iter().any(|x| *x != 0.0));
+        assert_eq!(got, want, "{dt}");
+    }
+}
+
+/// Scratch arrays become `.shared`: values one thread stores (in a spread
+/// loop, or thread 0 in uniform code) are read by others after a barrier.
+#[test]
+fn scratch_written_by_some_threads_is_read_by_others() {
+    use kiln_ir::kernel::{Access, Arg, BufId, BufKind, Buffer, Expr, Kernel, KernelId, Mem, Scratch, Step, Stmt, Var, View};
+    use kiln_ir::{BinaryOp, DType};
+    // Enough iterations per thread that, without the barrier, warp 0 would
+    // read sc0[n - 1] before warp 3 wrote it (the emulator interleaves warps).
+    let n = 128 * 8 + 3;
+    let v = |i| Expr::Var(Var(i));
+    let bin = |op, a, b| Expr::Binary(op, Box::new(a), Box::new(b));
+    let load = |m, i| Expr::Load(m, Box::new(i));
+    let body = vec![
+        // sc1[j] = j, sequential: thread 0 stores.
+        Stmt::Loop { var: Var(1), extent: 8, vector: false, body: vec![Stmt::Store { mem: Mem::Scratch(1), index: v(1), value: Expr::Cast(DType::F32, Box::new(v(1))) }] },
+        // sc0[i] = 2 * a0[i], spread over the threads.
+        Stmt::Loop { var: Var(0), extent: n, vector: true, body: vec![Stmt::Store { mem: Mem::Scratch(0), index: v(0), value: bin(BinaryOp::Mul, load(Mem::Arg(0), v(0)), Expr::Const(2.0, DType::F32)) }] },
+        // a1[i] = sc0[n - 1 - i] + sc1[i % 8]: other threads' values.
+        Stmt::Loop {
+            var: Var(4),
+            extent: n,
+            vector: true,
+            body: vec![Stmt::Store {
+                mem: Mem::Arg(1),
+                index: v(4),
+                value: bin(BinaryOp::Add, load(Mem::Scratch(0), bin(BinaryOp::Sub, Expr::idx(n - 1), v(4))), load(Mem::Scratch(1), Expr::Rem(Box::new(v(4)), Box::new(Expr::idx(8))))),
+            }],
+        },
+    ];
+    let kernel = Kernel {
+        name: "scratch".into(),
+        args: vec![Arg { dtype: DType::F32, len: n, access: Access::Read }, Arg { dtype: DType::F32, len: n, access: Access::Write }],
+        scratch: vec![Scratch { dtype: DType::F32, len: n }, Scratch { dtype: DType::F32, len: 8 }],
+        grid: 1,
+        body,
+    };
+    let buf = |kind| Buffer { dtype: DType::F32, len: n, kind, name: String::new() };
+    let p = Program {
+        buffers: vec![buf(BufKind::Input(0)), buf(BufKind::Output(0))],
+        kernels: vec![kernel],
+        steps: vec![Step::Launch { kernel: KernelId(0), args: (0..2).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+    };
+    let input = Tensor { dtype: DType::F32, shape: vec![n as usize], data: (0..n).map(|i| (i % 13) as f64 - 6.0).collect() };
+    let want = kiln_ir::kernel::eval::run(&p, std::slice::from_ref(&input), &[]).expect("eval");
+    let got = rt::cuda::run_program(&mut kiln_tests::ptx_emu::EmuDevice::default(), &p, Arch::Sm80, &[input], &[]).expect("emulated");
+    assert_eq!(got, want);
+}
