@@ -1,0 +1,349 @@
+//! FlashAttention-2 forward for sm_80 (runs unchanged on sm_90a).
+//!
+//! One CTA per (64-query block, head); 4 warps, each owning 16 query rows.
+//! Q is copied once and kept as mma A fragments in registers. K/V tiles of
+//! 64 keys are double-buffered in shared memory with `cp.async` (tile
+//! `t + 1` streams in while tile `t` is used). Per tile and warp:
+//! `S = Q Kᵀ` (ldmatrix of K rows gives B fragments directly), scaled into
+//! log2 units, masked only on tiles that cross `sk` or the causal diagonal,
+//! online softmax with the row max/sum combined across the 4 lanes of a
+//! quad, P re-packed from the S accumulators into A fragments (no shared
+//! memory round trip) and `O += P V` with `ldmatrix.trans` of V. Tiles
+//! entirely above the causal diagonal are never loaded. The row sum `l`
+//! stays a per-lane partial until the end; O is normalized once, and
+//! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
+
+use super::asm::{quad, Asm};
+use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
+use super::FlashKernel;
+use crate::ptx::Arch;
+
+const NEG_INF: &str = "0fFF800000";
+const LN2: f32 = std::f32::consts::LN_2;
+
+/// PTX's exact spelling of an f32 immediate.
+fn f32_imm(x: f32) -> String {
+    format!("0f{:08X}", x.to_bits())
+}
+
+/// The kernel for `cfg` (already validated).
+pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
+    let dt = cfg.dtype;
+    let (d, dv) = (cfg.d, cfg.dv);
+    let (pq, pv) = (FlashConfig::pitch(d), FlashConfig::pitch(dv));
+    let (q_bytes, k_bytes, v_bytes) = (BLOCK_M * pq, BLOCK_N * pq, BLOCK_N * pv);
+    let shared = q_bytes + 2 * k_bytes + 2 * v_bytes;
+    let (s_tiles, o_tiles, q_steps) = (BLOCK_N / 8, dv / 8, d / 16);
+    let causal = cfg.causal_i32();
+    let sl2 = cfg.scale * std::f32::consts::LOG2_E;
+
+    let mut a = Asm::default();
+    // ---- indices and base addresses
+    a.i("mov.u32 %tx, %tid.x;");
+    a.i("and.b32 %lane, %tx, 31;");
+    a.i("shr.u32 %warp, %tx, 5;");
+    a.i("shr.u32 %g, %lane, 2;");
+    a.i("and.b32 %t, %lane, 3;");
+    a.i("mov.u32 %head, %ctaid.y;");
+    a.i(format!("div.u32 %kvh, %head, {};", cfg.group));
+    a.i("mov.u32 %q0, %ctaid.x;");
+    a.i(format!("mul.lo.u32 %q0, %q0, {BLOCK_M};"));
+    for (reg, param) in [("%gq", "q"), ("%gk", "k"), ("%gv", "v"), ("%go", "o"), ("%gl", "lse")] {
+        a.i(format!("ld.param.u64 {reg}, [{param}];"));
+        a.i(format!("cvta.to.global.u64 {reg}, {reg};"));
+    }
+    for (reg, head, bytes) in [
+        ("%gq", "%head", cfg.sq * d * 2),
+        ("%gk", "%kvh", cfg.sk * d * 2),
+        ("%gv", "%kvh", cfg.sk * dv * 2),
+        ("%go", "%head", cfg.sq * dv * 2),
+        ("%gl", "%head", cfg.sq * 4),
+    ] {
+        a.i(format!("mad.wide.u32 {reg}, {head}, {bytes}, {reg};"));
+    }
+    a.i("mov.u64 %cd0, smem;");
+    a.i("cvt.u32.u64 %sq, %cd0;");
+    a.i(format!("add.u32 %sk0, %sq, {q_bytes};"));
+    a.i(format!("add.u32 %sv0, %sk0, {};", 2 * k_bytes));
+    // ldmatrix row addresses: lanes 8m..8m+7 address the rows of matrix m
+    a.i("and.b32 %x, %lane, 15;");
+    a.i("shr.u32 %y, %lane, 4;");
+    a.i("shl.b32 %y, %y, 4;");
+    a.i(format!("mad.lo.u32 %vofs, %x, {pv}, %y;"));
+    a.i("shl.b32 %z, %warp, 4;");
+    a.i("add.u32 %z, %z, %x;");
+    a.i(format!("mad.lo.u32 %qofs, %z, {pq}, %y;"));
+    a.i("add.u32 %qofs, %qofs, %sq;");
+    a.i("and.b32 %x, %lane, 7;");
+    a.i("shr.u32 %y, %lane, 3;");
+    a.i("shl.b32 %y, %y, 4;");
+    a.i(format!("mad.lo.u32 %kofs, %x, {pq}, %y;"));
+
+    // ---- visibility: lane rows g and g + 8 see keys j <= lim; tiles to visit
+    let last_key = cfg.sk as i32 - 1;
+    a.i("shl.b32 %z, %warp, 4;");
+    a.i("add.u32 %z, %z, %g;");
+    a.i("add.u32 %z, %z, %q0;");
+    for h in 0..2 {
+        match causal {
+            Some(c) => {
+                a.i(format!("add.s32 %lim{h}, %z, {};", c + 8 * h));
+                a.i(format!("min.s32 %lim{h}, %lim{h}, {last_key};"));
+            }
+            None => a.i(format!("mov.u32 %lim{h}, {last_key};")),
+        }
+    }
+    match causal {
+        Some(c) => {
+            // the block's first row sees the fewest keys, its last valid row the most
+            a.i(format!("add.s32 %minlim, %q0, {c};"));
+            a.i(format!("min.s32 %minlim, %minlim, {last_key};"));
+            a.i(format!("add.u32 %x, %q0, {};", BLOCK_M - 1));
+            a.i(format!("min.u32 %x, %x, {};", cfg.sq - 1));
+            a.i(format!("add.s32 %x, %x, {c};"));
+            a.i(format!("min.s32 %x, %x, {last_key};"));
+            a.i("max.s32 %x, %x, -1;");
+            a.i(format!("add.s32 %x, %x, {BLOCK_N};"));
+            a.i(format!("div.u32 %nt, %x, {BLOCK_N};"));
+        }
+        None => {
+            a.i(format!("mov.u32 %minlim, {last_key};"));
+            a.i(format!("mov.u32 %nt, {};", cfg.sk.div_ceil(BLOCK_N)));
+        }
+    }
+
+    // ---- prologue: Q (group 0), then the first K/V tile (group 1)
+    a.i("mov.u32 %x, %q0;");
+    a.copy_tile("%sq", "%gq", "%x", d, d * 2, cfg.sq);
+    a.i("cp.async.commit_group;");
+    let no_tiles = a.label("no_tiles");
+    a.i("setp.eq.u32 %p0, %nt, 0;");
+    a.i(format!("@%p0 bra {no_tiles};"));
+    a.i("mov.u32 %x, 0;");
+    a.copy_tile("%sk0", "%gk", "%x", d, d * 2, cfg.sk);
+    a.copy_tile("%sv0", "%gv", "%x", dv, dv * 2, cfg.sk);
+    a.i("cp.async.commit_group;");
+    a.i("cp.async.wait_group 1;");
+    a.i("bar.sync 0;");
+    for s in 0..q_steps {
+        a.ldmatrix_x4(&quad("qa", s), "%qofs", s * 32, false);
+    }
+    for h in 0..2 {
+        a.i(format!("mov.f32 %m{h}, {NEG_INF};"));
+        a.i(format!("mov.f32 %l{h}, 0f00000000;"));
+    }
+    for r in 0..dv / 2 {
+        a.i(format!("mov.f32 %o{r}, 0f00000000;"));
+    }
+    a.i("mov.f32 %zero, 0f00000000;");
+
+    // ---- the K/V loop
+    let (top, done) = (a.label("tile"), a.label("tiles_done"));
+    a.i("mov.u32 %kt, 0;");
+    a.place(&top);
+    // prefetch tile kt + 1 into the other buffer (an empty group keeps wait_group 1 exact)
+    let no_next = a.label("no_prefetch");
+    a.i("add.u32 %x, %kt, 1;");
+    a.i("setp.ge.u32 %p0, %x, %nt;");
+    a.i(format!("@%p0 bra {no_next};"));
+    a.i("and.b32 %y, %x, 1;");
+    a.i(format!("mad.lo.u32 %kb, %y, {k_bytes}, %sk0;"));
+    a.i(format!("mad.lo.u32 %vb, %y, {v_bytes}, %sv0;"));
+    a.i(format!("mul.lo.u32 %x, %x, {BLOCK_N};"));
+    a.copy_tile("%kb", "%gk", "%x", d, d * 2, cfg.sk);
+    a.copy_tile("%vb", "%gv", "%x", dv, dv * 2, cfg.sk);
+    a.place(&no_next);
+    a.i("cp.async.commit_group;");
+    a.i("cp.async.wait_group 1;");
+    a.i("bar.sync 0;");
+    a.i("and.b32 %y, %kt, 1;");
+    a.i(format!("mad.lo.u32 %kb, %y, {k_bytes}, %sk0;"));
+    a.i("add.u32 %kb, %kb, %kofs;");
+    a.i(format!("mad.lo.u32 %vb, %y, {v_bytes}, %sv0;"));
+    a.i("add.u32 %vb, %vb, %vofs;");
+
+    // S = Q Kᵀ: per 8-key tile n, two k16 steps per ldmatrix.x4
+    let zeros: [String; 4] = std::array::from_fn(|_| "%zero".to_string());
+    for n in 0..s_tiles {
+        let sn = quad("s", n);
+        for kk in 0..d / 32 {
+            a.ldmatrix_x4(&quad("kf", 0), "%kb", n * 8 * pq + kk * 64, false);
+            let c = if kk == 0 { &zeros } else { &sn };
+            a.mma(dt, &sn, &quad("qa", 2 * kk), ["%kf0", "%kf1"], c);
+            a.mma(dt, &sn, &quad("qa", 2 * kk + 1), ["%kf2", "%kf3"], &sn);
+        }
+    }
+    for r in 0..4 * s_tiles {
+        a.i(format!("mul.f32 %s{r}, %s{r}, {};", f32_imm(sl2)));
+    }
+    // masking, only on tiles crossing sk or the causal diagonal
+    let unmasked = a.label("unmasked");
+    a.i(format!("mul.lo.u32 %x, %kt, {BLOCK_N};"));
+    a.i(format!("add.s32 %y, %x, {};", BLOCK_N - 1));
+    a.i("setp.le.s32 %p0, %y, %minlim;");
+    a.i(format!("@%p0 bra {unmasked};"));
+    a.i("shl.b32 %y, %t, 1;");
+    a.i("add.u32 %y, %y, %x;");
+    for h in 0..2 {
+        a.i(format!("sub.s32 %rl{h}, %lim{h}, %y;"));
+    }
+    for n in 0..s_tiles {
+        for h in 0..2 {
+            for e in 0..2 {
+                let r = 4 * n + 2 * h + e;
+                a.i(format!("setp.lt.s32 %p1, %rl{h}, {};", n * 8 + e));
+                a.i(format!("selp.f32 %s{r}, {NEG_INF}, %s{r}, %p1;"));
+            }
+        }
+    }
+    a.place(&unmasked);
+    // online softmax, per lane row h (g or g + 8)
+    for h in 0..2 {
+        let row: Vec<String> = (0..s_tiles).flat_map(|n| [4 * n + 2 * h, 4 * n + 2 * h + 1]).map(|r| format!("%s{r}")).collect();
+        a.i(format!("max.f32 %mx, {}, {};", row[0], row[1]));
+        for r in &row[2..] {
+            a.i(format!("max.f32 %mx, %mx, {r};"));
+        }
+        a.quad_reduce("%mx", "max", "%ft");
+        a.i(format!("max.f32 %mx, %mx, %m{h};"));
+        // a row with nothing visible yet subtracts 0, not -inf (no NaN)
+        a.i(format!("setp.eq.f32 %p1, %mx, {NEG_INF};"));
+        a.i("selp.f32 %base, 0f00000000, %mx, %p1;");
+        a.i(format!("sub.f32 %al, %m{h}, %base;"));
+        a.i("ex2.approx.ftz.f32 %al, %al;");
+        a.i(format!("mov.f32 %m{h}, %mx;"));
+        for r in &row {
+            a.i(format!("sub.f32 {r}, {r}, %base;"));
+            a.i(format!("ex2.approx.ftz.f32 {r}, {r};"));
+        }
+        a.i(format!("add.f32 %rs, {}, {};", row[0], row[1]));
+        for r in &row[2..] {
+            a.i(format!("add.f32 %rs, %rs, {r};"));
+        }
+        a.i(format!("fma.rn.f32 %l{h}, %l{h}, %al, %rs;"));
+        for n in 0..o_tiles {
+            for e in 0..2 {
+                let r = 4 * n + 2 * h + e;
+                a.i(format!("mul.f32 %o{r}, %o{r}, %al;"));
+            }
+        }
+    }
+    // P as A fragments: key step j covers S tiles 2j (cols 0-7) and 2j + 1 (cols 8-15)
+    for j in 0..s_tiles / 2 {
+        for (k, (tile, h)) in [(2 * j, 0), (2 * j, 1), (2 * j + 1, 0), (2 * j + 1, 1)].into_iter().enumerate() {
+            let r = 4 * tile + 2 * h;
+            a.pack(dt, &format!("%pa{}", 4 * j + k as u32), &format!("%s{r}"), &format!("%s{}", r + 1));
+        }
+    }
+    // O += P V: ldmatrix.trans of 16 keys x 16 columns gives two B fragments
+    for j in 0..s_tiles / 2 {
+        for nn in 0..dv / 16 {
+            a.ldmatrix_x4(&quad("vf", 0), "%vb", j * 16 * pv + nn * 32, true);
+            let pa = quad("pa", j);
+            let (o0, o1) = (quad("o", 2 * nn), quad("o", 2 * nn + 1));
+            a.mma(dt, &o0, &pa, ["%vf0", "%vf1"], &o0);
+            a.mma(dt, &o1, &pa, ["%vf2", "%vf3"], &o1);
+        }
+    }
+    // every warp is done with this buffer before the next iteration refills it
+    a.i("bar.sync 0;");
+    a.i("add.u32 %kt, %kt, 1;");
+    a.i("setp.lt.u32 %p0, %kt, %nt;");
+    a.i(format!("@%p0 bra {top};"));
+    a.i(format!("bra.uni {done};"));
+    a.place(&no_tiles);
+    // nothing visible: l = 0 gives NaN rows and NaN lse, as the naive softmax
+    a.i("cp.async.wait_all;");
+    for h in 0..2 {
+        a.i(format!("mov.f32 %m{h}, {NEG_INF};"));
+        a.i(format!("mov.f32 %l{h}, 0f00000000;"));
+    }
+    for r in 0..dv / 2 {
+        a.i(format!("mov.f32 %o{r}, 0f00000000;"));
+    }
+    a.place(&done);
+
+    // ---- epilogue: normalize, store o (halves) and lse (f32) for rows < sq
+    a.i("shl.b32 %z, %warp, 4;");
+    a.i("add.u32 %z, %z, %g;");
+    a.i("add.u32 %z, %z, %q0;");
+    a.i("shl.b32 %y, %t, 1;");
+    for h in 0..2 {
+        a.quad_reduce(&format!("%l{h}"), "add", "%ft");
+        a.i(format!("rcp.rn.f32 %al, %l{h};"));
+        for n in 0..o_tiles {
+            for e in 0..2 {
+                let r = 4 * n + 2 * h + e;
+                a.i(format!("mul.f32 %o{r}, %o{r}, %al;"));
+            }
+        }
+        let skip = a.label("row_out");
+        a.i(format!("add.u32 %x, %z, {};", 8 * h));
+        a.i(format!("setp.ge.u32 %p0, %x, {};", cfg.sq));
+        a.i(format!("@%p0 bra {skip};"));
+        a.i(format!("mad.lo.u32 %c0, %x, {dv}, %y;"));
+        a.i("mul.wide.u32 %cd0, %c0, 2;");
+        a.i("add.s64 %cd0, %cd0, %go;");
+        for n in 0..o_tiles {
+            let r = 4 * n + 2 * h;
+            a.pack(dt, "%c1", &format!("%o{r}"), &format!("%o{}", r + 1));
+            a.i(format!("st.global.b32 [%cd0+{}], %c1;", n * 16));
+        }
+        a.i("setp.ne.u32 %p0, %t, 0;");
+        a.i(format!("@%p0 bra {skip};"));
+        a.i(format!("lg2.approx.ftz.f32 %ft, %l{h};"));
+        a.i(format!("add.f32 %ft, %ft, %m{h};"));
+        a.i(format!("mul.f32 %ft, %ft, {};", f32_imm(LN2)));
+        // l = 0 only when every key is hidden: NaN, as log Σ exp over nothing max-subtracted
+        a.i(format!("setp.eq.f32 %p1, %l{h}, 0f00000000;"));
+        a.i("selp.f32 %ft, 0f7FC00000, %ft, %p1;");
+        a.i("mul.wide.u32 %cd0, %x, 4;");
+        a.i("add.s64 %cd0, %cd0, %gl;");
+        a.i("st.global.f32 [%cd0], %ft;");
+        a.place(&skip);
+    }
+    a.i("ret;");
+
+    let name = kernel_name(cfg, arch);
+    let decls = format!(
+        "    .reg .pred %p<2>;\n    .reg .b32 %tx, %lane, %warp, %g, %t, %head, %kvh, %q0, %sq, %sk0, %sv0, %qofs, %kofs, %vofs, %kb, %vb, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %go, %gl;\n    .reg .b32 %qa<{}>, %kf<4>, %vf<4>, %pa<{}>;\n    .reg .f32 %s<{}>, %o<{}>, %m<2>, %l<2>, %mx, %base, %al, %rs, %ft, %zero;\n{}",
+        4 * q_steps,
+        2 * s_tiles,
+        4 * s_tiles,
+        dv / 2,
+        Asm::copy_regs()
+    );
+    let ptx = format!(
+        "// FlashAttention-2 forward, generated by Kiln.\n.version 8.0\n.target {}\n.address_size 64\n\n.extern .shared .align 16 .b8 smem[];\n\n.visible .entry {name}(\n    .param .u64 q,\n    .param .u64 k,\n    .param .u64 v,\n    .param .u64 o,\n    .param .u64 lse\n)\n.maxntid {THREADS}, 1, 1\n{{\n{decls}{}}}\n",
+        arch.name(),
+        a.finish()
+    );
+    FlashKernel {
+        name,
+        ptx,
+        grid: [cfg.sq.div_ceil(BLOCK_M), cfg.heads, 1],
+        block: [THREADS, 1, 1],
+        shared_bytes: shared,
+        params: vec!["q", "k", "v", "o", "lse"],
+    }
+}
+
+/// A name unique to the configuration.
+fn kernel_name(cfg: &FlashConfig, arch: Arch) -> String {
+    let causal = match cfg.causal_i32() {
+        Some(c) if c < 0 => format!("_causal_m{}", -i64::from(c)),
+        Some(c) => format!("_causal_{c}"),
+        None => String::new(),
+    };
+    format!(
+        "flash_fwd_{}_{}_h{}g{}_q{}_k{}_d{}_{}{causal}",
+        arch.name(),
+        cfg.dtype.ptx(),
+        cfg.heads,
+        cfg.group,
+        cfg.sq,
+        cfg.sk,
+        cfg.d,
+        cfg.dv
+    )
+}

@@ -1,0 +1,62 @@
+//! FlashAttention on tensor cores: hand-scheduled PTX generators for the
+//! attention node (see `kiln_ir::attention` for the exact semantics).
+//!
+//! The generic renderer (`super::render`) turns kernel IR into correct but
+//! slow PTX; attention needs tiles kept in registers and shared memory,
+//! `mma.sync` and an online softmax, so these kernels are written directly.
+//! Each generator is specialized to one [`FlashConfig`] (shapes, scale and
+//! causal offset become immediates).
+//!
+//! Files: `config.rs` (validation, tile sizes, shared-memory layout),
+//! `asm.rs` (PTX text and fragment helpers), `fwd_sm80.rs` (FA2 forward).
+
+mod asm;
+mod config;
+mod fwd_sm80;
+
+pub use config::{FlashConfig, Half};
+
+use super::Arch;
+
+/// A generated kernel and how to launch it.
+#[derive(Clone, Debug)]
+pub struct FlashKernel {
+    /// The `.entry` name.
+    pub name: String,
+    /// The PTX module text (one `.entry`).
+    pub ptx: String,
+    /// CTAs in x, y, z.
+    pub grid: [u32; 3],
+    /// Threads per CTA in x, y, z.
+    pub block: [u32; 3],
+    /// Dynamic shared memory to launch with, in bytes (above 48 KiB the
+    /// launcher must raise `MAX_DYNAMIC_SHARED_SIZE_BYTES` first).
+    pub shared_bytes: u32,
+    /// The pointer parameters, in order (each a `.u64` global address).
+    pub params: Vec<&'static str>,
+}
+
+/// Why no flash kernel was generated (the caller falls back to the
+/// generic kernels).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlashError {
+    /// A shape or option these kernels do not handle.
+    #[error("flash attention: {0} is not supported")]
+    Unsupported(String),
+}
+
+/// The forward kernel: `q, k, v -> o, lse` (parameters in that order; `o`
+/// in the input dtype, `lse` f32).
+pub fn forward(cfg: &FlashConfig, arch: Arch) -> Result<FlashKernel, FlashError> {
+    cfg.validate()?;
+    match arch {
+        // mma.sync, ldmatrix and cp.async run on sm_90a too
+        Arch::Sm80 | Arch::Sm90a => Ok(fwd_sm80::generate(cfg, arch)),
+    }
+}
+
+/// The backward kernels: `q, k, v, o, lse, do -> dq, dk, dv`.
+pub fn backward(cfg: &FlashConfig, _arch: Arch) -> Result<Vec<FlashKernel>, FlashError> {
+    cfg.validate()?;
+    Err(FlashError::Unsupported("the backward pass (no flash backward kernel yet)".into()))
+}
