@@ -100,6 +100,88 @@ impl Asm {
     }
 }
 
+/// How an mma B operand (`k × n`) lies in shared memory.
+#[derive(Clone, Copy)]
+pub enum BLayout {
+    /// Rows are `n`, `k` contiguous (K for `Q Kᵀ`): plain `ldmatrix`.
+    RowsN,
+    /// Rows are `k`, `n` contiguous (V for `P V`): `ldmatrix.trans`.
+    RowsK,
+}
+
+impl Asm {
+    /// `dst` = this lane's byte offset in a tile of `pitch`-byte rows for
+    /// `ldmatrix.x4` in `layout` (lanes 8m..8m+7 address the rows of matrix
+    /// m). `RowsK` is also the pattern of a 16x16 A fragment.
+    pub fn lane_offset(&mut self, dst: &str, layout: BLayout, pitch: u32) {
+        let (rows, log) = match layout {
+            BLayout::RowsN => (7, 3),
+            BLayout::RowsK => (15, 4),
+        };
+        self.i(format!("and.b32 {dst}, %lane, {rows};"));
+        self.i(format!("mul.lo.u32 {dst}, {dst}, {pitch};"));
+        self.i(format!("shr.u32 %lo, %lane, {log};"));
+        self.i("shl.b32 %lo, %lo, 4;");
+        self.i(format!("add.u32 {dst}, {dst}, %lo;"));
+    }
+
+    /// A fragments `%{a}{4s..4s+3}` for `k / 16` steps of a 16-row block at
+    /// `addr` (which holds the [`BLayout::RowsK`] lane offset).
+    pub fn load_a(&mut self, a: &str, addr: &str, k: u32) {
+        for s in 0..k / 16 {
+            self.ldmatrix_x4(&quad(a, s), addr, s * 32, false);
+        }
+    }
+
+    /// One warp's `acc (+)= A · B` for a 16-row block: `A` in fragments
+    /// `%{a}..` (16 x `k`), `B` (`k` x `n`) in shared memory at `b` (with the
+    /// lane offset for `layout` added) with `pitch`-byte rows, `acc` the
+    /// `n / 8` accumulator quads `%{acc}..`; `init` starts from zero.
+    /// Uses `%bf0..3` and `%zero`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn warp_gemm(&mut self, dt: Half, acc: &str, init: bool, a: &str, b: &str, pitch: u32, n: u32, k: u32, layout: BLayout) {
+        let zeros: [String; 4] = std::array::from_fn(|_| "%zero".to_string());
+        let bf = quad("bf", 0);
+        match layout {
+            BLayout::RowsN => {
+                for nt in 0..n / 8 {
+                    let d = quad(acc, nt);
+                    for kk in 0..k / 32 {
+                        self.ldmatrix_x4(&bf, b, nt * 8 * pitch + kk * 64, false);
+                        let c = if init && kk == 0 { &zeros } else { &d };
+                        self.mma(dt, &d, &quad(a, 2 * kk), ["%bf0", "%bf1"], c);
+                        self.mma(dt, &d, &quad(a, 2 * kk + 1), ["%bf2", "%bf3"], &d);
+                    }
+                }
+            }
+            BLayout::RowsK => {
+                for s in 0..k / 16 {
+                    for nn in 0..n / 16 {
+                        self.ldmatrix_x4(&bf, b, s * 16 * pitch + nn * 32, true);
+                        for (h, pair) in [["%bf0", "%bf1"], ["%bf2", "%bf3"]].into_iter().enumerate() {
+                            let d = quad(acc, 2 * nn + h as u32);
+                            let c = if init && s == 0 { &zeros } else { &d };
+                            self.mma(dt, &d, &quad(a, s), pair, c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Re-packs `n / 8` accumulator quads `%{acc}..` (16 x `n`, f32) as A
+    /// fragments `%{a}..` of the same 16 x `n` matrix in halves: k-step `s`
+    /// takes accumulator tiles `2s` (columns 0-7) and `2s + 1` (8-15).
+    pub fn acc_to_a(&mut self, dt: Half, a: &str, acc: &str, n: u32) {
+        for s in 0..n / 16 {
+            for (k, (tile, h)) in [(2 * s, 0), (2 * s, 1), (2 * s + 1, 0), (2 * s + 1, 1)].into_iter().enumerate() {
+                let r = 4 * tile + 2 * h;
+                self.pack(dt, &format!("%{a}{}", 4 * s + k as u32), &format!("%{acc}{r}"), &format!("%{acc}{}", r + 1));
+            }
+        }
+    }
+}
+
 /// Four consecutive registers `prefix{4i} ..`.
 pub fn quad(prefix: &str, i: u32) -> [String; 4] {
     std::array::from_fn(|j| format!("%{prefix}{}", 4 * i + j as u32))

@@ -13,7 +13,7 @@
 //! stays a per-lane partial until the end; O is normalized once, and
 //! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
 
-use super::asm::{quad, Asm};
+use super::asm::{Asm, BLayout};
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::FlashKernel;
 use crate::ptx::Arch;
@@ -65,19 +65,12 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i("cvt.u32.u64 %sq, %cd0;");
     a.i(format!("add.u32 %sk0, %sq, {q_bytes};"));
     a.i(format!("add.u32 %sv0, %sk0, {};", 2 * k_bytes));
-    // ldmatrix row addresses: lanes 8m..8m+7 address the rows of matrix m
-    a.i("and.b32 %x, %lane, 15;");
-    a.i("shr.u32 %y, %lane, 4;");
-    a.i("shl.b32 %y, %y, 4;");
-    a.i(format!("mad.lo.u32 %vofs, %x, {pv}, %y;"));
-    a.i("shl.b32 %z, %warp, 4;");
-    a.i("add.u32 %z, %z, %x;");
-    a.i(format!("mad.lo.u32 %qofs, %z, {pq}, %y;"));
+    // ldmatrix lane offsets; the Q block of this warp starts 16 rows per warp in
+    a.lane_offset("%vofs", BLayout::RowsK, pv);
+    a.lane_offset("%kofs", BLayout::RowsN, pq);
+    a.lane_offset("%qofs", BLayout::RowsK, pq);
+    a.i(format!("mad.lo.u32 %qofs, %warp, {}, %qofs;", 16 * pq));
     a.i("add.u32 %qofs, %qofs, %sq;");
-    a.i("and.b32 %x, %lane, 7;");
-    a.i("shr.u32 %y, %lane, 3;");
-    a.i("shl.b32 %y, %y, 4;");
-    a.i(format!("mad.lo.u32 %kofs, %x, {pq}, %y;"));
 
     // ---- visibility: lane rows g and g + 8 see keys j <= lim; tiles to visit
     let last_key = cfg.sk as i32 - 1;
@@ -125,9 +118,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i("cp.async.commit_group;");
     a.i("cp.async.wait_group 1;");
     a.i("bar.sync 0;");
-    for s in 0..q_steps {
-        a.ldmatrix_x4(&quad("qa", s), "%qofs", s * 32, false);
-    }
+    a.load_a("qa", "%qofs", d);
     for h in 0..2 {
         a.i(format!("mov.f32 %m{h}, {NEG_INF};"));
         a.i(format!("mov.f32 %l{h}, 0f00000000;"));
@@ -162,17 +153,8 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i(format!("mad.lo.u32 %vb, %y, {v_bytes}, %sv0;"));
     a.i("add.u32 %vb, %vb, %vofs;");
 
-    // S = Q Kᵀ: per 8-key tile n, two k16 steps per ldmatrix.x4
-    let zeros: [String; 4] = std::array::from_fn(|_| "%zero".to_string());
-    for n in 0..s_tiles {
-        let sn = quad("s", n);
-        for kk in 0..d / 32 {
-            a.ldmatrix_x4(&quad("kf", 0), "%kb", n * 8 * pq + kk * 64, false);
-            let c = if kk == 0 { &zeros } else { &sn };
-            a.mma(dt, &sn, &quad("qa", 2 * kk), ["%kf0", "%kf1"], c);
-            a.mma(dt, &sn, &quad("qa", 2 * kk + 1), ["%kf2", "%kf3"], &sn);
-        }
-    }
+    // S = Q Kᵀ (K rows are the n of the B operand)
+    a.warp_gemm(dt, "s", true, "qa", "%kb", pq, BLOCK_N, d, BLayout::RowsN);
     for r in 0..4 * s_tiles {
         a.i(format!("mul.f32 %s{r}, %s{r}, {};", f32_imm(sl2)));
     }
@@ -228,23 +210,9 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
             }
         }
     }
-    // P as A fragments: key step j covers S tiles 2j (cols 0-7) and 2j + 1 (cols 8-15)
-    for j in 0..s_tiles / 2 {
-        for (k, (tile, h)) in [(2 * j, 0), (2 * j, 1), (2 * j + 1, 0), (2 * j + 1, 1)].into_iter().enumerate() {
-            let r = 4 * tile + 2 * h;
-            a.pack(dt, &format!("%pa{}", 4 * j + k as u32), &format!("%s{r}"), &format!("%s{}", r + 1));
-        }
-    }
-    // O += P V: ldmatrix.trans of 16 keys x 16 columns gives two B fragments
-    for j in 0..s_tiles / 2 {
-        for nn in 0..dv / 16 {
-            a.ldmatrix_x4(&quad("vf", 0), "%vb", j * 16 * pv + nn * 32, true);
-            let pa = quad("pa", j);
-            let (o0, o1) = (quad("o", 2 * nn), quad("o", 2 * nn + 1));
-            a.mma(dt, &o0, &pa, ["%vf0", "%vf1"], &o0);
-            a.mma(dt, &o1, &pa, ["%vf2", "%vf3"], &o1);
-        }
-    }
+    // P as A fragments straight from the S accumulators, then O += P V
+    a.acc_to_a(dt, "pa", "s", BLOCK_N);
+    a.warp_gemm(dt, "o", false, "pa", "%vb", pv, dv, BLOCK_N, BLayout::RowsK);
     // every warp is done with this buffer before the next iteration refills it
     a.i("bar.sync 0;");
     a.i("add.u32 %kt, %kt, 1;");
@@ -306,7 +274,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
 
     let name = kernel_name(cfg, arch);
     let decls = format!(
-        "    .reg .pred %p<2>;\n    .reg .b32 %tx, %lane, %warp, %g, %t, %head, %kvh, %q0, %sq, %sk0, %sv0, %qofs, %kofs, %vofs, %kb, %vb, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %go, %gl;\n    .reg .b32 %qa<{}>, %kf<4>, %vf<4>, %pa<{}>;\n    .reg .f32 %s<{}>, %o<{}>, %m<2>, %l<2>, %mx, %base, %al, %rs, %ft, %zero;\n{}",
+        "    .reg .pred %p<2>;\n    .reg .b32 %tx, %lane, %warp, %g, %t, %head, %kvh, %q0, %sq, %sk0, %sv0, %qofs, %kofs, %vofs, %kb, %vb, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %go, %gl;\n    .reg .b32 %qa<{}>, %bf<4>, %pa<{}>, %lo;\n    .reg .f32 %s<{}>, %o<{}>, %m<2>, %l<2>, %mx, %base, %al, %rs, %ft, %zero;\n{}",
         4 * q_steps,
         2 * s_tiles,
         4 * s_tiles,
