@@ -5,6 +5,9 @@
 use super::config::{FlashConfig, Half, BLOCK_N, THREADS};
 use std::fmt::Write;
 
+/// `-inf` as a PTX f32 immediate.
+pub const NEG_INF: &str = "0fFF800000";
+
 /// A kernel body being written.
 #[derive(Default)]
 pub struct Asm {

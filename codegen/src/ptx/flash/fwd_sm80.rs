@@ -13,12 +13,12 @@
 //! stays a per-lane partial until the end; O is normalized once, and
 //! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
 
-use super::asm::{Asm, BLayout};
+use super::asm::{Asm, BLayout, NEG_INF};
+use super::mask;
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::FlashKernel;
 use crate::ptx::Arch;
 
-const NEG_INF: &str = "0fFF800000";
 const LN2: f32 = std::f32::consts::LN_2;
 
 /// PTX's exact spelling of an f32 immediate.
@@ -34,7 +34,6 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     let (q_bytes, k_bytes, v_bytes) = (BLOCK_M * pq, BLOCK_N * pq, BLOCK_N * pv);
     let shared = q_bytes + 2 * k_bytes + 2 * v_bytes;
     let (s_tiles, o_tiles, q_steps) = (BLOCK_N / 8, dv / 8, d / 16);
-    let causal = cfg.causal_i32();
     let sl2 = cfg.scale * std::f32::consts::LOG2_E;
 
     let mut a = Asm::default();
@@ -72,38 +71,8 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i(format!("mad.lo.u32 %qofs, %warp, {}, %qofs;", 16 * pq));
     a.i("add.u32 %qofs, %qofs, %sq;");
 
-    // ---- visibility: lane rows g and g + 8 see keys j <= lim; tiles to visit
-    let last_key = cfg.sk as i32 - 1;
-    a.i("shl.b32 %z, %warp, 4;");
-    a.i("add.u32 %z, %z, %g;");
-    a.i("add.u32 %z, %z, %q0;");
-    for h in 0..2 {
-        match causal {
-            Some(c) => {
-                a.i(format!("add.s32 %lim{h}, %z, {};", c + 8 * h));
-                a.i(format!("min.s32 %lim{h}, %lim{h}, {last_key};"));
-            }
-            None => a.i(format!("mov.u32 %lim{h}, {last_key};")),
-        }
-    }
-    match causal {
-        Some(c) => {
-            // the block's first row sees the fewest keys, its last valid row the most
-            a.i(format!("add.s32 %minlim, %q0, {c};"));
-            a.i(format!("min.s32 %minlim, %minlim, {last_key};"));
-            a.i(format!("add.u32 %x, %q0, {};", BLOCK_M - 1));
-            a.i(format!("min.u32 %x, %x, {};", cfg.sq - 1));
-            a.i(format!("add.s32 %x, %x, {c};"));
-            a.i(format!("min.s32 %x, %x, {last_key};"));
-            a.i("max.s32 %x, %x, -1;");
-            a.i(format!("add.s32 %x, %x, {BLOCK_N};"));
-            a.i(format!("div.u32 %nt, %x, {BLOCK_N};"));
-        }
-        None => {
-            a.i(format!("mov.u32 %minlim, {last_key};"));
-            a.i(format!("mov.u32 %nt, {};", cfg.sk.div_ceil(BLOCK_N)));
-        }
-    }
+    // ---- which keys each lane row sees, and how many K/V tiles to visit
+    mask::row_limits(&mut a, cfg);
 
     // ---- prologue: Q (group 0), then the first K/V tile (group 1)
     a.i("mov.u32 %x, %q0;");
@@ -158,27 +127,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     for r in 0..4 * s_tiles {
         a.i(format!("mul.f32 %s{r}, %s{r}, {};", f32_imm(sl2)));
     }
-    // masking, only on tiles crossing sk or the causal diagonal
-    let unmasked = a.label("unmasked");
-    a.i(format!("mul.lo.u32 %x, %kt, {BLOCK_N};"));
-    a.i(format!("add.s32 %y, %x, {};", BLOCK_N - 1));
-    a.i("setp.le.s32 %p0, %y, %minlim;");
-    a.i(format!("@%p0 bra {unmasked};"));
-    a.i("shl.b32 %y, %t, 1;");
-    a.i("add.u32 %y, %y, %x;");
-    for h in 0..2 {
-        a.i(format!("sub.s32 %rl{h}, %lim{h}, %y;"));
-    }
-    for n in 0..s_tiles {
-        for h in 0..2 {
-            for e in 0..2 {
-                let r = 4 * n + 2 * h + e;
-                a.i(format!("setp.lt.s32 %p1, %rl{h}, {};", n * 8 + e));
-                a.i(format!("selp.f32 %s{r}, {NEG_INF}, %s{r}, %p1;"));
-            }
-        }
-    }
-    a.place(&unmasked);
+    mask::mask_tile(&mut a, "s");
     // online softmax, per lane row h (g or g + 8)
     for h in 0..2 {
         let row: Vec<String> = (0..s_tiles).flat_map(|n| [4 * n + 2 * h, 4 * n + 2 * h + 1]).map(|r| format!("%s{r}")).collect();

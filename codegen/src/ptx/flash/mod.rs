@@ -8,11 +8,13 @@
 //! causal offset become immediates).
 //!
 //! Files: `config.rs` (validation, tile sizes, shared-memory layout),
-//! `asm.rs` (PTX text and fragment helpers), `fwd_sm80.rs` (FA2 forward).
+//! `asm.rs` (PTX text and fragment helpers), `mask.rs` (causal and length
+//! masking), `fwd_sm80.rs` (FA2 forward).
 
 mod asm;
 mod config;
 mod fwd_sm80;
+mod mask;
 
 pub use config::{FlashConfig, Half};
 
