@@ -13,7 +13,7 @@
 //! stays a per-lane partial until the end; O is normalized once, and
 //! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
 
-use super::asm::{Asm, BLayout, NEG_INF};
+use super::asm::{f32_imm, module, Asm, BLayout, NEG_INF};
 use super::mask;
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::FlashKernel;
@@ -21,10 +21,8 @@ use crate::ptx::Arch;
 
 const LN2: f32 = std::f32::consts::LN_2;
 
-/// PTX's exact spelling of an f32 immediate.
-fn f32_imm(x: f32) -> String {
-    format!("0f{:08X}", x.to_bits())
-}
+/// The pointer parameters, in order.
+const PARAMS: [&str; 5] = ["q", "k", "v", "o", "lse"];
 
 /// The kernel for `cfg` (already validated).
 pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
@@ -33,33 +31,22 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     let (pq, pv) = (FlashConfig::pitch(d), FlashConfig::pitch(dv));
     let (q_bytes, k_bytes, v_bytes) = (BLOCK_M * pq, BLOCK_N * pq, BLOCK_N * pv);
     let shared = q_bytes + 2 * k_bytes + 2 * v_bytes;
-    let (s_tiles, o_tiles, q_steps) = (BLOCK_N / 8, dv / 8, d / 16);
+    let s_tiles = BLOCK_N / 8;
     let sl2 = cfg.scale * std::f32::consts::LOG2_E;
 
     let mut a = Asm::default();
+    let name = kernel_name(cfg, arch);
     // ---- indices and base addresses
-    a.i("mov.u32 %tx, %tid.x;");
-    a.i("and.b32 %lane, %tx, 31;");
-    a.i("shr.u32 %warp, %tx, 5;");
-    a.i("shr.u32 %g, %lane, 2;");
-    a.i("and.b32 %t, %lane, 3;");
+    a.lanes();
     a.i("mov.u32 %head, %ctaid.y;");
     a.i(format!("div.u32 %kvh, %head, {};", cfg.group));
     a.i("mov.u32 %q0, %ctaid.x;");
     a.i(format!("mul.lo.u32 %q0, %q0, {BLOCK_M};"));
-    for (reg, param) in [("%gq", "q"), ("%gk", "k"), ("%gv", "v"), ("%go", "o"), ("%gl", "lse")] {
-        a.i(format!("ld.param.u64 {reg}, [{param}];"));
-        a.i(format!("cvta.to.global.u64 {reg}, {reg};"));
-    }
-    for (reg, head, bytes) in [
-        ("%gq", "%head", cfg.sq * d * 2),
-        ("%gk", "%kvh", cfg.sk * d * 2),
-        ("%gv", "%kvh", cfg.sk * dv * 2),
-        ("%go", "%head", cfg.sq * dv * 2),
-        ("%gl", "%head", cfg.sq * 4),
-    ] {
-        a.i(format!("mad.wide.u32 {reg}, {head}, {bytes}, {reg};"));
-    }
+    a.global_param("%gq", "q", "%head", cfg.sq * d * 2);
+    a.global_param("%gk", "k", "%kvh", cfg.sk * d * 2);
+    a.global_param("%gv", "v", "%kvh", cfg.sk * dv * 2);
+    a.global_param("%go", "o", "%head", cfg.sq * dv * 2);
+    a.global_param("%gl", "lse", "%head", cfg.sq * 4);
     a.i("mov.u64 %cd0, smem;");
     a.i("cvt.u32.u64 %sq, %cd0;");
     a.i(format!("add.u32 %sk0, %sq, {q_bytes};"));
@@ -95,7 +82,6 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     for r in 0..dv / 2 {
         a.i(format!("mov.f32 %o{r}, 0f00000000;"));
     }
-    a.i("mov.f32 %zero, 0f00000000;");
 
     // ---- the K/V loop
     let (top, done) = (a.label("tile"), a.label("tiles_done"));
@@ -152,12 +138,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
             a.i(format!("add.f32 %rs, %rs, {r};"));
         }
         a.i(format!("fma.rn.f32 %l{h}, %l{h}, %al, %rs;"));
-        for n in 0..o_tiles {
-            for e in 0..2 {
-                let r = 4 * n + 2 * h + e;
-                a.i(format!("mul.f32 %o{r}, %o{r}, %al;"));
-            }
-        }
+        a.scale_row("o", h, dv, "%al");
     }
     // P as A fragments straight from the S accumulators, then O += P V
     a.acc_to_a(dt, "pa", "s", BLOCK_N);
@@ -184,28 +165,15 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i("shl.b32 %z, %warp, 4;");
     a.i("add.u32 %z, %z, %g;");
     a.i("add.u32 %z, %z, %q0;");
-    a.i("shl.b32 %y, %t, 1;");
     for h in 0..2 {
         a.quad_reduce(&format!("%l{h}"), "add", "%ft");
         a.i(format!("rcp.rn.f32 %al, %l{h};"));
-        for n in 0..o_tiles {
-            for e in 0..2 {
-                let r = 4 * n + 2 * h + e;
-                a.i(format!("mul.f32 %o{r}, %o{r}, %al;"));
-            }
-        }
+        a.scale_row("o", h, dv, "%al");
         let skip = a.label("row_out");
         a.i(format!("add.u32 %x, %z, {};", 8 * h));
         a.i(format!("setp.ge.u32 %p0, %x, {};", cfg.sq));
         a.i(format!("@%p0 bra {skip};"));
-        a.i(format!("mad.lo.u32 %c0, %x, {dv}, %y;"));
-        a.i("mul.wide.u32 %cd0, %c0, 2;");
-        a.i("add.s64 %cd0, %cd0, %go;");
-        for n in 0..o_tiles {
-            let r = 4 * n + 2 * h;
-            a.pack(dt, "%c1", &format!("%o{r}"), &format!("%o{}", r + 1));
-            a.i(format!("st.global.b32 [%cd0+{}], %c1;", n * 16));
-        }
+        a.store_row(dt, "o", h, dv, "%x", "%go");
         a.i("setp.ne.u32 %p0, %t, 0;");
         a.i(format!("@%p0 bra {skip};"));
         a.i(format!("lg2.approx.ftz.f32 %ft, %l{h};"));
@@ -221,27 +189,21 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     }
     a.i("ret;");
 
-    let name = kernel_name(cfg, arch);
     let decls = format!(
-        "    .reg .pred %p<2>;\n    .reg .b32 %tx, %lane, %warp, %g, %t, %head, %kvh, %q0, %sq, %sk0, %sv0, %qofs, %kofs, %vofs, %kb, %vb, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %go, %gl;\n    .reg .b32 %qa<{}>, %bf<4>, %pa<{}>, %lo;\n    .reg .f32 %s<{}>, %o<{}>, %m<2>, %l<2>, %mx, %base, %al, %rs, %ft, %zero;\n{}",
-        4 * q_steps,
+        "    .reg .pred %p<2>;\n    .reg .b32 %head, %kvh, %q0, %sq, %sk0, %sv0, %qofs, %kofs, %vofs, %kb, %vb, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %go, %gl;\n    .reg .b32 %qa<{}>, %pa<{}>;\n    .reg .f32 %s<{}>, %o<{}>, %m<2>, %l<2>, %mx, %base, %al, %rs, %ft;\n",
+        d / 4,
         2 * s_tiles,
         4 * s_tiles,
         dv / 2,
-        Asm::copy_regs()
     );
-    let ptx = format!(
-        "// FlashAttention-2 forward, generated by Kiln.\n.version 8.0\n.target {}\n.address_size 64\n\n.extern .shared .align 16 .b8 smem[];\n\n.visible .entry {name}(\n    .param .u64 q,\n    .param .u64 k,\n    .param .u64 v,\n    .param .u64 o,\n    .param .u64 lse\n)\n.maxntid {THREADS}, 1, 1\n{{\n{decls}{}}}\n",
-        arch.name(),
-        a.finish()
-    );
+    let ptx = module("FlashAttention-2 forward", arch, &name, &PARAMS, &decls, a.finish());
     FlashKernel {
         name,
         ptx,
         grid: [cfg.sq.div_ceil(BLOCK_M), cfg.heads, 1],
         block: [THREADS, 1, 1],
         shared_bytes: shared,
-        params: vec!["q", "k", "v", "o", "lse"],
+        params: PARAMS.to_vec(),
     }
 }
 
