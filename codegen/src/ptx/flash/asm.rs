@@ -141,13 +141,16 @@ impl Asm {
 
     /// Multiplies accumulator lane row `h` of `%{acc}..` (`width` columns) by `f`.
     pub fn scale_row(&mut self, acc: &str, h: u32, width: u32, f: &str) {
-        for n in 0..width / 8 {
-            for e in 0..2 {
-                let r = 4 * n + 2 * h + e;
-                self.i(format!("mul.f32 %{acc}{r}, %{acc}{r}, {f};"));
-            }
+        for r in row_regs(acc, h, width) {
+            self.i(format!("mul.f32 {r}, {r}, {f};"));
         }
     }
+}
+
+/// The registers of accumulator lane row `h` (0: `g`, 1: `g + 8`) of a
+/// 16 x `width` tile `%{acc}..`: columns `8n + 2t + e` for `e` in 0..2.
+pub fn row_regs(acc: &str, h: u32, width: u32) -> Vec<String> {
+    (0..width / 8).flat_map(|n| [4 * n + 2 * h, 4 * n + 2 * h + 1]).map(|r| format!("%{acc}{r}")).collect()
 }
 
 /// PTX's exact spelling of an f32 immediate.

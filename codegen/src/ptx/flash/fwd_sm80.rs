@@ -13,7 +13,7 @@
 //! stays a per-lane partial until the end; O is normalized once, and
 //! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
 
-use super::asm::{f32_imm, module, Asm, BLayout, NEG_INF};
+use super::asm::{f32_imm, module, row_regs, Asm, BLayout, NEG_INF};
 use super::mask;
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::FlashKernel;
@@ -116,7 +116,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     mask::mask_tile(&mut a, "s");
     // online softmax, per lane row h (g or g + 8)
     for h in 0..2 {
-        let row: Vec<String> = (0..s_tiles).flat_map(|n| [4 * n + 2 * h, 4 * n + 2 * h + 1]).map(|r| format!("%s{r}")).collect();
+        let row = row_regs("s", h, BLOCK_N);
         a.i(format!("max.f32 %mx, {}, {};", row[0], row[1]));
         for r in &row[2..] {
             a.i(format!("max.f32 %mx, %mx, {r};"));
@@ -209,20 +209,5 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
 
 /// A name unique to the configuration.
 fn kernel_name(cfg: &FlashConfig, arch: Arch) -> String {
-    let causal = match cfg.causal_i32() {
-        Some(c) if c < 0 => format!("_causal_m{}", -i64::from(c)),
-        Some(c) => format!("_causal_{c}"),
-        None => String::new(),
-    };
-    format!(
-        "flash_fwd_{}_{}_h{}g{}_q{}_k{}_d{}_{}{causal}",
-        arch.name(),
-        cfg.dtype.ptx(),
-        cfg.heads,
-        cfg.group,
-        cfg.sq,
-        cfg.sk,
-        cfg.d,
-        cfg.dv
-    )
+    format!("flash_fwd_{}", super::config_tag(cfg, arch))
 }

@@ -9,9 +9,10 @@
 //!
 //! Files: `config.rs` (validation, tile sizes, shared-memory layout),
 //! `asm.rs` (PTX text and fragment helpers), `mask.rs` (causal and length
-//! masking), `fwd_sm80.rs` (FA2 forward).
+//! masking), `fwd_sm80.rs` (FA2 forward), `bwd_sm80.rs` (FA2 backward).
 
 mod asm;
+mod bwd_sm80;
 mod config;
 mod fwd_sm80;
 mod mask;
@@ -57,8 +58,35 @@ pub fn forward(cfg: &FlashConfig, arch: Arch) -> Result<FlashKernel, FlashError>
     }
 }
 
-/// The backward kernels: `q, k, v, o, lse, do -> dq, dk, dv`.
-pub fn backward(cfg: &FlashConfig, _arch: Arch) -> Result<Vec<FlashKernel>, FlashError> {
+/// The backward kernels, in launch order: `prep` (`o, do, lse -> stats`),
+/// `dq` (`q, k, v, do, stats -> dq`) and `dkv` (`q, k, v, do, stats -> dk,
+/// dv`); `stats` is an f32 workspace of `heads · sq · 2` elements the
+/// launcher allocates. Gradients are in the input dtype. Needs `dv` to be a
+/// multiple of 32 (dP's k dimension is loaded 32 columns at a time).
+pub fn backward(cfg: &FlashConfig, arch: Arch) -> Result<Vec<FlashKernel>, FlashError> {
     cfg.validate()?;
-    Err(FlashError::Unsupported("the backward pass (no flash backward kernel yet)".into()))
+    if cfg.dv % 32 != 0 {
+        return Err(FlashError::Unsupported(format!("value head size dv = {} in the backward pass (supported: 32, 64, 96, 128)", cfg.dv)));
+    }
+    Ok(bwd_sm80::generate(cfg, arch))
+}
+
+/// The part of a kernel name that identifies its configuration.
+fn config_tag(cfg: &FlashConfig, arch: Arch) -> String {
+    let causal = match cfg.causal_i32() {
+        Some(c) if c < 0 => format!("_causal_m{}", -i64::from(c)),
+        Some(c) => format!("_causal_{c}"),
+        None => String::new(),
+    };
+    format!(
+        "{}_{}_h{}g{}_q{}_k{}_d{}_{}{causal}",
+        arch.name(),
+        cfg.dtype.ptx(),
+        cfg.heads,
+        cfg.group,
+        cfg.sq,
+        cfg.sk,
+        cfg.d,
+        cfg.dv
+    )
 }
