@@ -241,9 +241,10 @@ fn forward_matches_f64_attention_for_partial_and_single_blocks() {
 
 #[test]
 fn causal_forward_matches_f64_attention_and_gives_nan_rows_when_nothing_is_visible() {
-    // offset 0 (square), bottom-right aligned (sk - sq), and a negative
-    // offset that hides every key from the first rows (NaN o and lse)
-    for (sq, sk, c) in [(81, 81, 0), (40, 81, 41), (81, 40, -41), (81, 81, -5), (40, 40, 100)] {
+    // offset 0 (square), bottom-right aligned (sk - sq), and negative
+    // offsets that hide every key from the first rows (NaN o and lse),
+    // the last one from the whole first Q block (no K/V tile visited)
+    for (sq, sk, c) in [(81, 81, 0), (40, 81, 41), (81, 40, -41), (81, 81, -5), (40, 40, 100), (81, 40, -70)] {
         check(&cfg(sq, sk, 64, 64, Some(c), Half::Bf16));
     }
 }
@@ -268,7 +269,7 @@ fn backward_matches_f64_gradients() {
 #[test]
 fn causal_backward_matches_f64_gradients() {
     // including rows that see no key (they contribute no gradient)
-    for (sq, sk, c) in [(81, 81, 0), (40, 81, 41), (81, 40, -41)] {
+    for (sq, sk, c) in [(81, 81, 0), (40, 81, 41), (81, 40, -41), (81, 40, -70)] {
         check_backward(&cfg(sq, sk, 64, 64, Some(c), Half::Bf16));
     }
 }
