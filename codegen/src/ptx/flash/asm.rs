@@ -115,6 +115,22 @@ impl Asm {
         self.i("mov.f32 %zero, 0f00000000;");
     }
 
+    /// The coordinates of a CTA that owns a query block: `%head`
+    /// (`%ctaid.y`), its kv head `%kvh` and first query `%q0`.
+    pub fn q_block(&mut self, group: u32) {
+        self.i("mov.u32 %head, %ctaid.y;");
+        self.i(format!("div.u32 %kvh, %head, {group};"));
+        self.i("mov.u32 %q0, %ctaid.x;");
+        self.i(format!("mul.lo.u32 %q0, %q0, {};", super::config::BLOCK_M));
+    }
+
+    /// `dst` = `first + 16·warp + g`: the block row of this lane's fragment row `g`.
+    pub fn lane_row(&mut self, dst: &str, first: &str) {
+        self.i(format!("shl.b32 {dst}, %warp, 4;"));
+        self.i(format!("add.u32 {dst}, {dst}, %g;"));
+        self.i(format!("add.u32 {dst}, {dst}, {first};"));
+    }
+
     /// Loads pointer parameter `param` into `reg` as a global address,
     /// advanced by `bytes` per unit of `head` (a head index register).
     pub fn global_param(&mut self, reg: &str, param: &str, head: &str, bytes: u32) {

@@ -121,6 +121,28 @@ fn scale_scores(a: &mut Asm, s: &str, cfg: &FlashConfig) {
     }
 }
 
+/// Stores accumulators `(acc, width, global base, scaled)` as halves to
+/// rows `%z + 8h` below `rows`, multiplying by the softmax scale first
+/// where `scaled` (dS is the gradient of the scaled scores).
+fn store_gradients(a: &mut Asm, cfg: &FlashConfig, grads: &[(&str, u32, &str, bool)], rows: u32) {
+    let scale = f32_imm(cfg.scale);
+    for h in 0..2 {
+        let skip = a.label("row_out");
+        for &(acc, width, _, scaled) in grads {
+            if scaled {
+                a.scale_row(acc, h, width, &scale);
+            }
+        }
+        a.i(format!("add.u32 %x, %z, {};", 8 * h));
+        a.i(format!("setp.ge.u32 %p0, %x, {rows};"));
+        a.i(format!("@%p0 bra {skip};"));
+        for &(acc, width, gbase, _) in grads {
+            a.store_row(cfg.dtype, acc, h, width, "%x", gbase);
+        }
+        a.place(&skip);
+    }
+}
+
 fn zero(a: &mut Asm, acc: &str, width: u32) {
     for r in 0..width / 2 {
         a.i(format!("mov.f32 %{acc}{r}, 0f00000000;"));
@@ -142,10 +164,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     let (pq, pv) = (FlashConfig::pitch(d), FlashConfig::pitch(dv));
     let mut a = Asm::default();
     a.lanes();
-    a.i("mov.u32 %head, %ctaid.y;");
-    a.i(format!("div.u32 %kvh, %head, {};", cfg.group));
-    a.i("mov.u32 %q0, %ctaid.x;");
-    a.i(format!("mul.lo.u32 %q0, %q0, {BLOCK_M};"));
+    a.q_block(cfg.group);
     a.global_param("%gq", "q", "%head", cfg.sq * d * 2);
     a.global_param("%gk", "k", "%kvh", cfg.sk * d * 2);
     a.global_param("%gv", "v", "%kvh", cfg.sk * dv * 2);
@@ -173,9 +192,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.load_a("qa", "%qofs", d);
     a.load_a("da", "%dofs", dv);
     // per lane row: lse · log2 e and Δ (rows past sq: zeros, never stored)
-    a.i("shl.b32 %z, %warp, 4;");
-    a.i("add.u32 %z, %z, %g;");
-    a.i("add.u32 %z, %z, %q0;");
+    a.lane_row("%z", "%q0");
     for h in 0..2 {
         a.i(format!("add.u32 %x, %z, {};", 8 * h));
         a.i(format!("mov.f32 %ls{h}, 0f00000000;"));
@@ -209,16 +226,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i("add.u32 %kt, %kt, 1;");
     a.i(format!("bra.uni {top};"));
     a.place(&done);
-    let scale = f32_imm(cfg.scale);
-    for h in 0..2 {
-        let skip = a.label("row_out");
-        a.scale_row("aq", h, d, &scale);
-        a.i(format!("add.u32 %x, %z, {};", 8 * h));
-        a.i(format!("setp.ge.u32 %p0, %x, {};", cfg.sq));
-        a.i(format!("@%p0 bra {skip};"));
-        a.store_row(dt, "aq", h, d, "%x", "%gdq");
-        a.place(&skip);
-    }
+    store_gradients(&mut a, cfg, &[("aq", d, "%gdq", true)], cfg.sq);
     a.i("ret;");
     let decls = format!(
         "    .reg .pred %p<2>;\n    .reg .b32 %head, %kvh, %q0, %sq, %sdo, %sk, %sv, %qofs, %dofs, %kn, %kk, %vn, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %gdo, %gs, %gdq;\n    .reg .b32 %qa<{}>, %da<{}>, %pa<{}>;\n    .reg .f32 %s<{}>, %dp<{}>, %aq<{}>, %ls<2>, %dl<2>;\n",
@@ -286,11 +294,9 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.load_a("ka", "%kofs", d);
     a.load_a("va", "%vofs", dv);
     // lane key rows; query i sees key j iff i >= j - c (and i < sq)
-    a.i("shl.b32 %z, %warp, 4;");
-    a.i("add.u32 %z, %z, %g;");
-    a.i("add.u32 %z, %z, %k0;");
+    a.lane_row("%z", "%k0");
     for h in 0..2 {
-        a.i(format!("add.s32 %qlo{h}, %z, {};", 8 * h as i32 - c));
+        a.i(format!("add.s32 %qlo{h}, %z, {};", 8 * h - c));
     }
     // the block's last key needs queries from k0 + 63 - c on; its first from k0 - c
     a.i(format!("add.s32 %full, %k0, {};", BLOCK_N as i32 - 1 - c));
@@ -372,17 +378,7 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i("add.u32 %it, %it, 1;");
     a.i(format!("bra.uni {top};"));
     a.place(&done);
-    let scale = f32_imm(cfg.scale);
-    for h in 0..2 {
-        let skip = a.label("row_out");
-        a.scale_row("ak", h, d, &scale);
-        a.i(format!("add.u32 %x, %z, {};", 8 * h));
-        a.i(format!("setp.ge.u32 %p0, %x, {};", cfg.sk));
-        a.i(format!("@%p0 bra {skip};"));
-        a.store_row(dt, "ak", h, d, "%x", "%gdk");
-        a.store_row(dt, "av", h, dv, "%x", "%gdv");
-        a.place(&skip);
-    }
+    store_gradients(&mut a, cfg, &[("ak", d, "%gdk", true), ("av", dv, "%gdv", false)], cfg.sk);
     a.i("ret;");
     let decls = format!(
         "    .reg .pred %p<2>;\n    .reg .b32 %kvh, %k0, %hq0, %hq, %q0, %it, %sk, %sv, %sq, %sdo, %sst, %stl, %kofs, %vofs, %qn, %qk, %don, %dok, %x, %y, %z, %qlo0, %qlo1, %full, %first, %rhi, %rl0, %rl1;\n    .reg .b64 %gk, %gv, %gdk, %gdv, %gq0, %gdo0, %gs0, %gq, %gdo, %gs;\n    .reg .b32 %ka<{}>, %va<{}>, %pa<{}>;\n    .reg .f32 %s<{}>, %dp<{}>, %ak<{}>, %av<{}>, %st<{}>;\n",

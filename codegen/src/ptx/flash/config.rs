@@ -62,14 +62,14 @@ impl FlashConfig {
         if self.heads == 0 || self.sq == 0 || self.sk == 0 {
             return bad(format!("an empty problem (heads {}, sq {}, sk {})", self.heads, self.sq, self.sk));
         }
-        if self.group == 0 || self.heads % self.group != 0 {
+        if self.group == 0 || !self.heads.is_multiple_of(self.group) {
             return bad(format!("{} query heads in groups of {}", self.heads, self.group));
         }
         // k fragments are loaded 32 columns at a time, v fragments 16
-        if !(32..=128).contains(&self.d) || self.d % 32 != 0 {
+        if !(32..=128).contains(&self.d) || !self.d.is_multiple_of(32) {
             return bad(format!("head size d = {} (supported: 32, 64, 96, 128)", self.d));
         }
-        if !(16..=128).contains(&self.dv) || self.dv % 16 != 0 {
+        if !(16..=128).contains(&self.dv) || !self.dv.is_multiple_of(16) {
             return bad(format!("value head size dv = {} (supported: multiples of 16 up to 128)", self.dv));
         }
         if !self.scale.is_finite() {

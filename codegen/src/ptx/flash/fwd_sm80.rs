@@ -38,10 +38,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     let name = kernel_name(cfg, arch);
     // ---- indices and base addresses
     a.lanes();
-    a.i("mov.u32 %head, %ctaid.y;");
-    a.i(format!("div.u32 %kvh, %head, {};", cfg.group));
-    a.i("mov.u32 %q0, %ctaid.x;");
-    a.i(format!("mul.lo.u32 %q0, %q0, {BLOCK_M};"));
+    a.q_block(cfg.group);
     a.global_param("%gq", "q", "%head", cfg.sq * d * 2);
     a.global_param("%gk", "k", "%kvh", cfg.sk * d * 2);
     a.global_param("%gv", "v", "%kvh", cfg.sk * dv * 2);
@@ -162,9 +159,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.place(&done);
 
     // ---- epilogue: normalize, store o (halves) and lse (f32) for rows < sq
-    a.i("shl.b32 %z, %warp, 4;");
-    a.i("add.u32 %z, %z, %g;");
-    a.i("add.u32 %z, %z, %q0;");
+    a.lane_row("%z", "%q0");
     for h in 0..2 {
         a.quad_reduce(&format!("%l{h}"), "add", "%ft");
         a.i(format!("rcp.rn.f32 %al, %l{h};"));

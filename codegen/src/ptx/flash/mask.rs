@@ -11,9 +11,7 @@ use super::config::{FlashConfig, BLOCK_M, BLOCK_N};
 /// tiles to visit). Needs `%warp`, `%g`, `%q0`; clobbers `%x`, `%z`.
 pub fn row_limits(a: &mut Asm, cfg: &FlashConfig) {
     let last_key = cfg.sk as i32 - 1;
-    a.i("shl.b32 %z, %warp, 4;");
-    a.i("add.u32 %z, %z, %g;");
-    a.i("add.u32 %z, %z, %q0;");
+    a.lane_row("%z", "%q0");
     let causal = cfg.causal_i32();
     for h in 0..2 {
         match causal {

@@ -65,7 +65,7 @@ pub fn forward(cfg: &FlashConfig, arch: Arch) -> Result<FlashKernel, FlashError>
 /// multiple of 32 (dP's k dimension is loaded 32 columns at a time).
 pub fn backward(cfg: &FlashConfig, arch: Arch) -> Result<Vec<FlashKernel>, FlashError> {
     cfg.validate()?;
-    if cfg.dv % 32 != 0 {
+    if !cfg.dv.is_multiple_of(32) {
         return Err(FlashError::Unsupported(format!("value head size dv = {} in the backward pass (supported: 32, 64, 96, 128)", cfg.dv)));
     }
     Ok(bwd_sm80::generate(cfg, arch))
