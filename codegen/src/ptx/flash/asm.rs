@@ -98,6 +98,15 @@ impl Asm {
         }
     }
 
+    /// [`Asm::copy_tile`] for tiles `(shared base, global base, width)` of
+    /// one row range, committed as one `cp.async` group.
+    pub fn copy_group(&mut self, tiles: &[(&str, &str, u32)], row0: &str, limit: u32) {
+        for &(sbase, gbase, width) in tiles {
+            self.copy_tile(sbase, gbase, row0, width, width * 2, limit);
+        }
+        self.i("cp.async.commit_group;");
+    }
+
     /// Declarations of the registers every flash kernel uses: lane
     /// coordinates, [`Asm::copy_tile`] and [`Asm::warp_gemm`] scratch.
     pub fn common_regs() -> &'static str {

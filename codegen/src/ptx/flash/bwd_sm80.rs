@@ -184,9 +184,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     operand(&mut a, "%vn", "%sv", BLayout::RowsN, pv, false);
     mask::row_limits(&mut a, cfg);
     // Q and dO blocks once, as A fragments
-    a.copy_tile("%sq", "%gq", "%q0", d, d * 2, cfg.sq);
-    a.copy_tile("%sdo", "%gdo", "%q0", dv, dv * 2, cfg.sq);
-    a.i("cp.async.commit_group;");
+    a.copy_group(&[("%sq", "%gq", d), ("%sdo", "%gdo", dv)], "%q0", cfg.sq);
     a.i("cp.async.wait_all;");
     a.i("bar.sync 0;");
     a.load_a("qa", "%qofs", d);
@@ -209,9 +207,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i("setp.ge.u32 %p0, %kt, %nt;");
     a.i(format!("@%p0 bra {done};"));
     a.i(format!("mul.lo.u32 %x, %kt, {BLOCK_N};"));
-    a.copy_tile("%sk", "%gk", "%x", d, d * 2, cfg.sk);
-    a.copy_tile("%sv", "%gv", "%x", dv, dv * 2, cfg.sk);
-    a.i("cp.async.commit_group;");
+    a.copy_group(&[("%sk", "%gk", d), ("%sv", "%gv", dv)], "%x", cfg.sk);
     a.i("cp.async.wait_all;");
     a.i("bar.sync 0;");
     a.warp_gemm(dt, "s", true, "qa", "%kn", pq, BLOCK_N, d, BLayout::RowsN);
@@ -286,9 +282,7 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i("shl.b32 %lo, %t, 4;");
     a.i("add.u32 %stl, %sst, %lo;");
     // K and V blocks once, as A fragments
-    a.copy_tile("%sk", "%gk", "%k0", d, d * 2, cfg.sk);
-    a.copy_tile("%sv", "%gv", "%k0", dv, dv * 2, cfg.sk);
-    a.i("cp.async.commit_group;");
+    a.copy_group(&[("%sk", "%gk", d), ("%sv", "%gv", dv)], "%k0", cfg.sk);
     a.i("cp.async.wait_all;");
     a.i("bar.sync 0;");
     a.load_a("ka", "%kofs", d);
@@ -317,9 +311,7 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     for (g, g0, bytes) in [("%gq", "%gq0", cfg.sq * d * 2), ("%gdo", "%gdo0", cfg.sq * dv * 2), ("%gs", "%gs0", cfg.sq * 8)] {
         a.i(format!("mad.wide.u32 {g}, %hq, {bytes}, {g0};"));
     }
-    a.copy_tile("%sq", "%gq", "%q0", d, d * 2, cfg.sq);
-    a.copy_tile("%sdo", "%gdo", "%q0", dv, dv * 2, cfg.sq);
-    a.i("cp.async.commit_group;");
+    a.copy_group(&[("%sq", "%gq", d), ("%sdo", "%gdo", dv)], "%q0", cfg.sq);
     // stats of the block's queries (zeros past sq: masked anyway)
     a.i(format!("setp.lt.u32 %p0, %tx, {BLOCK_M};"));
     a.i("add.u32 %x, %q0, %tx;");

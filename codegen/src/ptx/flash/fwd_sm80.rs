@@ -60,15 +60,12 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
 
     // ---- prologue: Q (group 0), then the first K/V tile (group 1)
     a.i("mov.u32 %x, %q0;");
-    a.copy_tile("%sq", "%gq", "%x", d, d * 2, cfg.sq);
-    a.i("cp.async.commit_group;");
+    a.copy_group(&[("%sq", "%gq", d)], "%x", cfg.sq);
     let no_tiles = a.label("no_tiles");
     a.i("setp.eq.u32 %p0, %nt, 0;");
     a.i(format!("@%p0 bra {no_tiles};"));
     a.i("mov.u32 %x, 0;");
-    a.copy_tile("%sk0", "%gk", "%x", d, d * 2, cfg.sk);
-    a.copy_tile("%sv0", "%gv", "%x", dv, dv * 2, cfg.sk);
-    a.i("cp.async.commit_group;");
+    a.copy_group(&[("%sk0", "%gk", d), ("%sv0", "%gv", dv)], "%x", cfg.sk);
     a.i("cp.async.wait_group 1;");
     a.i("bar.sync 0;");
     a.load_a("qa", "%qofs", d);
