@@ -18,7 +18,7 @@
 //! double buffering as in the forward is the obvious next step.
 
 use super::asm::{f32_imm, module, row_regs, Asm, BLayout, NEG_INF};
-use super::config::{FlashConfig, BLOCK_M, BLOCK_N};
+use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::mask;
 use super::FlashKernel;
 use crate::ptx::Arch;
@@ -87,7 +87,7 @@ fn prep(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         ptx: module("FlashAttention-2 backward preprocessing", arch, &name, &PREP_PARAMS, decls, a.finish()),
         name,
         grid: [rows.div_ceil(4), 1, 1],
-        block: [128, 1, 1],
+        block: [THREADS, 1, 1],
         shared_bytes: 0,
         params: PREP_PARAMS.to_vec(),
     }
@@ -238,7 +238,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         ptx: module("FlashAttention-2 backward, dQ", arch, &name, &DQ_PARAMS, &decls, a.finish()),
         name,
         grid: [cfg.sq.div_ceil(BLOCK_M), cfg.heads, 1],
-        block: [128, 1, 1],
+        block: [THREADS, 1, 1],
         shared_bytes: 2 * BLOCK_M * (pq + pv),
         params: DQ_PARAMS.to_vec(),
     }
@@ -292,8 +292,12 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     for h in 0..2 {
         a.i(format!("add.s32 %qlo{h}, %z, {};", 8 * h - c));
     }
-    // the block's last key needs queries from k0 + 63 - c on; its first from k0 - c
-    a.i(format!("add.s32 %full, %k0, {};", BLOCK_N as i32 - 1 - c));
+    // the block's last key needs queries from k0 + 63 - c on (with no causal
+    // mask: none); its first from k0 - c
+    match cfg.causal {
+        Some(_) => a.i(format!("add.s32 %full, %k0, {};", BLOCK_N as i32 - 1 - c)),
+        None => a.i("mov.u32 %full, 0;"),
+    }
     a.i(format!("sub.s32 %first, %k0, {c};"));
     zero(&mut a, "ak", d);
     zero(&mut a, "av", dv);
@@ -388,7 +392,7 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         ptx: module("FlashAttention-2 backward, dK and dV", arch, &name, &DKV_PARAMS, &decls, a.finish()),
         name,
         grid: [cfg.sk.div_ceil(BLOCK_N), cfg.heads / cfg.group, 1],
-        block: [128, 1, 1],
+        block: [THREADS, 1, 1],
         shared_bytes: sst + BLOCK_M * 8,
         params: DKV_PARAMS.to_vec(),
     }

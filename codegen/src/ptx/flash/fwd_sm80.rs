@@ -59,8 +59,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     mask::row_limits(&mut a, cfg);
 
     // ---- prologue: Q (group 0), then the first K/V tile (group 1)
-    a.i("mov.u32 %x, %q0;");
-    a.copy_group(&[("%sq", "%gq", d)], "%x", cfg.sq);
+    a.copy_group(&[("%sq", "%gq", d)], "%q0", cfg.sq);
     let no_tiles = a.label("no_tiles");
     a.i("setp.eq.u32 %p0, %nt, 0;");
     a.i(format!("@%p0 bra {no_tiles};"));

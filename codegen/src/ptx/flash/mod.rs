@@ -7,6 +7,14 @@
 //! Each generator is specialized to one [`FlashConfig`] (shapes, scale and
 //! causal offset become immediates).
 //!
+//! Supported: any `heads`, `group` dividing it, `sq, sk >= 1` (partial
+//! blocks are masked), `d` in {32, 64, 96, 128}, `dv` a multiple of 16 up
+//! to 128 (of 32 for the backward), bf16 or f16, any finite scale, causal
+//! with any offset. Anything else is a [`FlashError`]. Kernels use dynamic
+//! shared memory (`FlashKernel::shared_bytes`, up to 85 KiB at d = dv =
+//! 128). The sm_90a target gets the same mma.sync kernels for now: a
+//! wgmma/TMA-style kernel (FA3) is not written yet.
+//!
 //! Files: `config.rs` (validation, tile sizes, shared-memory layout),
 //! `asm.rs` (PTX text and fragment helpers), `mask.rs` (causal and length
 //! masking), `fwd_sm80.rs` (FA2 forward), `bwd_sm80.rs` (FA2 backward).
