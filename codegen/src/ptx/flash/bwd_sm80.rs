@@ -14,12 +14,13 @@
 //!    `dK += dSᵀ Q`; query blocks wholly before the causal diagonal are
 //!    skipped.
 //!
-//! Tiles are single-buffered (copy, wait, compute): simple and correct;
-//! double buffering as in the forward is the obvious next step.
+//! dQ double-buffers its K/V tiles like the forward; dK/dV copies each Q
+//! block, waits and computes (single-buffered: double buffering it is the
+//! obvious next step).
 
 use super::asm::{f32_imm, module, row_regs, Asm, BLayout, NEG_INF};
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
-use super::mask;
+use super::{mask, pipeline};
 use super::FlashKernel;
 use crate::ptx::Arch;
 
@@ -171,24 +172,20 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.global_param("%gdo", "do", "%head", cfg.sq * dv * 2);
     a.global_param("%gs", "stats", "%head", cfg.sq * 8);
     a.global_param("%gdq", "dq", "%head", cfg.sq * d * 2);
-    let (sdo, sk, sv) = (BLOCK_M * pq, BLOCK_M * (pq + pv), BLOCK_M * (pq + pv) + BLOCK_N * pq);
+    // Q, dO, then two K buffers and two V buffers
+    let (sdo, sk0, sv0) = (BLOCK_M * pq, BLOCK_M * (pq + pv), BLOCK_M * (pq + pv) + 2 * BLOCK_N * pq);
+    let shared = sv0 + 2 * BLOCK_N * pv;
     a.i("mov.u64 %cd0, smem;");
     a.i("cvt.u32.u64 %sq, %cd0;");
     a.i(format!("add.u32 %sdo, %sq, {sdo};"));
-    a.i(format!("add.u32 %sk, %sq, {sk};"));
-    a.i(format!("add.u32 %sv, %sq, {sv};"));
+    a.i(format!("add.u32 %sk0, %sq, {sk0};"));
+    a.i(format!("add.u32 %sv0, %sq, {sv0};"));
     operand(&mut a, "%qofs", "%sq", BLayout::RowsK, pq, true);
     operand(&mut a, "%dofs", "%sdo", BLayout::RowsK, pv, true);
-    operand(&mut a, "%kn", "%sk", BLayout::RowsN, pq, false);
-    operand(&mut a, "%kk", "%sk", BLayout::RowsK, pq, false);
-    operand(&mut a, "%vn", "%sv", BLayout::RowsN, pv, false);
+    a.lane_offset("%kon", BLayout::RowsN, pq);
+    a.lane_offset("%kok", BLayout::RowsK, pq);
+    a.lane_offset("%von", BLayout::RowsN, pv);
     mask::row_limits(&mut a, cfg);
-    // Q and dO blocks once, as A fragments
-    a.copy_group(&[("%sq", "%gq", d), ("%sdo", "%gdo", dv)], "%q0", cfg.sq);
-    a.i("cp.async.wait_all;");
-    a.i("bar.sync 0;");
-    a.load_a("qa", "%qofs", d);
-    a.load_a("da", "%dofs", dv);
     // per lane row: lse · log2 e and Δ (rows past sq: zeros, never stored)
     a.lane_row("%z", "%q0");
     for h in 0..2 {
@@ -201,31 +198,28 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         a.i(format!("@%p0 ld.global.v2.f32 {{%ls{h}, %dl{h}}}, [%cd0];"));
     }
     zero(&mut a, "aq", d);
-    let (top, done) = (a.label("tile"), a.label("tiles_done"));
-    a.i("mov.u32 %kt, 0;");
-    a.place(&top);
-    a.i("setp.ge.u32 %p0, %kt, %nt;");
-    a.i(format!("@%p0 bra {done};"));
-    a.i(format!("mul.lo.u32 %x, %kt, {BLOCK_N};"));
-    a.copy_group(&[("%sk", "%gk", d), ("%sv", "%gv", dv)], "%x", cfg.sk);
-    a.i("cp.async.wait_all;");
-    a.i("bar.sync 0;");
-    a.warp_gemm(dt, "s", true, "qa", "%kn", pq, BLOCK_N, d, BLayout::RowsN);
-    scale_scores(&mut a, "s", cfg);
-    mask::mask_tile(&mut a, "s");
-    exp_rows(&mut a, "s", |h, _| format!("%ls{h}"));
-    a.warp_gemm(dt, "dp", true, "da", "%vn", pv, BLOCK_N, dv, BLayout::RowsN);
-    ds_rows(&mut a, "s", "dp", |h, _| format!("%dl{h}"));
-    a.acc_to_a(dt, "pa", "s", BLOCK_N);
-    a.warp_gemm(dt, "aq", false, "pa", "%kk", pq, d, BLOCK_N, BLayout::RowsK);
-    a.i("bar.sync 0;");
-    a.i("add.u32 %kt, %kt, 1;");
-    a.i(format!("bra.uni {top};"));
-    a.place(&done);
+    // Q and dO blocks once, as A fragments, then the K/V tiles
+    let setup = |a: &mut Asm| {
+        a.load_a("qa", "%qofs", d);
+        a.load_a("da", "%dofs", dv);
+    };
+    pipeline::kv_loop(&mut a, cfg, &[("%sq", "%gq", d), ("%sdo", "%gdo", dv)], setup, |a| {
+        a.i("add.u32 %kn, %kb, %kon;");
+        a.i("add.u32 %kk, %kb, %kok;");
+        a.i("add.u32 %vn, %vb, %von;");
+        a.warp_gemm(dt, "s", true, "qa", "%kn", pq, BLOCK_N, d, BLayout::RowsN);
+        scale_scores(a, "s", cfg);
+        mask::mask_tile(a, "s");
+        exp_rows(a, "s", |h, _| format!("%ls{h}"));
+        a.warp_gemm(dt, "dp", true, "da", "%vn", pv, BLOCK_N, dv, BLayout::RowsN);
+        ds_rows(a, "s", "dp", |h, _| format!("%dl{h}"));
+        a.acc_to_a(dt, "pa", "s", BLOCK_N);
+        a.warp_gemm(dt, "aq", false, "pa", "%kk", pq, d, BLOCK_N, BLayout::RowsK);
+    });
     store_gradients(&mut a, cfg, &[("aq", d, "%gdq", true)], cfg.sq);
     a.i("ret;");
     let decls = format!(
-        "    .reg .pred %p<2>;\n    .reg .b32 %head, %kvh, %q0, %sq, %sdo, %sk, %sv, %qofs, %dofs, %kn, %kk, %vn, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %gdo, %gs, %gdq;\n    .reg .b32 %qa<{}>, %da<{}>, %pa<{}>;\n    .reg .f32 %s<{}>, %dp<{}>, %aq<{}>, %ls<2>, %dl<2>;\n",
+        "    .reg .pred %p<2>;\n    .reg .b32 %head, %kvh, %q0, %sq, %sdo, %sk0, %sv0, %kb, %vb, %qofs, %dofs, %kon, %kok, %von, %kn, %kk, %vn, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %gdo, %gs, %gdq;\n    .reg .b32 %qa<{}>, %da<{}>, %pa<{}>;\n    .reg .f32 %s<{}>, %dp<{}>, %aq<{}>, %ls<2>, %dl<2>;\n",
         d / 4,
         dv / 4,
         BLOCK_N / 4,
@@ -239,7 +233,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         name,
         grid: [cfg.sq.div_ceil(BLOCK_M), cfg.heads, 1],
         block: [THREADS, 1, 1],
-        shared_bytes: 2 * BLOCK_M * (pq + pv),
+        shared_bytes: shared,
         params: DQ_PARAMS.to_vec(),
     }
 }

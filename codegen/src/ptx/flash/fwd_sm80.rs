@@ -14,7 +14,7 @@
 //! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
 
 use super::asm::{f32_imm, module, row_regs, Asm, BLayout, NEG_INF};
-use super::mask;
+use super::{mask, pipeline};
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::FlashKernel;
 use crate::ptx::Arch;
@@ -58,16 +58,8 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     // ---- which keys each lane row sees, and how many K/V tiles to visit
     mask::row_limits(&mut a, cfg);
 
-    // ---- prologue: Q (group 0), then the first K/V tile (group 1)
-    a.copy_group(&[("%sq", "%gq", d)], "%q0", cfg.sq);
-    let no_tiles = a.label("no_tiles");
-    a.i("setp.eq.u32 %p0, %nt, 0;");
-    a.i(format!("@%p0 bra {no_tiles};"));
-    a.i("mov.u32 %x, 0;");
-    a.copy_group(&[("%sk0", "%gk", d), ("%sv0", "%gv", dv)], "%x", cfg.sk);
-    a.i("cp.async.wait_group 1;");
-    a.i("bar.sync 0;");
-    a.load_a("qa", "%qofs", d);
+    // accumulators start empty; with no visible tile they stay so, and
+    // l = 0 gives NaN rows and NaN lse, as the naive softmax
     for h in 0..2 {
         a.i(format!("mov.f32 %m{h}, {NEG_INF};"));
         a.i(format!("mov.f32 %l{h}, 0f00000000;"));
@@ -75,84 +67,46 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     for r in 0..dv / 2 {
         a.i(format!("mov.f32 %o{r}, 0f00000000;"));
     }
-
-    // ---- the K/V loop
-    let (top, done) = (a.label("tile"), a.label("tiles_done"));
-    a.i("mov.u32 %kt, 0;");
-    a.place(&top);
-    // prefetch tile kt + 1 into the other buffer (an empty group keeps wait_group 1 exact)
-    let no_next = a.label("no_prefetch");
-    a.i("add.u32 %x, %kt, 1;");
-    a.i("setp.ge.u32 %p0, %x, %nt;");
-    a.i(format!("@%p0 bra {no_next};"));
-    a.i("and.b32 %y, %x, 1;");
-    a.i(format!("mad.lo.u32 %kb, %y, {k_bytes}, %sk0;"));
-    a.i(format!("mad.lo.u32 %vb, %y, {v_bytes}, %sv0;"));
-    a.i(format!("mul.lo.u32 %x, %x, {BLOCK_N};"));
-    a.copy_tile("%kb", "%gk", "%x", d, d * 2, cfg.sk);
-    a.copy_tile("%vb", "%gv", "%x", dv, dv * 2, cfg.sk);
-    a.place(&no_next);
-    a.i("cp.async.commit_group;");
-    a.i("cp.async.wait_group 1;");
-    a.i("bar.sync 0;");
-    a.i("and.b32 %y, %kt, 1;");
-    a.i(format!("mad.lo.u32 %kb, %y, {k_bytes}, %sk0;"));
-    a.i("add.u32 %kb, %kb, %kofs;");
-    a.i(format!("mad.lo.u32 %vb, %y, {v_bytes}, %sv0;"));
-    a.i("add.u32 %vb, %vb, %vofs;");
-
-    // S = Q Kᵀ (K rows are the n of the B operand)
-    a.warp_gemm(dt, "s", true, "qa", "%kb", pq, BLOCK_N, d, BLayout::RowsN);
-    for r in 0..4 * s_tiles {
-        a.i(format!("mul.f32 %s{r}, %s{r}, {};", f32_imm(sl2)));
-    }
-    mask::mask_tile(&mut a, "s");
-    // online softmax, per lane row h (g or g + 8)
-    for h in 0..2 {
-        let row = row_regs("s", h, BLOCK_N);
-        a.i(format!("max.f32 %mx, {}, {};", row[0], row[1]));
-        for r in &row[2..] {
-            a.i(format!("max.f32 %mx, %mx, {r};"));
+    pipeline::kv_loop(&mut a, cfg, &[("%sq", "%gq", d)], |a| a.load_a("qa", "%qofs", d), |a| {
+        a.i("add.u32 %kb, %kb, %kofs;");
+        a.i("add.u32 %vb, %vb, %vofs;");
+        // S = Q Kᵀ (K rows are the n of the B operand)
+        a.warp_gemm(dt, "s", true, "qa", "%kb", pq, BLOCK_N, d, BLayout::RowsN);
+        for r in 0..4 * s_tiles {
+            a.i(format!("mul.f32 %s{r}, %s{r}, {};", f32_imm(sl2)));
         }
-        a.quad_reduce("%mx", "max", "%ft");
-        a.i(format!("max.f32 %mx, %mx, %m{h};"));
-        // a row with nothing visible yet subtracts 0, not -inf (no NaN)
-        a.i(format!("setp.eq.f32 %p1, %mx, {NEG_INF};"));
-        a.i("selp.f32 %base, 0f00000000, %mx, %p1;");
-        a.i(format!("sub.f32 %al, %m{h}, %base;"));
-        a.i("ex2.approx.ftz.f32 %al, %al;");
-        a.i(format!("mov.f32 %m{h}, %mx;"));
-        for r in &row {
-            a.i(format!("sub.f32 {r}, {r}, %base;"));
-            a.i(format!("ex2.approx.ftz.f32 {r}, {r};"));
+        mask::mask_tile(a, "s");
+        // online softmax, per lane row h (g or g + 8)
+        for h in 0..2 {
+            let row = row_regs("s", h, BLOCK_N);
+            a.i(format!("max.f32 %mx, {}, {};", row[0], row[1]));
+            for r in &row[2..] {
+                a.i(format!("max.f32 %mx, %mx, {r};"));
+            }
+            a.quad_reduce("%mx", "max", "%ft");
+            a.i(format!("max.f32 %mx, %mx, %m{h};"));
+            // a row with nothing visible yet subtracts 0, not -inf (no NaN)
+            a.i(format!("setp.eq.f32 %p1, %mx, {NEG_INF};"));
+            a.i("selp.f32 %base, 0f00000000, %mx, %p1;");
+            a.i(format!("sub.f32 %al, %m{h}, %base;"));
+            a.i("ex2.approx.ftz.f32 %al, %al;");
+            a.i(format!("mov.f32 %m{h}, %mx;"));
+            for r in &row {
+                a.i(format!("sub.f32 {r}, {r}, %base;"));
+                a.i(format!("ex2.approx.ftz.f32 {r}, {r};"));
+            }
+            a.i(format!("add.f32 %rs, {}, {};", row[0], row[1]));
+            for r in &row[2..] {
+                a.i(format!("add.f32 %rs, %rs, {r};"));
+            }
+            a.i(format!("fma.rn.f32 %l{h}, %l{h}, %al, %rs;"));
+            a.scale_row("o", h, dv, "%al");
         }
-        a.i(format!("add.f32 %rs, {}, {};", row[0], row[1]));
-        for r in &row[2..] {
-            a.i(format!("add.f32 %rs, %rs, {r};"));
-        }
-        a.i(format!("fma.rn.f32 %l{h}, %l{h}, %al, %rs;"));
-        a.scale_row("o", h, dv, "%al");
-    }
-    // P as A fragments straight from the S accumulators, then O += P V
-    a.acc_to_a(dt, "pa", "s", BLOCK_N);
-    a.warp_gemm(dt, "o", false, "pa", "%vb", pv, dv, BLOCK_N, BLayout::RowsK);
-    // every warp is done with this buffer before the next iteration refills it
-    a.i("bar.sync 0;");
-    a.i("add.u32 %kt, %kt, 1;");
-    a.i("setp.lt.u32 %p0, %kt, %nt;");
-    a.i(format!("@%p0 bra {top};"));
-    a.i(format!("bra.uni {done};"));
-    a.place(&no_tiles);
-    // nothing visible: l = 0 gives NaN rows and NaN lse, as the naive softmax
-    a.i("cp.async.wait_all;");
-    for h in 0..2 {
-        a.i(format!("mov.f32 %m{h}, {NEG_INF};"));
-        a.i(format!("mov.f32 %l{h}, 0f00000000;"));
-    }
-    for r in 0..dv / 2 {
-        a.i(format!("mov.f32 %o{r}, 0f00000000;"));
-    }
-    a.place(&done);
+        // P as A fragments straight from the S accumulators, then O += P V
+        a.acc_to_a(dt, "pa", "s", BLOCK_N);
+        a.warp_gemm(dt, "o", false, "pa", "%vb", pv, dv, BLOCK_N, BLayout::RowsK);
+        // every warp is done with this buffer before the next iteration refills it
+    });
 
     // ---- epilogue: normalize, store o (halves) and lse (f32) for rows < sq
     a.lane_row("%z", "%q0");

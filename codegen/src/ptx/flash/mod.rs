@@ -17,13 +17,14 @@
 //!
 //! Files: `config.rs` (validation, tile sizes, shared-memory layout),
 //! `asm.rs` (PTX text and fragment helpers), `mask.rs` (causal and length
-//! masking), `fwd_sm80.rs` (FA2 forward), `bwd_sm80.rs` (FA2 backward).
+//! masking), `pipeline.rs` (the double-buffered K/V loop), `fwd_sm80.rs` (FA2 forward), `bwd_sm80.rs` (FA2 backward).
 
 mod asm;
 mod bwd_sm80;
 mod config;
 mod fwd_sm80;
 mod mask;
+mod pipeline;
 
 pub use config::{FlashConfig, Half};
 
