@@ -23,6 +23,7 @@
 
 mod emit;
 mod expr;
+pub mod flash;
 mod gemm;
 mod math;
 mod mem;

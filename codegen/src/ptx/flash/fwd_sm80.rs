@@ -1,0 +1,158 @@
+//! FlashAttention-2 forward for sm_80 (runs unchanged on sm_90a).
+//!
+//! One CTA per (64-query block, head); 4 warps, each owning 16 query rows.
+//! Q is copied once and kept as mma A fragments in registers. K/V tiles of
+//! 64 keys are double-buffered in shared memory with `cp.async` (tile
+//! `t + 1` streams in while tile `t` is used). Per tile and warp:
+//! `S = Q Kᵀ` (ldmatrix of K rows gives B fragments directly), scaled into
+//! log2 units, masked only on tiles that cross `sk` or the causal diagonal,
+//! online softmax with the row max/sum combined across the 4 lanes of a
+//! quad, P re-packed from the S accumulators into A fragments (no shared
+//! memory round trip) and `O += P V` with `ldmatrix.trans` of V. Tiles
+//! entirely above the causal diagonal are never loaded. The row sum `l`
+//! stays a per-lane partial until the end; O is normalized once, and
+//! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
+
+use super::asm::{f32_imm, module, row_regs, Asm, BLayout, NEG_INF};
+use super::{mask, pipeline};
+use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
+use super::FlashKernel;
+use crate::ptx::Arch;
+
+const LN2: f32 = std::f32::consts::LN_2;
+
+/// The pointer parameters, in order.
+const PARAMS: [&str; 5] = ["q", "k", "v", "o", "lse"];
+
+/// The kernel for `cfg` (already validated).
+pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
+    let dt = cfg.dtype;
+    let (d, dv) = (cfg.d, cfg.dv);
+    let (pq, pv) = (FlashConfig::pitch(d), FlashConfig::pitch(dv));
+    let (q_bytes, k_bytes, v_bytes) = (BLOCK_M * pq, BLOCK_N * pq, BLOCK_N * pv);
+    let shared = q_bytes + 2 * k_bytes + 2 * v_bytes;
+    let s_tiles = BLOCK_N / 8;
+    let sl2 = cfg.scale * std::f32::consts::LOG2_E;
+
+    let mut a = Asm::default();
+    let name = kernel_name(cfg, arch);
+    // ---- indices and base addresses
+    a.lanes();
+    a.q_block(cfg.group);
+    a.global_param("%gq", "q", "%head", cfg.sq * d * 2);
+    a.global_param("%gk", "k", "%kvh", cfg.sk * d * 2);
+    a.global_param("%gv", "v", "%kvh", cfg.sk * dv * 2);
+    a.global_param("%go", "o", "%head", cfg.sq * dv * 2);
+    a.global_param("%gl", "lse", "%head", cfg.sq * 4);
+    a.i("mov.u64 %cd0, smem;");
+    a.i("cvt.u32.u64 %sq, %cd0;");
+    a.i(format!("add.u32 %sk0, %sq, {q_bytes};"));
+    a.i(format!("add.u32 %sv0, %sk0, {};", 2 * k_bytes));
+    // ldmatrix lane offsets; the Q block of this warp starts 16 rows per warp in
+    a.lane_offset("%vofs", BLayout::RowsK, pv);
+    a.lane_offset("%kofs", BLayout::RowsN, pq);
+    a.lane_offset("%qofs", BLayout::RowsK, pq);
+    a.i(format!("mad.lo.u32 %qofs, %warp, {}, %qofs;", 16 * pq));
+    a.i("add.u32 %qofs, %qofs, %sq;");
+
+    // ---- which keys each lane row sees, and how many K/V tiles to visit
+    mask::row_limits(&mut a, cfg);
+
+    // accumulators start empty; with no visible tile they stay so, and
+    // l = 0 gives NaN rows and NaN lse, as the naive softmax
+    for h in 0..2 {
+        a.i(format!("mov.f32 %m{h}, {NEG_INF};"));
+        a.i(format!("mov.f32 %l{h}, 0f00000000;"));
+    }
+    for r in 0..dv / 2 {
+        a.i(format!("mov.f32 %o{r}, 0f00000000;"));
+    }
+    pipeline::kv_loop(&mut a, cfg, &[("%sq", "%gq", d)], |a| a.load_a("qa", "%qofs", d), |a| {
+        a.i("add.u32 %kb, %kb, %kofs;");
+        a.i("add.u32 %vb, %vb, %vofs;");
+        // S = Q Kᵀ (K rows are the n of the B operand)
+        a.warp_gemm(dt, "s", true, "qa", "%kb", pq, BLOCK_N, d, BLayout::RowsN);
+        for r in 0..4 * s_tiles {
+            a.i(format!("mul.f32 %s{r}, %s{r}, {};", f32_imm(sl2)));
+        }
+        mask::mask_tile(a, "s");
+        // online softmax, per lane row h (g or g + 8)
+        for h in 0..2 {
+            let row = row_regs("s", h, BLOCK_N);
+            a.i(format!("max.f32 %mx, {}, {};", row[0], row[1]));
+            for r in &row[2..] {
+                a.i(format!("max.f32 %mx, %mx, {r};"));
+            }
+            a.quad_reduce("%mx", "max", "%ft");
+            a.i(format!("max.f32 %mx, %mx, %m{h};"));
+            // a row with nothing visible yet subtracts 0, not -inf (no NaN)
+            a.i(format!("setp.eq.f32 %p1, %mx, {NEG_INF};"));
+            a.i("selp.f32 %base, 0f00000000, %mx, %p1;");
+            a.i(format!("sub.f32 %al, %m{h}, %base;"));
+            a.i("ex2.approx.ftz.f32 %al, %al;");
+            a.i(format!("mov.f32 %m{h}, %mx;"));
+            for r in &row {
+                a.i(format!("sub.f32 {r}, {r}, %base;"));
+                a.i(format!("ex2.approx.ftz.f32 {r}, {r};"));
+            }
+            a.i(format!("add.f32 %rs, {}, {};", row[0], row[1]));
+            for r in &row[2..] {
+                a.i(format!("add.f32 %rs, %rs, {r};"));
+            }
+            a.i(format!("fma.rn.f32 %l{h}, %l{h}, %al, %rs;"));
+            a.scale_row("o", h, dv, "%al");
+        }
+        // P as A fragments straight from the S accumulators, then O += P V
+        a.acc_to_a(dt, "pa", "s", BLOCK_N);
+        a.warp_gemm(dt, "o", false, "pa", "%vb", pv, dv, BLOCK_N, BLayout::RowsK);
+        // every warp is done with this buffer before the next iteration refills it
+    });
+
+    // ---- epilogue: normalize, store o (halves) and lse (f32) for rows < sq
+    a.lane_row("%z", "%q0");
+    for h in 0..2 {
+        a.quad_reduce(&format!("%l{h}"), "add", "%ft");
+        a.i(format!("rcp.rn.f32 %al, %l{h};"));
+        a.scale_row("o", h, dv, "%al");
+        let skip = a.label("row_out");
+        a.i(format!("add.u32 %x, %z, {};", 8 * h));
+        a.i(format!("setp.ge.u32 %p0, %x, {};", cfg.sq));
+        a.i(format!("@%p0 bra {skip};"));
+        a.store_row(dt, "o", h, dv, "%x", "%go");
+        a.i("setp.ne.u32 %p0, %t, 0;");
+        a.i(format!("@%p0 bra {skip};"));
+        a.i(format!("lg2.approx.ftz.f32 %ft, %l{h};"));
+        a.i(format!("add.f32 %ft, %ft, %m{h};"));
+        a.i(format!("mul.f32 %ft, %ft, {};", f32_imm(LN2)));
+        // l = 0 only when every key is hidden: NaN, as log Σ exp over nothing max-subtracted
+        a.i(format!("setp.eq.f32 %p1, %l{h}, 0f00000000;"));
+        a.i("selp.f32 %ft, 0f7FC00000, %ft, %p1;");
+        a.i("mul.wide.u32 %cd0, %x, 4;");
+        a.i("add.s64 %cd0, %cd0, %gl;");
+        a.i("st.global.f32 [%cd0], %ft;");
+        a.place(&skip);
+    }
+    a.i("ret;");
+
+    let decls = format!(
+        "    .reg .pred %p<2>;\n    .reg .b32 %head, %kvh, %q0, %sq, %sk0, %sv0, %qofs, %kofs, %vofs, %kb, %vb, %x, %y, %z, %nt, %kt, %minlim, %lim0, %lim1, %rl0, %rl1;\n    .reg .b64 %gq, %gk, %gv, %go, %gl;\n    .reg .b32 %qa<{}>, %pa<{}>;\n    .reg .f32 %s<{}>, %o<{}>, %m<2>, %l<2>, %mx, %base, %al, %rs, %ft;\n",
+        d / 4,
+        2 * s_tiles,
+        4 * s_tiles,
+        dv / 2,
+    );
+    let ptx = module("FlashAttention-2 forward", arch, &name, &PARAMS, &decls, a.finish());
+    FlashKernel {
+        name,
+        ptx,
+        grid: [cfg.sq.div_ceil(BLOCK_M), cfg.heads, 1],
+        block: [THREADS, 1, 1],
+        shared_bytes: shared,
+        params: PARAMS.to_vec(),
+    }
+}
+
+/// A name unique to the configuration.
+fn kernel_name(cfg: &FlashConfig, arch: Arch) -> String {
+    format!("flash_fwd_{}", super::config_tag(cfg, arch))
+}

@@ -1,0 +1,69 @@
+//! Visibility of keys to queries for kernels whose lanes own query rows
+//! (the forward and the dQ kernel): per-row key limits, the number of K/V
+//! tiles a Q block needs (tiles wholly above the causal diagonal are
+//! skipped), and masking of one S tile.
+
+use super::asm::{Asm, NEG_INF};
+use super::config::{FlashConfig, BLOCK_M, BLOCK_N};
+
+/// Sets `%lim0`/`%lim1` (the last key lane rows `g` and `g + 8` see, s32),
+/// `%minlim` (the last key every row of the block sees) and `%nt` (K/V
+/// tiles to visit). Needs `%warp`, `%g`, `%q0`; clobbers `%x`, `%z`.
+pub fn row_limits(a: &mut Asm, cfg: &FlashConfig) {
+    let last_key = cfg.sk as i32 - 1;
+    a.lane_row("%z", "%q0");
+    let causal = cfg.causal_i32();
+    for h in 0..2 {
+        match causal {
+            Some(c) => {
+                a.i(format!("add.s32 %lim{h}, %z, {};", c + 8 * h));
+                a.i(format!("min.s32 %lim{h}, %lim{h}, {last_key};"));
+            }
+            None => a.i(format!("mov.u32 %lim{h}, {last_key};")),
+        }
+    }
+    match causal {
+        Some(c) => {
+            // the block's first row sees the fewest keys, its last valid row the most
+            a.i(format!("add.s32 %minlim, %q0, {c};"));
+            a.i(format!("min.s32 %minlim, %minlim, {last_key};"));
+            a.i(format!("add.u32 %x, %q0, {};", BLOCK_M - 1));
+            a.i(format!("min.u32 %x, %x, {};", cfg.sq - 1));
+            a.i(format!("add.s32 %x, %x, {c};"));
+            a.i(format!("min.s32 %x, %x, {last_key};"));
+            a.i("max.s32 %x, %x, -1;");
+            a.i(format!("add.s32 %x, %x, {BLOCK_N};"));
+            a.i(format!("div.u32 %nt, %x, {BLOCK_N};"));
+        }
+        None => {
+            a.i(format!("mov.u32 %minlim, {last_key};"));
+            a.i(format!("mov.u32 %nt, {};", cfg.sk.div_ceil(BLOCK_N)));
+        }
+    }
+}
+
+/// Sets hidden entries of the S tile `%{s}..` (K/V tile `%kt`) to `-inf`;
+/// a uniform branch skips tiles every row sees in full. Clobbers `%x`,
+/// `%y`, `%rl0`, `%rl1`, `%p0`, `%p1`.
+pub fn mask_tile(a: &mut Asm, s: &str) {
+    let unmasked = a.label("unmasked");
+    a.i(format!("mul.lo.u32 %x, %kt, {BLOCK_N};"));
+    a.i(format!("add.s32 %y, %x, {};", BLOCK_N - 1));
+    a.i("setp.le.s32 %p0, %y, %minlim;");
+    a.i(format!("@%p0 bra {unmasked};"));
+    a.i("shl.b32 %y, %t, 1;");
+    a.i("add.u32 %y, %y, %x;");
+    for h in 0..2 {
+        a.i(format!("sub.s32 %rl{h}, %lim{h}, %y;"));
+    }
+    for n in 0..BLOCK_N / 8 {
+        for h in 0..2 {
+            for e in 0..2 {
+                let r = 4 * n + 2 * h + e;
+                a.i(format!("setp.lt.s32 %p1, %rl{h}, {};", n * 8 + e));
+                a.i(format!("selp.f32 %{s}{r}, {NEG_INF}, %{s}{r}, %p1;"));
+            }
+        }
+    }
+    a.place(&unmasked);
+}
