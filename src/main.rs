@@ -424,13 +424,39 @@ fn demo() -> Result<(), Failed> {
     );
     println!("   Unfused graph on the same backend: {:.6}; the naive f64 reference interpreter: {exact:.6} in {ref_ms:.0} ms.", naive_out[0].data[0]);
     println!("   |fused - reference| = {:.1e}. Untrained, the loss sits at a uniform guess: ln {vocab} = {:.4}.", (loss - exact).abs(), vocab.ln());
+    demo_ptx(&fused)?;
     let steps = 40;
     let tb = train::brief(&c.module, steps, 8, 32)?;
     println!(
-        "6. Trained {steps} AdamW steps (batch 8 x {} tokens of the built-in corpus, fused attention forward and backward): validation loss {:.3} -> {:.3}, {:.0} tokens/s.",
+        "7. Trained {steps} AdamW steps (batch 8 x {} tokens of the built-in corpus, fused attention forward and backward): validation loss {:.3} -> {:.3}, {:.0} tokens/s.",
         tb.block, tb.val_before, tb.val_after, tb.tokens_per_s
     );
     println!("\nNext: `kiln ir --stage optimized`, `kiln ir --stage kernels`, `kiln run`, `kiln train` and `kiln bench` on any file in models/.");
+    Ok(())
+}
+
+/// The demo's PTX stage: the fused program's kernels rendered for both
+/// GPU targets, and the tensor-core FlashAttention kernel for the same
+/// attention in bf16.
+fn demo_ptx(p: &kiln_ir::kernel::Program) -> Result<(), Failed> {
+    use kiln_codegen::ptx::{self, flash, Arch};
+    let fail = |e: &dyn std::fmt::Display| Failed(format!("error: {e}\n"));
+    for (arch, lead) in [(Arch::Sm80, "6. Emitted PTX for"), (Arch::Sm90a, "   and for")] {
+        let ks: Vec<ptx::PtxKernel> = p.kernels.iter().map(|k| ptx::render(k, arch)).collect::<Result<_, _>>().map_err(|e| fail(&e))?;
+        let lines: usize = ks.iter().map(|k| k.ptx.lines().count()).sum();
+        let attn = ks.iter().find(|k| k.manifest.name.contains("attention")).map_or(String::new(), |k| {
+            format!("; {} runs {} CTAs of {} threads with {} B of shared memory", k.manifest.name, k.manifest.grid, k.manifest.block, k.manifest.shared_bytes)
+        });
+        println!("{lead} {}: {} kernels, {lines} lines (`kiln ptx`){attn}.", arch.name(), ks.len());
+    }
+    let cfg = flash::FlashConfig { heads: 8, group: 1, sq: 32, sk: 32, d: 64, dv: 64, causal: Some(0), scale: 0.125, dtype: flash::Half::Bf16 };
+    let k = flash::forward(&cfg, Arch::Sm80).map_err(|e| fail(&e))?;
+    println!(
+        "   In bf16 the attention also has a tensor-core FlashAttention-2 kernel (mma.sync, ldmatrix, cp.async): {}, {} lines, {} B of shared memory.",
+        k.name,
+        k.ptx.lines().count(),
+        k.shared_bytes
+    );
     Ok(())
 }
 
