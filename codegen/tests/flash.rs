@@ -20,9 +20,8 @@
 
 use half::{bf16, f16};
 use kiln_codegen::ptx::flash::{self, FlashConfig, FlashError, FlashKernel, Half};
-use kiln_codegen::ptx::Arch;
+use kiln_codegen::ptx::{self, Arch};
 use ptxemu::{Arg, Launch, Memory, Module};
-use std::process::Command;
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG; no dependency).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -297,16 +296,9 @@ fn unsupported_configurations_are_errors() {
     assert!(err.to_string().contains("backward"), "{err}");
 }
 
-/// ptxas from KILN_PTXAS (CI) or the tools directory; the test fails without it.
-fn ptxas() -> String {
-    let path = std::env::var("KILN_PTXAS").unwrap_or_else(|_| "/work/tools-ptxas/nvidia/cuda_nvcc/bin/ptxas".into());
-    assert!(std::path::Path::new(&path).exists(), "ptxas not found at {path}: set KILN_PTXAS (scripts/test.sh installs it)");
-    path
-}
-
 #[test]
 fn ptxas_accepts_every_forward_and_backward_variant() {
-    let ptxas = ptxas();
+    let ptxas = ptx::ptxas::from_env().unwrap_or_else(|e| panic!("{e}"));
     let dir = std::env::temp_dir().join(format!("kiln-flash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for arch in [Arch::Sm80, Arch::Sm90a] {
@@ -315,19 +307,8 @@ fn ptxas_accepts_every_forward_and_backward_variant() {
                 for causal in [None, Some(0)] {
                     let c = FlashConfig { heads: 32, group: 4, ..cfg(1000, 1000, d, dv, causal, dtype) };
                     for k in std::iter::once(flash::forward(&c, arch).unwrap()).chain(flash::backward(&c, arch).unwrap()) {
-                    let file = dir.join(format!("{}.ptx", k.name));
-                    std::fs::write(&file, &k.ptx).unwrap();
-                    let out = Command::new(&ptxas)
-                        .args([&format!("-arch={}", arch.name()), "-v"])
-                        .arg(&file)
-                        .arg("-o")
-                        .arg(file.with_extension("cubin"))
-                        .output()
-                        .unwrap_or_else(|e| panic!("cannot run {ptxas}: {e}"));
-                    let log = String::from_utf8_lossy(&out.stderr);
-                    assert!(out.status.success(), "ptxas -arch={} rejected {}:\n{log}", arch.name(), k.name);
-                    let usage: Vec<&str> = log.lines().filter(|l| l.contains("Used") || l.contains("spill")).map(|l| l.trim_start_matches("ptxas info    : ")).collect();
-                    println!("{} ({} B dynamic shared): {}", k.name, k.shared_bytes, usage.join("; "));
+                    let usage = ptx::ptxas::assemble(&ptxas, &k.ptx, &k.name, arch, &dir).unwrap_or_else(|e| panic!("{e}"));
+                    println!("{} ({} B dynamic shared): {usage}", k.name, k.shared_bytes);
                     }
                 }
             }

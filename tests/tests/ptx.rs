@@ -9,7 +9,6 @@ use kiln_lang::compile_file;
 use kiln_runtime as rt;
 use kiln_tests::repo_root;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Every `.kl` model and fixture.
 fn models() -> Vec<PathBuf> {
@@ -45,7 +44,7 @@ fn programs(path: &Path) -> Vec<(String, Program, Vec<Tensor>, Vec<Tensor>)> {
 
 #[test]
 fn ptxas_accepts_every_kernel_of_every_model() {
-    let ptxas = std::env::var("KILN_PTXAS").unwrap_or_else(|_| panic!("KILN_PTXAS is not set: run scripts/test.sh (it installs ptxas)"));
+    let ptxas = ptx::ptxas::from_env().unwrap_or_else(|e| panic!("{e}"));
     let dir = std::env::temp_dir().join(format!("kiln-ptxas-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let mut assembled = 0;
@@ -54,20 +53,8 @@ fn ptxas_accepts_every_kernel_of_every_model() {
             for k in &p.kernels {
                 for arch in [Arch::Sm80, Arch::Sm90a] {
                     let r = ptx::render(k, arch).unwrap_or_else(|e| panic!("{name}: {e}"));
-                    let file = dir.join(format!("{}.ptx", r.manifest.name));
-                    std::fs::write(&file, &r.ptx).expect("write ptx");
-                    let out = Command::new(&ptxas)
-                        .arg(format!("-arch={}", arch.name()))
-                        .arg("-v")
-                        .arg(&file)
-                        .arg("-o")
-                        .arg(file.with_extension("cubin"))
-                        .output()
-                        .unwrap_or_else(|e| panic!("cannot run {ptxas}: {e}"));
-                    let log = String::from_utf8_lossy(&out.stderr);
-                    assert!(out.status.success(), "{name}: ptxas -arch={} rejected {}:\n{log}\n{}", arch.name(), k.name, r.ptx);
-                    let usage: Vec<&str> = log.lines().filter(|l| l.contains("Used") || l.contains("spill")).map(|l| l.trim_start_matches("ptxas info    : ")).collect();
-                    println!("{name} {} {}: {}", arch.name(), k.name, usage.join("; "));
+                    let usage = ptx::ptxas::assemble(&ptxas, &r.ptx, &r.manifest.name, arch, &dir).unwrap_or_else(|e| panic!("{name}: {e}\n{}", r.ptx));
+                    println!("{name} {} {}: {usage}", arch.name(), k.name);
                     assembled += 1;
                 }
             }

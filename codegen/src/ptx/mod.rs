@@ -27,6 +27,7 @@ pub mod flash;
 mod gemm;
 mod math;
 mod mem;
+pub mod ptxas;
 mod reduce;
 mod regs;
 mod stmt;
