@@ -12,6 +12,7 @@ prints Kiln's numbers alone and says how to install it.
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -120,7 +121,12 @@ class TorchGPT:
         return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1))
 
 
-def torch_train_tokens_per_s(steps=6, batch=8, block=256, vocab=512):
+# Training throughput on both sides: the median over STEPS steps after
+# WARMUP untimed ones (the first compiles, allocates and faults in memory).
+STEPS, WARMUP = 12, 2
+
+
+def torch_train_tokens_per_s(batch=8, block=256, vocab=512):
     import torch
     model = TorchGPT(torch, block=block, vocab=vocab)
     opt = torch.optim.AdamW(model.modules.parameters(), lr=1e-3, weight_decay=0.1)
@@ -131,25 +137,27 @@ def torch_train_tokens_per_s(steps=6, batch=8, block=256, vocab=512):
         opt.zero_grad()
         model.loss(tokens, targets).backward()
         opt.step()
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(WARMUP):
         step()
-    return steps * batch * block / (time.perf_counter() - start)
+    rates = []
+    for _ in range(STEPS):
+        start = time.perf_counter()
+        step()
+        rates.append(batch * block / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
-def kiln_train_tokens_per_s(kiln, steps=6, batch=8, block=256):
+def kiln_train_tokens_per_s(kiln, batch=8, block=256):
     import csv
     import tempfile
     with tempfile.TemporaryDirectory() as out:
+        steps = WARMUP + STEPS
         cmd = [kiln, "train", "models/gpt.kl", "--steps", str(steps), "--batch", str(batch), "--block", str(block),
                "--warmup", "1", "--eval-every", str(steps), "--out", out]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         with open(f"{out}/loss.csv") as f:
             rows = [r for r in csv.DictReader(f) if r["train_loss"]]
-    # The first step includes compiling; the rest is steady state.
-    rates = [float(r["tokens_per_s"]) for r in rows[1:]]
-    return sum(rates) / len(rates)
+    return statistics.median(float(r["tokens_per_s"]) for r in rows[WARMUP:])
 
 
 def main():
