@@ -395,6 +395,15 @@ impl Gen<'_, '_> {
         self.b.ins().iadd(p, off)
     }
 
+    /// The address of element `(r, c)` of a matrix at `p` whose rows and
+    /// columns are `rs` and `cs` bytes apart.
+    fn elem(&mut self, p: Value, (r, rs): (Value, Value), (c, cs): (Value, Value)) -> Value {
+        let o1 = self.b.ins().imul(r, rs);
+        let o2 = self.b.ins().imul(c, cs);
+        let q = self.at(p, o1);
+        self.at(q, o2)
+    }
+
     fn stack(&mut self, bytes: usize) -> Value {
         let ss = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes as u32, 4));
         self.b.ins().stack_addr(self.ptr, ss, 0)
@@ -514,24 +523,15 @@ impl Gen<'_, '_> {
                     let later = g.b.ins().icmp_imm_s(IntCC::NotEqual, kk, 0);
                     let beta = g.b.ins().bor(later, accnz);
                     // Pack B[kk.., jc..]: lanes are columns.
-                    let o1 = g.b.ins().imul(kk, brs);
-                    let o2 = g.b.ins().imul(jc, bcs);
-                    let src = g.at(pb, o1);
-                    let src = g.at(src, o2);
+                    let src = g.elem(pb, (kk, brs), (jc, bcs));
                     g.pack(bp, src, bcs, brs, b_unit, blk.nr, nc, kc, db, false);
                     g.for_range(zero, m, blk.mc as i64, &mut |g, ic| {
                         let rest = g.b.ins().isub(m, ic);
                         let mc = g.min(mcb, rest);
-                        let o1 = g.b.ins().imul(ic, ars);
-                        let o2 = g.b.ins().imul(kk, acs);
-                        let src = g.at(pa, o1);
-                        let src = g.at(src, o2);
+                        let src = g.elem(pa, (ic, ars), (kk, acs));
                         g.pack(ap, src, ars, acs, a_unit, blk.mr, mc, kc, da, true);
                         // C block origin.
-                        let o1 = g.b.ins().imul(ic, crs);
-                        let o2 = g.b.ins().imul(jc, ccs);
-                        let cblk = g.at(pc, o1);
-                        let cblk = g.at(cblk, o2);
+                        let cblk = g.elem(pc, (ic, crs), (jc, ccs));
                         let dest = Dest::Direct { rs: crs, cs: ccs, unit: c_unit, beta };
                         g.macro_kernel(ap, bp, cblk, mc, nc, kc, tile, dest);
                     });
@@ -553,29 +553,20 @@ impl Gen<'_, '_> {
                         let rest = g.b.ins().isub(k, kk);
                         let kc = g.min(kcb, rest);
                         let beta = g.b.ins().icmp_imm_s(IntCC::NotEqual, kk, 0);
-                        let o1 = g.b.ins().imul(kk, brs);
-                        let o2 = g.b.ins().imul(jc, bcs);
-                        let src = g.at(pb, o1);
-                        let src = g.at(src, o2);
+                        let src = g.elem(pb, (kk, brs), (jc, bcs));
                         g.pack(bp, src, bcs, brs, b_unit, blk.nr, nc, kc, db, false);
                         g.for_range(zero, ms, blk.mc as i64, &mut |g, ic| {
                             let rest = g.b.ins().isub(ms, ic);
                             let mc = g.min(mcb, rest);
                             let row = g.b.ins().iadd(is, ic);
-                            let o1 = g.b.ins().imul(row, ars);
-                            let o2 = g.b.ins().imul(kk, acs);
-                            let src = g.at(pa, o1);
-                            let src = g.at(src, o2);
+                            let src = g.elem(pa, (row, ars), (kk, acs));
                             g.pack(ap, src, ars, acs, a_unit, blk.mr, mc, kc, da, true);
                             let o = g.muli(ic, (blk.nc * 4) as i64);
                             let sblk = g.at(cs, o);
                             g.macro_kernel(ap, bp, sblk, mc, nc, kc, tile, Dest::Scratch { beta });
                         });
                     });
-                    let o1 = g.b.ins().imul(is, crs);
-                    let o2 = g.b.ins().imul(jc, ccs);
-                    let cblk = g.at(pc, o1);
-                    let cblk = g.at(cblk, o2);
+                    let cblk = g.elem(pc, (is, crs), (jc, ccs));
                     g.store_scratch(cs, cblk, crs, ccs, c_unit, accnz, ms, nc);
                 });
             });
