@@ -19,6 +19,7 @@ pub mod kernel;
 mod op;
 pub mod opt;
 pub mod print;
+pub mod rng;
 pub mod schedule;
 mod unroll;
 mod types;

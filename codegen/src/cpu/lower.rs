@@ -572,7 +572,34 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                 let (v, from) = self.expr(x)?;
                 (self.cast(from, *to, v)?, verify::compute_dtype(*to))
             }
+            Expr::Rand(seed, counter) => {
+                let (s, _) = self.expr(seed)?;
+                let (c, _) = self.expr(counter)?;
+                (self.rand(s, c), DType::F32)
+            }
         })
+    }
+
+    /// `rng::uniform(seed, counter)` on two i64 values: SplitMix64's
+    /// `counter`-th output, top 24 bits scaled to `[0, 1)`.
+    pub fn rand(&mut self, seed: Value, counter: Value) -> Value {
+        use kiln_ir::rng::{GAMMA, MIX1, MIX2};
+        let n = self.b.ins().iadd_imm_u(counter, 1);
+        let g = self.iconst(types::I64, GAMMA as i64);
+        let step = self.b.ins().imul(n, g);
+        let mut z = self.b.ins().iadd(seed, step);
+        for (shift, mul) in [(30, Some(MIX1)), (27, Some(MIX2)), (31, None)] {
+            let hi = self.b.ins().ushr_imm_u(z, shift);
+            z = self.b.ins().bxor(z, hi);
+            if let Some(m) = mul {
+                let m = self.iconst(types::I64, m as i64);
+                z = self.b.ins().imul(z, m);
+            }
+        }
+        let top = self.b.ins().ushr_imm_u(z, 40);
+        let f = self.b.ins().fcvt_from_uint(types::F32, top);
+        let scale = self.b.ins().f32const(1.0 / (1u32 << 24) as f32);
+        self.b.ins().fmul(f, scale)
     }
 
     /// A unary op on a scalar of compute dtype `d`.

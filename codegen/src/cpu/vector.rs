@@ -232,7 +232,7 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                 Expr::Const(..) | Expr::Tile => true,
                 Expr::Var(v) => !env.contains_key(v),
                 Expr::Load(_, i) | Expr::Unary(_, i) | Expr::Cast(_, i) => go(env, i),
-                Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) => go(env, a) && go(env, b),
+                Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) | Expr::Rand(a, b) => go(env, a) && go(env, b),
                 Expr::Select(c, a, b) => go(env, c) && go(env, a) && go(env, b),
             }
         }
@@ -294,6 +294,13 @@ impl<'f, 'k> Lowerer<'f, 'k> {
             Expr::Cast(to, x) => {
                 let (vx, from) = self.vexpr(x)?;
                 (self.vcast(from, *to, vx)?, verify::compute_dtype(*to))
+            }
+            // 64-bit multiplies have no f32x4 form: one scalar draw per lane.
+            Expr::Rand(seed, counter) => {
+                let (vs, _) = self.vexpr(seed)?;
+                let (vc, _) = self.vexpr(counter)?;
+                let (ls, lc) = (self.lanes(vs, DType::I64)?, self.lanes(vc, DType::I64)?);
+                (VV::L(std::array::from_fn(|i| self.rand(ls[i], lc[i]))), DType::F32)
             }
         })
     }
@@ -591,7 +598,7 @@ fn expr_vars(e: &Expr, out: &mut Vec<Var>) {
         Expr::Const(..) | Expr::Tile => {}
         Expr::Var(v) => out.push(*v),
         Expr::Load(_, i) | Expr::Unary(_, i) | Expr::Cast(_, i) => expr_vars(i, out),
-        Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) => {
+        Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) | Expr::Rand(a, b) => {
             expr_vars(a, out);
             expr_vars(b, out);
         }
@@ -616,6 +623,7 @@ fn expr_size(e: &Expr) -> usize {
             w + expr_size(i)
         }
         Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) => 1 + expr_size(a) + expr_size(b),
+        Expr::Rand(a, b) => 12 + expr_size(a) + expr_size(b),
         Expr::Select(c, a, b) => 1 + expr_size(c) + expr_size(a) + expr_size(b),
     }
 }

@@ -93,7 +93,38 @@ impl Emitter<'_> {
                 let x = self.expr(x)?;
                 self.cast(x, from, *to)
             }
+            Expr::Rand(seed, counter) => {
+                let (s, c) = (self.expr(seed)?, self.expr(counter)?);
+                self.rand(s, c)
+            }
         })
+    }
+
+    /// `rng::uniform(seed, counter)`: SplitMix64's `counter`-th output
+    /// in 64-bit integer ops, its top 24 bits scaled to `[0, 1)` (exact).
+    fn rand(&mut self, seed: Reg, counter: Reg) -> Reg {
+        use kiln_ir::rng::{GAMMA, MIX1, MIX2};
+        let n = self.reg(Class::B64);
+        self.ins(format!("add.u64 {n}, {counter}, 1;"));
+        let mut z = self.reg(Class::B64);
+        self.ins(format!("mad.lo.u64 {z}, {n}, 0x{GAMMA:016X}U, {seed};"));
+        for (shift, mul) in [(30, Some(MIX1)), (27, Some(MIX2)), (31, None)] {
+            let (hi, x) = (self.reg(Class::B64), self.reg(Class::B64));
+            self.ins(format!("shr.u64 {hi}, {z}, {shift};"));
+            self.ins(format!("xor.b64 {x}, {z}, {hi};"));
+            z = x;
+            if let Some(m) = mul {
+                let y = self.reg(Class::B64);
+                self.ins(format!("mul.lo.u64 {y}, {z}, 0x{m:016X}U;"));
+                z = y;
+            }
+        }
+        let top = self.reg(Class::B64);
+        self.ins(format!("shr.u64 {top}, {z}, 40;"));
+        let (f, r) = (self.reg(Class::F32), self.reg(Class::F32));
+        self.ins(format!("cvt.rn.f32.u64 {f}, {top};"));
+        self.ins(format!("mul.f32 {r}, {f}, {};", f32_imm(1.0 / (1u32 << 24) as f32)));
+        r
     }
 
     /// `c ? a : b`.

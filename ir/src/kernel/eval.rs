@@ -254,6 +254,10 @@ impl TileState<'_> {
                     d.round(v)
                 }
             }
+            Expr::Rand(seed, counter) => {
+                let (s, c) = (self.expr(seed, bufs)? as i64, self.expr(counter, bufs)? as i64);
+                crate::rng::uniform(s as u64, c as u64) as f64
+            }
         })
     }
 }

@@ -316,6 +316,10 @@ pub enum Expr {
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Conversion.
     Cast(DType, Box<Expr>),
+    /// `rng::uniform(seed, counter)`: a uniform f32 in `[0, 1)` from two
+    /// i64 operands read as u64 (see [`crate::rng`]); bit-exact on every
+    /// backend.
+    Rand(Box<Expr>, Box<Expr>),
 }
 
 impl Expr {

@@ -143,5 +143,6 @@ pub fn expr(e: &Expr) -> String {
         Expr::Cmp(op, a, b) => format!("{}({}, {})", format!("{op:?}").to_lowercase(), expr(a), expr(b)),
         Expr::Select(c, a, b) => format!("select({}, {}, {})", expr(c), expr(a), expr(b)),
         Expr::Cast(d, x) => format!("{d}({})", expr(x)),
+        Expr::Rand(seed, counter) => format!("rand({}, {})", expr(seed), expr(counter)),
     }
 }

@@ -81,6 +81,12 @@ pub fn expr_dtype(k: &Kernel, vars: &HashMap<Var, DType>, e: &Expr) -> Result<DT
             expr_dtype(k, vars, x)?;
             compute_dtype(*d)
         }
+        Expr::Rand(seed, counter) => {
+            if expr_dtype(k, vars, seed)? != DType::I64 || expr_dtype(k, vars, counter)? != DType::I64 {
+                return Err("rand takes an i64 seed and counter".into());
+            }
+            DType::F32
+        }
     })
 }
 
