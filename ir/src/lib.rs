@@ -12,6 +12,7 @@
 pub mod attention;
 pub mod autodiff;
 mod dim;
+pub mod dropout;
 mod dtype;
 mod graph;
 pub mod interp;

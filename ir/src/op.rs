@@ -225,6 +225,16 @@ pub enum Op {
         /// Number of sequences iterated over.
         n_seq: u32,
     },
+    /// Inverted dropout: element `i` (row-major) of `x` becomes
+    /// `x[i] / (1 - p)` when `rng::keep(seed, i, p)` and `0` otherwise.
+    /// Arguments `x` (float) and `seed` (rank-0 i64, see [`crate::rng`]);
+    /// the same seed draws the same mask, so the gradient is a dropout of
+    /// the cotangent with the same seed. Evaluation graphs have none:
+    /// [`crate::dropout::inference`] removes them.
+    Dropout {
+        /// The probability of zeroing an element, in `[0, 1)`.
+        p: f64,
+    },
     /// Fused attention (see [`crate::attention`]); built by the optimizer,
     /// never by the front end. Arguments `q, k, v` and the mask, if any;
     /// the result is the tuple `(o, lse)`.
@@ -267,6 +277,7 @@ impl Op {
             Op::Slice { .. } => "slice".into(),
             Op::Gather { .. } => "gather".into(),
             Op::OneHot => "one_hot".into(),
+            Op::Dropout { .. } => "dropout".into(),
             Op::Scan { .. } => "scan".into(),
             Op::Attention(_) => "attention".into(),
             Op::AttentionGrad(_) => "attention_grad".into(),

@@ -68,6 +68,7 @@ fn attrs(m: &Module, op: &Op) -> String {
             format!("[axes=[{}]{}]", list(axes), if *keepdim { ", keepdim" } else { "" })
         }
         Op::LayerNorm { eps } | Op::RmsNorm { eps } => format!("[eps={eps}]"),
+        Op::Dropout { p } => format!("[p={p}]"),
         Op::Slice { axis, start, end, step } => format!("[axis={axis}, {start}..{end}, step={step}]"),
         Op::Scan { n_carry, n_seq, .. } => format!("[carry={n_carry}, seq={n_seq}]"),
         Op::Extract { index } => format!("[{index}]"),

@@ -15,7 +15,8 @@
 //!
 //! Seeds travel through the graph as i64 values and the reference
 //! evaluators hold values as f64, so a seed must be exactly representable:
-//! [`SEED_LIMIT`] bounds it.
+//! a graph's seed argument is below [`SEED_LIMIT`] (`2^52`), which leaves
+//! room for the small per-site offsets the front end adds to it.
 
 /// SplitMix64's increment (the golden ratio in 64-bit fixed point).
 pub const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -24,8 +25,8 @@ pub const MIX1: u64 = 0xBF58_476D_1CE4_E5B9;
 /// The finalizer's second multiplier.
 pub const MIX2: u64 = 0x94D0_49BB_1331_11EB;
 
-/// Seeds are below `2^53`, so that they survive a trip through an f64.
-pub const SEED_LIMIT: u64 = 1 << 53;
+/// Seed arguments are below `2^52`: plus a site offset, still exact in f64.
+pub const SEED_LIMIT: u64 = 1 << 52;
 
 /// Stafford's Mix13 finalizer: a bijection on 64-bit words whose every
 /// output bit depends on every input bit.
@@ -46,16 +47,24 @@ pub fn uniform(seed: u64, counter: u64) -> f32 {
     (bits(seed, counter) >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
 }
 
+/// `p` rounded up to a multiple of `2^-24`: draws are multiples of
+/// `2^-24`, so `uniform >= threshold(p)` holds exactly when `uniform >= p`
+/// does, and the threshold is exact in f32 (kernels compare in f32).
+pub fn threshold(p: f64) -> f32 {
+    let grid = (1u32 << 24) as f64;
+    ((p * grid).ceil() / grid) as f32
+}
+
 /// Whether dropout with probability `p` keeps element `counter`: the
 /// element survives when its uniform draw is at least `p`.
 pub fn keep(seed: u64, counter: u64, p: f64) -> bool {
-    uniform(seed, counter) as f64 >= p
+    uniform(seed, counter) >= threshold(p)
 }
 
 /// A seed in `[0, SEED_LIMIT)` derived from a base seed and a step number
 /// (the trainer's per-step dropout seed).
 pub fn derive_seed(base: u64, step: u64) -> u64 {
-    bits(base, step) >> 11
+    bits(base, step) >> 12
 }
 
 #[cfg(test)]
@@ -84,6 +93,17 @@ mod tests {
             let u = uniform(42, c);
             assert!((0.0..1.0).contains(&u));
             assert_eq!((u as f64 * (1u64 << 24) as f64).fract(), 0.0);
+        }
+    }
+
+    #[test]
+    fn the_threshold_decides_like_p_itself() {
+        for p in [0.0, 0.1, 0.25, 1.0 / 3.0, 0.9, 0.999_999_99] {
+            let t = threshold(p);
+            assert!(t as f64 >= p && (t as f64 - p) < 1.0 / (1u32 << 24) as f64, "{p}");
+            for c in 0..20_000 {
+                assert_eq!(keep(9, c, p), uniform(9, c) as f64 >= p, "p {p} counter {c}");
+            }
         }
     }
 

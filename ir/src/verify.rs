@@ -227,7 +227,9 @@ fn arity(op: &Op) -> Arity {
         | Op::Slice { .. }
         | Op::OneHot
         | Op::Extract { .. } => Exactly(1),
-        Op::Binary(_) | Op::Compare(_) | Op::MatMul | Op::Gather { .. } | Op::RmsNorm { .. } => Exactly(2),
+        Op::Binary(_) | Op::Compare(_) | Op::MatMul | Op::Gather { .. } | Op::RmsNorm { .. } | Op::Dropout { .. } => {
+            Exactly(2)
+        }
         Op::Select | Op::LayerNorm { .. } => Exactly(3),
         Op::Concat { .. } => AtLeast(1),
         Op::Scan { n_carry, n_seq, .. } => AtLeast((n_carry + n_seq) as usize),
@@ -361,6 +363,13 @@ fn check_tensor_op(m: &Module, g: &Graph, op: &Op, a: &[&TensorType], t: &Tensor
                 shape_str(&t.shape),
                 shape_str(&a[0].shape)
             );
+            Ok(())
+        }
+        Op::Dropout { p } => {
+            float_only(op, t)?;
+            same_type("argument vs result", a[0], t)?;
+            ensure!(a[1].dtype == DType::I64 && a[1].rank() == 0, "the seed must be a rank-0 i64, got {}", a[1]);
+            ensure!((0.0..1.0).contains(p), "dropout probability {p} is outside [0, 1)");
             Ok(())
         }
         Op::Scan { .. } | Op::Extract { .. } | Op::Attention(_) | Op::AttentionGrad(_) => {

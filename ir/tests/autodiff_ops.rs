@@ -153,6 +153,23 @@ proptest! {
         }
     }
 
+    /// Finite differences move `x` with the seed, hence the mask, fixed;
+    /// `exp` first so the cotangent reaching dropout is not constant.
+    #[test]
+    fn dropout_reuses_its_mask(shape in shapes(0, 3), seed in any::<u64>(), p in 0.0f64..0.9) {
+        let mut rng = Gen::new(seed);
+        let x = rng.f32s(&shape, -1.0, 1.0);
+        let s = kiln_ir::interp::Tensor::scalar(DType::I64, (seed % kiln_ir::rng::SEED_LIMIT) as f64);
+        let p = one_op(&mut rng, Module::default(), vec![], |b, _| {
+            vec![b.input("x", f32t(&dims(&shape)), x), b.input("seed", tyc(DType::I64, &[]), s)]
+        }, |b, a| {
+            let t = b.ty(a[0]);
+            let e = b.unary(UnaryOp::Exp, a[0]);
+            b.push(Op::Dropout { p }, vec![e, a[1]], t)
+        }, &shape);
+        prop_assert_eq!(check_inputs(&p, &[0]).map(|_| ()), Ok(()));
+    }
+
     #[test]
     fn select_routes_to_the_chosen_branch(shape in shapes(0, 3), seed in any::<u64>()) {
         let mut rng = Gen::new(seed);

@@ -780,3 +780,53 @@ mod numpy {
     pub const ERFC_X: [f64; 9] = [-1.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 26.0];
     pub const ERFC_AT: [f64; 9] = [1.842700792949715, 0.4795001221869535, 0.15729920705028513, 0.033894853524689274, 0.004677734981047265, 2.2090496998585438e-05, 1.5374597944280351e-12, 2.088487583762545e-45, 5.663192408856143e-296];
 }
+
+// ---- dropout ----
+
+/// `dropout(x, p)` with `x` of `shape`, seeded with `seed`.
+fn dropout(x: Tensor, seed: u64, p: f64) -> Tensor {
+    let xt = TensorType::new(x.dtype, x.shape.iter().map(|&n| d(n as i64)).collect());
+    let out = xt.clone();
+    let g = graph(&[xt, ty(DType::I64, &[])], |g, a| vec![g.push_tensor(Op::Dropout { p }, vec![a[0], a[1]], out)]);
+    eval(&g, &[x, Tensor::scalar(DType::I64, seed as f64)]).remove(0)
+}
+
+#[test]
+fn dropout_zeroes_what_the_rng_drops_and_scales_the_rest() {
+    let (seed, p) = (12345, 0.25);
+    let x = ft(&[2, 3, 4], &(1..=24).map(f64::from).collect::<Vec<_>>());
+    // Element i (row-major) survives iff its draw is at least p.
+    let want: Vec<f64> =
+        (0..24).map(|i| if kiln_ir::rng::uniform(seed, i) as f64 >= p { (i + 1) as f64 * (1.0 / 0.75) } else { 0.0 }).collect();
+    let kept = want.iter().filter(|&&v| v != 0.0).count();
+    assert!(kept > 0 && kept < 24, "the case should keep some and drop some, kept {kept}");
+    assert_exact(&dropout(x, seed, p), &[2, 3, 4], &want);
+}
+
+#[test]
+fn dropout_keeps_one_minus_p_of_the_elements() {
+    let n = 100_000;
+    for (seed, p) in [(1u64, 0.1), (2, 0.3), (3, 0.5), (4, 0.9)] {
+        let got = dropout(ft(&[n], &vec![1.0; n]), seed, p);
+        let kept = got.data.iter().filter(|&&v| v != 0.0).count();
+        // Exactly the rng's count, which for these fixed seeds lies within
+        // 0.01 of 1 - p (about 7 standard deviations at this n).
+        let want = (0..n as u64).filter(|&i| kiln_ir::rng::uniform(seed, i) as f64 >= p).count();
+        assert_eq!(kept, want, "seed {seed} p {p}");
+        let frac = kept as f64 / n as f64;
+        assert!((frac - (1.0 - p)).abs() < 0.01, "seed {seed} p {p}: kept {frac}");
+        assert!(got.data.iter().all(|&v| v == 0.0 || v == 1.0 / (1.0 - p)));
+    }
+}
+
+#[test]
+fn dropout_rejects_bad_probabilities_and_seeds() {
+    let check = |p: f64, seed: TensorType| {
+        let g = graph(&[f32t(&[3]), seed], |g, a| vec![g.push_tensor(Op::Dropout { p }, vec![a[0], a[1]], f32t(&[3]))]);
+        verify::graph(&Module::default(), &g).map_err(|e| e.to_string())
+    };
+    assert!(check(0.5, ty(DType::I64, &[])).is_ok());
+    assert!(check(1.0, ty(DType::I64, &[])).unwrap_err().contains("outside [0, 1)"));
+    assert!(check(0.5, ty(DType::I32, &[])).unwrap_err().contains("rank-0 i64"));
+    assert!(check(0.5, ty(DType::I64, &[1])).unwrap_err().contains("rank-0 i64"));
+}

@@ -89,6 +89,11 @@ impl<'g> B<'g> {
     }
 
     /// `-x`.
+    pub fn dropout(&mut self, x: ValueId, seed: ValueId, p: f64) -> ValueId {
+        let t = self.ty(x);
+        self.push(Op::Dropout { p }, vec![x, seed], t)
+    }
+
     pub fn neg(&mut self, x: ValueId) -> ValueId {
         self.unary(UnaryOp::Neg, x)
     }

@@ -537,6 +537,8 @@ fn vjp(b: &mut B, node: &Node, y: ValueId, dy: ValueId, need: &[bool]) -> Result
             Ok(normalize::vjp(b, node, y, dy, need))
         }
         Op::Gather { .. } => Ok(index::vjp(b, node, dy, need)),
+        // Same seed, same flat indices: the forward's mask, scaled alike.
+        Op::Dropout { p } => Ok(vec![Some(b.dropout(dy, node.args[1], *p)), None]),
         op => Err(unsupported(op, "it has no derivative rule for float operands")),
     }
 }

@@ -238,6 +238,7 @@ impl Env<'_> {
             }
             Op::Gather { axis } => index::gather(a[0], a[1], *axis as usize)?,
             Op::OneHot => index::one_hot(a[0], shape, dtype)?,
+            Op::Dropout { p } => elementwise::dropout(a[0], a[1], *p),
             Op::Scan { .. } | Op::Extract { .. } | Op::Attention(_) | Op::AttentionGrad(_) => {
                 unreachable!("handled by node")
             }

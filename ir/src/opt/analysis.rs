@@ -155,7 +155,7 @@ pub fn attr_count(name: &str) -> usize {
         "slice" => 5,
         "input" | "param" | "const" | "iota" | "concat" | "gather" => 2,
         "cast" | "broadcast" | "reshape" | "one_hot" | "transpose" | "softmax" | "log_softmax" | "layernorm"
-        | "rmsnorm" | "scan" | "attention" | "attention_grad" | "extract" | "sdp" | "sdp_masked" => 1,
+        | "rmsnorm" | "dropout" | "scan" | "attention" | "attention_grad" | "extract" | "sdp" | "sdp_masked" => 1,
         _ => 0,
     }
 }
@@ -219,7 +219,7 @@ pub fn infer(eg: &EG, name: &str, ch: &[Id]) -> Option<Type> {
             s.push(k.shape[r - 2].clone());
             one(TensorType::new(q.dtype, s))
         }
-        "softmax" | "log_softmax" | "layernorm" | "rmsnorm" => one(t(0)?.clone()),
+        "softmax" | "log_softmax" | "layernorm" | "rmsnorm" | "dropout" => one(t(0)?.clone()),
         // Elementwise ops keep their operands' (common) type.
         _ => {
             let x = t(0)?.clone();

@@ -44,6 +44,7 @@ pub fn add_graph(eg: &mut EG, g: &Graph, mut scans: HashMap<usize, Graph>) -> Ve
             }
             Op::Softmax { axis } | Op::LogSoftmax { axis } => vec![int(*axis)],
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => vec![Attr::Num(eps.to_bits())],
+            Op::Dropout { p } => vec![Attr::Num(p.to_bits())],
             Op::Concat { axis } | Op::Gather { axis } => vec![int(*axis), t.ty(n.ty.clone())],
             Op::Slice { axis, start, end, step } => {
                 vec![int(*axis), t.dim(start.clone()), t.dim(end.clone()), int(*step), t.ty(n.ty.clone())]
@@ -105,6 +106,7 @@ fn to_op(eg: &EG, name: &str, attrs: &[Attr]) -> Option<Op> {
         "log_softmax" => Op::LogSoftmax { axis: u(0)? },
         "layernorm" => Op::LayerNorm { eps: num(0)? },
         "rmsnorm" => Op::RmsNorm { eps: num(0)? },
+        "dropout" => Op::Dropout { p: num(0)? },
         "concat" => Op::Concat { axis: u(0)? },
         "gather" => Op::Gather { axis: u(0)? },
         "slice" => Op::Slice { axis: u(0)?, start: dim(1)?, end: dim(2)?, step: u(3)? },

@@ -59,7 +59,7 @@ pub fn names() -> &'static [&'static str] {
         "and", "or", "eq", "ne", "lt", "le", "gt", "ge", "select", "cast", "broadcast", "reshape", "transpose",
         "reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_argmax", "matmul", "softmax",
         "log_softmax", "layernorm", "rmsnorm", "concat", "slice", "gather", "one_hot", "scan", "attention",
-        "attention_grad", "extract", "sdp", "sdp_masked",
+        "attention_grad", "extract", "dropout", "sdp", "sdp_masked",
     ]
 }
 

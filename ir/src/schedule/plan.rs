@@ -28,7 +28,7 @@ pub(crate) struct GraphState<'g> {
 
 /// Elementwise in the strict sense: output element i reads element i of each argument.
 fn is_elementwise(op: &Op) -> bool {
-    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast)
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast | Op::Dropout { .. })
 }
 
 /// Pure index maps: no arithmetic on values.

@@ -107,6 +107,12 @@ impl GraphState<'_> {
                 t.extend_from_slice(&idx[axis + r..]);
                 self.value(cx, kb, arg(0), &t)?
             }
+            Op::Dropout { p } => {
+                let x = self.value(cx, kb, arg(0), idx)?;
+                let seed = self.value(cx, kb, arg(1), &[])?;
+                let counter = linearize(idx, &self.shapes[i]).to_expr();
+                dropout(x, seed, counter, *p, compute(dtype))
+            }
             Op::OneHot => {
                 let r = idx.len() - 1;
                 let from = self.g.tensor_type(arg(0)).dtype;
@@ -127,6 +133,15 @@ pub fn cast(e: Expr, from: DType, to: DType) -> Expr {
     } else {
         Expr::Cast(to, Box::new(e))
     }
+}
+
+/// `x / (1 - p)` where `rng::keep(seed, counter, p)`, else 0, in `dtype`
+/// (an f32 draw against the exact f32 threshold).
+pub fn dropout(x: Expr, seed: Expr, counter: Expr, p: f64, dtype: DType) -> Expr {
+    let draw = Expr::Rand(Box::new(seed), Box::new(counter));
+    let keep = Expr::Cmp(CmpOp::Ge, Box::new(draw), Box::new(Expr::Const(crate::rng::threshold(p) as f64, DType::F32)));
+    let kept = bin(BinaryOp::Mul, x, Expr::Const(1.0 / (1.0 - p), dtype));
+    Expr::Select(Box::new(keep), Box::new(kept), Box::new(Expr::Const(0.0, dtype)))
 }
 
 pub fn bin(op: BinaryOp, a: Expr, b: Expr) -> Expr {

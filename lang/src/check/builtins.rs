@@ -15,7 +15,7 @@ const BUILTINS: &[&str] = &[
     "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu", "gelu", "gelu_tanh", "silu", "erf", "sin", "cos", "abs",
     "pow", "maximum", "minimum", "sum", "mean", "max", "min", "argmax", "softmax", "log_softmax", "layernorm",
     "rmsnorm", "transpose", "permute", "reshape", "expand", "unsqueeze", "squeeze", "concat", "split", "where",
-    "cast", "one_hot", "iota", "arange", "tril", "triu", "zeros", "ones", "full", "cross_entropy", "mse",
+    "cast", "one_hot", "iota", "arange", "tril", "triu", "zeros", "ones", "full", "cross_entropy", "mse", "dropout",
 ];
 
 /// True for the names of builtin functions.
@@ -252,6 +252,7 @@ impl<'a> Checker<'a> {
                 self.filled(value, dtype, &axes?)
             }
             "cross_entropy" => self.cross_entropy(scope, a)?,
+            "dropout" => self.dropout(scope, a)?,
             "mse" => {
                 a.expect(2, 2, &[])?;
                 let x = self.arg(scope, &a.pos[0])?;
@@ -584,6 +585,22 @@ impl<'a> Checker<'a> {
         let m = self.broadcast(&mask, &x.ty.axes);
         let zero = self.filled(0.0, x.ty.dtype, &x.ty.axes);
         Ok(self.emit(Op::Select, &[&m, &x, &zero], x.ty.clone()))
+    }
+
+    /// `dropout(x, p)`: inverted dropout with a constant probability
+    /// `p` in `[0, 1)` (see `Op::Dropout`); the seed is a hidden argument
+    /// of the entry point, and evaluation graphs drop the node.
+    fn dropout(&mut self, scope: &mut Scope, a: &Args) -> R<TVal> {
+        a.expect(2, 2, &[])?;
+        let x = self.float_tensor(scope, &a.pos[0], "dropout")?;
+        let p = eval_const(self, &a.pos[1])?.f();
+        if !(0.0..1.0).contains(&p) {
+            return Err(Diagnostic::new("E0226", format!("the dropout probability must be in [0, 1), got {p}"), a.pos[1].span)
+                .help("`p` is the fraction of elements zeroed in training")
+                .into());
+        }
+        let seed = self.dropout_seed();
+        Ok(self.emit(Op::Dropout { p }, &[&x, &seed], x.ty.clone()))
     }
 
     /// Mean negative log-likelihood of `targets` under `softmax(logits)`.

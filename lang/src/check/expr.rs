@@ -23,9 +23,10 @@ impl<'a> Checker<'a> {
                     1 => vec![def.results[0].0.as_ref().map_or("out".to_string(), |n| n.name.clone())],
                     _ => def.results.iter().enumerate().map(|(i, (n, _))| n.as_ref().map_or(format!("out{i}"), |n| n.name.clone())).collect(),
                 };
+                let hidden = frame.seed.map(|_| kiln_ir::dropout::SEED_ARG.to_string());
                 Some(Function {
                     name: def.name.name.clone(),
-                    arg_names: def.args.iter().map(|a| a.name.name.clone()).collect(),
+                    arg_names: def.args.iter().map(|a| a.name.name.clone()).chain(hidden).collect(),
                     arg_bounds: frame.bounds,
                     arg_ignore: frame.ignore,
                     output_names,

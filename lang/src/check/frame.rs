@@ -7,7 +7,7 @@
 use super::scope::TVal;
 use super::ty::{Axis, Ty};
 use super::Checker;
-use kiln_ir::{DType, DimExpr, Graph, Op, ValueId};
+use kiln_ir::{BinaryOp, DType, DimExpr, Graph, Op, ValueId};
 use std::collections::HashMap;
 
 /// One graph being built.
@@ -22,6 +22,10 @@ pub(crate) struct Frame {
     pub bounds: Vec<Option<DimExpr>>,
     /// A value accepted besides the bound (cross_entropy's `ignore_index`).
     pub ignore: Vec<Option<i64>>,
+    /// Entry frames only: the hidden dropout seed argument, once a
+    /// `dropout` needs it, and how many dropout sites there are so far.
+    pub seed: Option<ValueId>,
+    pub dropouts: u32,
 }
 
 impl Checker<'_> {
@@ -63,6 +67,29 @@ impl Checker<'_> {
         let ids: Vec<ValueId> = args.iter().map(|a| self.id_at(a, depth)).collect();
         let id = self.frame().graph.push_tensor(op, ids, ty.ir());
         TVal { id, depth, ty }
+    }
+
+    /// The seed of a new dropout site: the entry's hidden seed argument
+    /// (appended after the declared ones at the first site) plus the
+    /// number of earlier sites, so that sites draw independent masks.
+    pub fn dropout_seed(&mut self) -> TVal {
+        let ty = Ty::new(DType::I64, vec![]);
+        let entry = &mut self.frames[0];
+        let id = *entry.seed.get_or_insert_with(|| {
+            let index = entry.graph.inputs.len() as u32;
+            entry.graph.inputs.push(ty.ir());
+            entry.bounds.push(Some(DimExpr::constant(kiln_ir::rng::SEED_LIMIT as i64)));
+            entry.ignore.push(None);
+            entry.graph.push_tensor(Op::Input { index }, vec![], ty.ir())
+        });
+        let site = entry.dropouts;
+        entry.dropouts += 1;
+        let base = TVal { id, depth: 0, ty: ty.clone() };
+        if site == 0 {
+            return base;
+        }
+        let k = self.konst(site as f64, DType::I64);
+        self.emit(Op::Binary(BinaryOp::Add), &[&base, &k], ty)
     }
 
     /// A rank-0 constant.

@@ -37,7 +37,7 @@ pub(crate) struct Program<'a> {
 
 /// Names that user definitions may not take.
 pub(crate) fn is_reserved(name: &str) -> bool {
-    super::builtins::is_builtin(name) || matches!(name, "inf" | "pi")
+    super::builtins::is_builtin(name) || matches!(name, "inf" | "pi") || name == kiln_ir::dropout::SEED_ARG
 }
 
 impl<'a> Program<'a> {
