@@ -90,6 +90,11 @@ struct RunArgs {
     /// Arithmetic of the reference interpreter: f32 rounds every result to its dtype, f64 is exact math.
     #[arg(long, value_enum, default_value_t = Prec::F32)]
     precision: Prec,
+    /// Run in training mode: `dropout` is active, its seed the input
+    /// `dropout_seed` (drawn from --seed when not given). Without it,
+    /// dropout is the identity.
+    #[arg(long)]
+    train_mode: bool,
     #[command(flatten)]
     fuse: FuseArgs,
 }
@@ -276,7 +281,9 @@ fn parse_dims(flags: &[String]) -> Result<Vec<(String, i64)>, Failed> {
 
 fn run(a: &RunArgs) -> Result<(), Failed> {
     let c = compile(&a.file)?;
-    let (f, _) = a.fuse.apply(&c.module, function(&c, &a.entry)?)?;
+    let f = function(&c, &a.entry)?;
+    let f = if a.train_mode { f.clone() } else { kiln_ir::dropout::inference(f) };
+    let (f, _) = a.fuse.apply(&c.module, &f)?;
     let f = &f;
     let params = match &a.weights {
         Some(w) => rt::load_params(&c.module, w)?,

@@ -31,6 +31,8 @@ const CASES: &[(&str, &str)] = &[
     ("masks", "dim S = N \n pub fn f(x: {dt}[N, S]) -> {dt}[N, S] { return where(tril(N, S), x, -inf) * 0.0 + triu(x, k: 1) }"),
     ("rearrange", "pub fn f(x: {dt}[N, 6]) -> {dt}[2, N, 3] { return rearrange(x, n (h d) -> h n d, h: 2) }"),
     ("einsum", "pub fn f(x: {dt}[N, M], y: {dt}[M, 5], z: {dt}[N, 5]) -> ({dt}[N, 5], {dt}[5]) { return (einsum(x: n m, y: m k -> n k), einsum(x: n m, y: m k, z: n k -> k)) }"),
+    ("dropout", "pub fn f(x: {dt}[N, M], y: {dt}[M]) -> ({dt}[N, M], {dt}[N, M], {dt}[M]) { return (dropout(x, 0.3), dropout(exp(x) * y, 0.5) + x, sum(dropout(x, 0.1), over: N)) }"),
+    ("dropout_scan", "pub fn f(xs: {dt}[N, M], h0: {dt}[M]) -> {dt}[N, M] { let h, hs = scan x_t in xs with h = h0 { let n = dropout(tanh(x_t + h), 0.25) \n next h = n \n emit n } \n return hs }"),
     ("scan", "pub fn f(xs: {dt}[N, M], h0: {dt}[M]) -> ({dt}[M], {dt}[N, M]) { let h, hs = scan x_t in xs with h = h0 { let n = tanh(x_t + h * 0.5) \n next h = n \n emit n * 2.0 } \n return (h, hs) }"),
 ];
 

@@ -29,6 +29,7 @@ use crate::safetensors::storage_layout;
 use crate::{RuntimeError, Tensor};
 use kiln_ir::autodiff::{grad, Wrt};
 use kiln_ir::opt::{optimize, OptOptions};
+use kiln_ir::{dropout, rng};
 use kiln_ir::{unroll_scans, AttnVariant, DType, Function, Module};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -261,6 +262,8 @@ pub struct Trainer {
     loss_exe: CpuExecutable,
     /// The gradient's parameter dtypes, per module parameter.
     grad_dtypes: Vec<DType>,
+    /// Whether `loss` uses dropout: the gradient then takes a seed per run.
+    dropout: bool,
     /// Index bounds of the loss's two arguments (vocabulary sizes).
     bounds: [Option<i64>; 2],
     /// Indices of the trained (float) parameters, in module order.
@@ -291,14 +294,17 @@ impl std::fmt::Debug for Trainer {
     }
 }
 
-/// The loss entry point, through the e-graph optimizer unless `config.fuse` is off.
-fn optimized_loss(module: &Module, config: &TrainConfig) -> Result<Function, TrainError> {
+/// The loss entry point in training mode (dropout active) or evaluation
+/// mode (dropout removed), through the e-graph optimizer unless
+/// `config.fuse` is off.
+fn optimized_loss(module: &Module, config: &TrainConfig, training: bool) -> Result<Function, TrainError> {
     let f = loss_function(module)?;
+    let f = if training { f.clone() } else { dropout::inference(f) };
     if !config.fuse {
-        return Ok(f.clone());
+        return Ok(f);
     }
     let opts = OptOptions { variant: config.attention.map(AttnKernel::variant), ..OptOptions::default() };
-    let (f, _) = optimize(module, f, &opts).map_err(|e| TrainError::Model(format!("optimizing `loss`: {e}")))?;
+    let (f, _) = optimize(module, &f, &opts).map_err(|e| TrainError::Model(format!("optimizing `loss`: {e}")))?;
     Ok(f)
 }
 
@@ -333,7 +339,9 @@ impl Trainer {
         val: Vec<Batch>,
     ) -> Result<Trainer, TrainError> {
         config.validate()?;
-        let f = &optimized_loss(module, &config)?;
+        let f = &optimized_loss(module, &config, false)?;
+        let train_f = optimized_loss(module, &config, true)?;
+        let dropout = dropout::seed_arg(&train_f).is_some();
         let dims = bind_batch_dims(f, config.batch, config.block)?;
         let env = |n: &str| dims.get(n).copied();
         let mut bounds = [None, None];
@@ -381,7 +389,7 @@ impl Trainer {
         // Compiling comes last: it is the slow part for a large model.
         // Unrolled layer stacks keep their activations for the backward
         // pass instead of recomputing each layer's forward.
-        let scaled = with_loss_scale(&unroll_scans(f, MAX_UNROLLED_STEPS))?;
+        let scaled = with_loss_scale(&unroll_scans(&train_f, MAX_UNROLLED_STEPS))?;
         let g = grad(module, &scaled, &Wrt::params(trainable.iter().map(|&i| i as u32)))?;
         let (gm, gf) = match config.dtype {
             TrainDtype::F32 => (module.clone(), g),
@@ -403,6 +411,7 @@ impl Trainer {
             grad_exe,
             loss_exe,
             grad_dtypes,
+            dropout,
             bounds,
             trainable,
             slot_of,
@@ -538,11 +547,18 @@ impl Trainer {
         let sizes: Vec<usize> = self.master.iter().map(Vec::len).collect();
         let mut acc = GradAccumulator::new(&sizes);
         let mut loss_sum = 0.0;
-        for _ in 0..self.config.accumulate {
+        for micro in 0..self.config.accumulate {
             let b = self.data.next_batch()?;
             check_batch(&b, &self.config, self.bounds, "training")?;
             let (tokens, targets) = batch_tensors(&b);
-            let (outs, stats) = self.grad_exe.run_prepared(&prepared, &[tokens, targets, scale_t.clone()])?;
+            let mut inputs = vec![tokens, targets];
+            if self.dropout {
+                // A fresh mask per micro-batch, reproducible from --seed and the step.
+                let seed = rng::derive_seed(self.config.seed, self.step * self.config.accumulate as u64 + micro as u64);
+                inputs.push(Tensor { dtype: DType::I64, shape: vec![], data: vec![seed as f64] });
+            }
+            inputs.push(scale_t.clone());
+            let (outs, stats) = self.grad_exe.run_prepared(&prepared, &inputs)?;
             self.profile.add(&stats.profile);
             let t = Instant::now();
             loss_sum += outs[0].data[0] / scale;
@@ -698,7 +714,12 @@ pub fn loss_function(m: &Module) -> Result<&Function, TrainError> {
             if names.is_empty() { "none".to_string() } else { names.join(", ") }
         ))
     })?;
-    let ok = f.graph.inputs.len() == 2 && f.graph.inputs.iter().all(|t| t.dtype.is_int() && t.rank() == 2);
+    // Besides tokens and targets, only the hidden dropout seed (third).
+    let seed = dropout::seed_arg(f);
+    let n = if seed.is_some() { 3 } else { 2 };
+    let ok = seed.is_none_or(|s| s == 2)
+        && f.graph.inputs.len() == n
+        && f.graph.inputs[..2].iter().all(|t| t.dtype.is_int() && t.rank() == 2);
     if !ok {
         let args: Vec<String> = f.arg_names.iter().zip(&f.graph.inputs).map(|(n, t)| format!("{n}: {t}")).collect();
         return Err(TrainError::Model(format!(
