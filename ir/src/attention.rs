@@ -18,6 +18,17 @@
 //! `o[i] = Σ_j exp(s[j] - lse[i]) v[j]`. A row with every key masked gives
 //! NaN, exactly as the naive softmax does, so fusing never changes results
 //! beyond rounding.
+//!
+//! With dropout `p > 0` (the naive `dropout(softmax(s), p) @ v`), a last
+//! argument holds the seed and the probabilities are dropped before they
+//! meet `v`: `o[i] = Σ_j z[i, j] / (1 - p) · exp(s[j] - lse[i]) v[j]`,
+//! where `z[i, j] = rng::keep(seed, (row(i) · Sk + j), p)` and `row(i)` is
+//! the flat index of query `i` in `[..., Hq, Sq]`, so `row(i) · Sk + j` is
+//! the score element's flat index, the counter the naive dropout draws
+//! with. `lse` is the undropped logsumexp. The backward pass, with
+//! `Δ[i] = Σ_e do[i, e] o[i, e]` and `dp[i, j] = do[i] · v[j]`, gives
+//! `dv[j] = Σ_i z/(1-p) · P[i, j] do[i]` and
+//! `ds[i, j] = P[i, j] (z/(1-p) · dp[i, j] - Δ[i])`.
 
 use crate::{DType, DimExpr, TensorType};
 use std::fmt;
@@ -60,6 +71,9 @@ pub struct Attention {
     pub mask: AttnMask,
     /// Query heads per key/value head (1 without GQA).
     pub group: u32,
+    /// Dropout on the probabilities (0 for none); when positive, the
+    /// last forward argument is the rank-0 i64 seed.
+    pub dropout: f64,
     /// The kernel to emit.
     pub variant: AttnVariant,
 }
@@ -78,6 +92,9 @@ impl fmt::Display for Attention {
         if self.group != 1 {
             write!(f, ", group={}", self.group)?;
         }
+        if self.dropout != 0.0 {
+            write!(f, ", dropout={}", self.dropout)?;
+        }
         f.write_str(match self.variant {
             AttnVariant::Fa1 => ", fa1",
             AttnVariant::Fa2 => ", fa2",
@@ -86,13 +103,15 @@ impl fmt::Display for Attention {
 }
 
 impl Attention {
-    /// Number of arguments of the forward op: `q, k, v` and the mask.
+    /// Number of arguments of the forward op: `q, k, v`, the mask and
+    /// the dropout seed, each when present.
     pub fn forward_arity(&self) -> usize {
-        if self.mask == AttnMask::None {
-            3
-        } else {
-            4
-        }
+        3 + usize::from(self.mask != AttnMask::None) + usize::from(self.dropout != 0.0)
+    }
+
+    /// The position of the dropout seed among the arguments, if any.
+    pub fn seed_arg(&self) -> Option<usize> {
+        (self.dropout != 0.0).then(|| self.forward_arity() - 1)
     }
 
     /// Number of arguments of the backward op: the forward's, then `o`,
@@ -136,6 +155,14 @@ impl Attention {
             let want = TensorType::new(dtype, want);
             if *a[3] != want {
                 return Err(format!("the mask should be {want}, got {}", a[3]));
+            }
+        }
+        if let Some(s) = self.seed_arg() {
+            if !(0.0..1.0).contains(&self.dropout) {
+                return Err(format!("the dropout probability {} is outside [0, 1)", self.dropout));
+            }
+            if a[s].dtype != DType::I64 || a[s].rank() != 0 {
+                return Err(format!("the dropout seed should be i64[], got {}", a[s]));
             }
         }
         let mut o = q.shape[..r - 1].to_vec();

@@ -15,8 +15,8 @@ pub fn seed_arg(f: &Function) -> Option<usize> {
     f.arg_names.iter().position(|n| n == SEED_ARG)
 }
 
-/// `f` in evaluation mode: every dropout node replaced by its input, and
-/// the seed argument removed (its uses, such as captures into scan bodies
+/// `f` in evaluation mode: every dropout node replaced by its input,
+/// fused attention without its dropout, and the seed argument removed (its uses, such as captures into scan bodies
 /// whose dropouts are gone too, read a constant instead). A function
 /// without dropout comes back unchanged.
 pub fn inference(f: &Function) -> Function {
@@ -46,6 +46,13 @@ fn strip(g: &Graph, seed: Option<usize>) -> Graph {
             Op::Input { index } if Some(*index as usize) == seed => out.push(Op::Const { value: 0.0 }, vec![], n.ty.clone()),
             Op::Input { index } if seed.is_some_and(|s| *index as usize > s) => {
                 out.push(Op::Input { index: index - 1 }, vec![], n.ty.clone())
+            }
+            Op::Attention(a) | Op::AttentionGrad(a) if a.dropout != 0.0 => {
+                let seed = a.forward_arity() - 1;
+                let plain = Box::new(crate::Attention { dropout: 0.0, ..(**a).clone() });
+                let op = if matches!(n.op, Op::Attention(_)) { Op::Attention(plain) } else { Op::AttentionGrad(plain) };
+                let args = args.iter().enumerate().filter(|(i, _)| *i != seed).map(|(_, &x)| x).collect();
+                out.push(op, args, n.ty.clone())
             }
             Op::Scan { body, n_carry, n_seq } => {
                 let op = Op::Scan { body: Box::new(strip(body, None)), n_carry: *n_carry, n_seq: *n_seq };

@@ -221,7 +221,7 @@ fn graph_with(inputs: &[TensorType], nodes: Vec<(Op, Vec<u32>, Type)>, outputs: 
 
 /// Plain attention: scale 1, no mask, no causality, no groups.
 fn attention() -> kiln_ir::Attention {
-    kiln_ir::Attention { scale: 1.0, causal: None, mask: kiln_ir::AttnMask::None, group: 1, variant: kiln_ir::AttnVariant::Fa2 }
+    kiln_ir::Attention { scale: 1.0, causal: None, mask: kiln_ir::AttnMask::None, group: 1, dropout: 0.0, variant: kiln_ir::AttnVariant::Fa2 }
 }
 
 fn tensor(t: TensorType) -> Type {

@@ -35,6 +35,8 @@ struct Case {
     /// Forced block sizes.
     blocks: (u64, u64),
     seed: u64,
+    /// Dropout on the probabilities (0 for none); its seed is the last input.
+    dropout: f64,
 }
 
 impl Case {
@@ -162,6 +164,9 @@ fn operands(c: &Case, g: &mut G, dtype: DType) -> Vec<ValueId> {
             v.push(g.bcast(m, &scores));
         }
     }
+    if c.dropout != 0.0 {
+        v.push(g.input(DType::I64, &[]));
+    }
     v
 }
 
@@ -171,6 +176,7 @@ fn attention(c: &Case) -> Attention {
         causal: c.causal.map(DimExpr::constant),
         mask: c.mask,
         group: c.group as u32,
+        dropout: c.dropout,
         variant: c.variant,
     }
 }
@@ -215,7 +221,12 @@ fn forward(c: &Case, g: &mut G, args: &[ValueId], fused: bool) -> (ValueId, Valu
         let hidden = g.bcast(hidden, &full);
         s = g.like(Op::Select, vec![hidden, ninf, s]);
     }
-    let p = g.like(Op::Softmax { axis: 3 }, vec![s]);
+    let mut p = g.like(Op::Softmax { axis: 3 }, vec![s]);
+    if c.dropout != 0.0 {
+        let seed = args[args.len() - 1];
+        let (d, shape) = (g.ty(p).dtype, g.shape(p));
+        p = g.op(Op::Dropout { p: c.dropout }, vec![p, seed], d, shape);
+    }
     let o = g.matmul(p, v);
     let m = g.reduce(ReduceOp::Max, s, 3, true);
     let full = g.shape(s);
@@ -284,10 +295,11 @@ fn inputs(c: &Case, f: &Function) -> Vec<Tensor> {
         .map(|t| {
             let shape: Vec<usize> = t.shape.iter().map(|d| d.eval(&|_| None).expect("constant") as usize).collect();
             let n: usize = shape.iter().product();
-            let last = *shape.last().expect("rank");
+            let last = shape.last().copied().unwrap_or(1);
             let data = (0..n)
                 .map(|i| match t.dtype {
                     DType::Bool => (i % last == 0 || next() > -0.2) as u8 as f64,
+                    DType::I64 => (c.seed % kiln_ir::rng::SEED_LIMIT) as f64,
                     d => d.round(next()),
                 })
                 .collect();
@@ -342,9 +354,10 @@ fn case() -> impl Strategy<Value = Case> {
     (1..=2usize, 1..=2usize, 1..=3usize, 1..=19usize, 1..=23usize, prop::sample::select(vec![16usize, 32, 64, 80, 96, 128]))
         .prop_flat_map(|(b, hkv, group, sq, sk, d)| {
             let causal = prop_oneof![Just(None), Just(Some(0)), Just(Some(sk as i64 - sq as i64).filter(|c| *c >= 0))];
-            (Just((b, hkv, group, sq, sk, d)), causal, mask(), variant(), any::<bool>(), 1..=8u64, 1..=8u64, any::<u64>())
+            let dropout = prop_oneof![Just(0.0), Just(0.1), Just(0.5)];
+            (Just((b, hkv, group, sq, sk, d)), causal, mask(), variant(), any::<bool>(), 1..=8u64, 1..=8u64, any::<u64>(), dropout)
         })
-        .prop_map(|((b, hkv, group, sq, sk, d), causal, mask, variant, bshd, bq, bk, seed)| Case { b, hkv, group, sq, sk, d, causal, mask, variant, bshd, blocks: (bq, bk), seed })
+        .prop_map(|((b, hkv, group, sq, sk, d), causal, mask, variant, bshd, bq, bk, seed, dropout)| Case { b, hkv, group, sq, sk, d, causal, mask, variant, bshd, blocks: (bq, bk), seed, dropout })
 }
 
 proptest! {
@@ -361,7 +374,7 @@ proptest! {
 #[test]
 fn default_blocks_at_a_longer_sequence() {
     for variant in [AttnVariant::Fa1, AttnVariant::Fa2] {
-        let c = Case { b: 1, hkv: 2, group: 2, sq: 300, sk: 300, d: 64, causal: Some(0), mask: AttnMask::None, variant, bshd: true, blocks: (0, 0), seed: 7 };
+        let c = Case { b: 1, hkv: 2, group: 2, sq: 300, sk: 300, d: 64, causal: Some(0), mask: AttnMask::None, variant, bshd: true, blocks: (0, 0), seed: 7, dropout: 0.0 };
         let fused = module(&c, true, DType::F32);
         let naive = module(&c, false, DType::F32);
         for fi in [0, 2] {
@@ -387,7 +400,7 @@ fn default_blocks_at_a_longer_sequence() {
 #[test]
 fn half_precision_storage() {
     for (dtype, variant) in [(DType::BF16, AttnVariant::Fa2), (DType::F16, AttnVariant::Fa2), (DType::BF16, AttnVariant::Fa1)] {
-        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), seed: 3 };
+        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), seed: 3, dropout: 0.0 };
         let m = module(&c, true, dtype);
         for fi in [0, 2] {
             let f = &m.functions[fi];
@@ -412,8 +425,9 @@ fn kernel_evaluator_matches_the_interpreter() {
         // Offset -1 leaves query 0 without keys: o and lse are NaN there,
         // as in the reference (its gradients are NaN too, but the reference
         // spreads that NaN over keys the kernels rightly skip: forward only).
-        for (mask, causal) in [(AttnMask::None, Some(2)), (AttnMask::Bias, None), (AttnMask::Keep, Some(0)), (AttnMask::None, Some(-1))] {
-            let c = Case { b: 1, hkv: 1, group: 2, sq: 5, sk: 7, d: 16, causal, mask, variant, bshd: true, blocks: (2, 3), seed: 11 + n };
+        let cases = [(AttnMask::None, Some(2), 0.0), (AttnMask::Bias, None, 0.0), (AttnMask::Keep, Some(0), 0.0), (AttnMask::None, Some(-1), 0.0), (AttnMask::Keep, Some(1), 0.3), (AttnMask::None, None, 0.5)];
+        for (mask, causal, dropout) in cases {
+            let c = Case { b: 1, hkv: 1, group: 2, sq: 5, sk: 7, d: 16, causal, mask, variant, bshd: true, blocks: (2, 3), seed: 11 + n, dropout };
             n += 1;
             let m = module(&c, true, DType::F32);
             let functions: &[usize] = if causal == Some(-1) { &[0] } else { &[0, 2] };
@@ -427,7 +441,7 @@ fn kernel_evaluator_matches_the_interpreter() {
                 for (g, w) in got.iter().zip(&want) {
                     for (a, b) in g.iter().zip(&w.data) {
                         let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * (1.0 + b.abs());
-                        assert!(same, "{variant:?} {mask:?} {causal:?}: {a} vs {b}");
+                        assert!(same, "{variant:?} {mask:?} {causal:?} dropout {dropout}: {a} vs {b}");
                     }
                 }
             }
@@ -450,7 +464,7 @@ fn fused_kernel_programs() {
         let shapes: Vec<Vec<usize>> = naive.graph.inputs.iter().map(|t| t.shape.iter().map(|d| d.eval(&|n| env.get(n).copied()).expect("bound") as usize).collect()).collect();
         let args: Vec<ValueId> = shapes.iter().map(|s| g.input(DType::F32, s)).collect();
         let (b, h, t, d) = (shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3]);
-        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 0 };
+        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 0, dropout: 0.0 };
         let (o, _) = forward(&case, &mut g, &args, true);
         g.g.outputs = vec![o];
         let fused = function("attn", g.g, &["o"]);
@@ -469,7 +483,7 @@ fn fused_kernel_programs() {
 /// The lse result and a bias mask have no gradient: clear errors.
 #[test]
 fn nondifferentiable_parts_are_errors() {
-    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 3, d: 16, causal: None, mask: AttnMask::Bias, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), seed: 1 };
+    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 3, d: 16, causal: None, mask: AttnMask::Bias, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), seed: 1, dropout: 0.0 };
     let build = |use_lse: bool| {
         let mut g = G { g: Graph::default() };
         let args = operands(&c, &mut g, DType::F32);
@@ -496,7 +510,7 @@ fn nondifferentiable_parts_are_errors() {
 #[test]
 fn merged_head_axes_are_read_from_a_dense_copy() {
     let (b, s, h, d) = (2, 6, 3, 16);
-    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 5 };
+    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 5, dropout: 0.0 };
     let mut g = G { g: Graph::default() };
     let args: Vec<ValueId> = (0..3)
         .map(|_| {

@@ -74,18 +74,36 @@ fn logsumexp(s: &[f64]) -> f64 {
     m + s.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
 
+/// The mask argument, if any.
+fn mask<'t>(a: &Attention, args: &[&'t Tensor]) -> Option<&'t Tensor> {
+    (a.mask != AttnMask::None).then(|| args[3])
+}
+
+/// The dropout factor of score element `(row, j)`: `1 / (1 - p)` where it
+/// is kept, 0 where dropped (1 without dropout).
+fn dropout(a: &Attention, args: &[&Tensor], n: &Dims) -> impl Fn(usize, usize) -> f64 {
+    let seed = a.seed_arg().map(|s| args[s].data[0] as i64 as u64);
+    let (p, sk) = (a.dropout, n.sk);
+    move |row, j| match seed {
+        Some(s) if crate::rng::keep(s, (row * sk + j) as u64, p) => 1.0 / (1.0 - p),
+        Some(_) => 0.0,
+        None => 1.0,
+    }
+}
+
 /// `(o, lse)`. `c` is the causal offset's value.
 pub(crate) fn forward(a: &Attention, args: &[&Tensor], c: i64) -> Vec<Tensor> {
     let (q, k, v) = (args[0], args[1], args[2]);
     let n = Dims::of(a, q, k, v);
+    let z = dropout(a, args, &n);
     let rows = n.batch * n.heads * n.sq;
     let mut o = vec![0.0; rows * n.dv];
     let mut lse = vec![0.0; rows];
-    each_row(a, &n, q, k, args.get(3).copied(), c, |row, k0, _, s| {
+    each_row(a, &n, q, k, mask(a, args), c, |row, k0, _, s| {
         let l = logsumexp(s);
         lse[row] = l;
         for (j, sj) in s.iter().enumerate() {
-            let p = (sj - l).exp();
+            let p = (sj - l).exp() * z(row, j);
             for e in 0..n.dv {
                 o[row * n.dv + e] += p * v.data[(k0 + j) * n.dv + e];
             }
@@ -104,21 +122,21 @@ pub(crate) fn backward(a: &Attention, args: &[&Tensor], c: i64) -> Vec<Tensor> {
     let (q, k, v) = (args[0], args[1], args[2]);
     let (o, lse, dout) = (args[nf], args[nf + 1], args[nf + 2]);
     let n = Dims::of(a, q, k, v);
+    let z = dropout(a, args, &n);
     let mut dq = vec![0.0; q.numel()];
     let mut dk = vec![0.0; k.numel()];
     let mut dv = vec![0.0; v.numel()];
-    let mask = if nf == 4 { Some(args[3]) } else { None };
-    each_row(a, &n, q, k, mask, c, |row, k0, qi, s| {
+    each_row(a, &n, q, k, mask(a, args), c, |row, k0, qi, s| {
         let dro = &dout.data[row * n.dv..(row + 1) * n.dv];
         let delta: f64 = dro.iter().zip(&o.data[row * n.dv..(row + 1) * n.dv]).map(|(x, y)| x * y).sum();
         for (j, sj) in s.iter().enumerate() {
-            let p = (sj - lse.data[row]).exp();
+            let (p, zj) = ((sj - lse.data[row]).exp(), z(row, j));
             let vj = (k0 + j) * n.dv;
             let dp: f64 = (0..n.dv).map(|e| dro[e] * v.data[vj + e]).sum();
             for e in 0..n.dv {
-                dv[vj + e] += p * dro[e];
+                dv[vj + e] += p * zj * dro[e];
             }
-            let ds = p * (dp - delta) * a.scale;
+            let ds = p * (zj * dp - delta) * a.scale;
             let kj = (k0 + j) * n.d;
             for e in 0..n.d {
                 dq[qi + e] += ds * k.data[kj + e];

@@ -39,6 +39,9 @@ pub const GUARDS: &[Guard] = &[
     Guard { name: "last-axis", n_in: 2, n_out: 0, run: last_axis },
     Guard { name: "fuse", n_in: 4, n_out: 1, run: fuse },
     Guard { name: "fuse-masked", n_in: 5, n_out: 1, run: fuse },
+    Guard { name: "dropout", n_in: 2, n_out: 1, run: with_dropout },
+    Guard { name: "fuse-dropout", n_in: 5, n_out: 1, run: fuse },
+    Guard { name: "fuse-masked-dropout", n_in: 6, n_out: 1, run: fuse },
     Guard { name: "group-broadcast", n_in: 4, n_out: 1, run: group_broadcast },
     Guard { name: "group-repeat", n_in: 10, n_out: 1, run: group_repeat },
     Guard { name: "compose", n_in: 2, n_out: 1, run: compose },
@@ -100,7 +103,7 @@ fn keys(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
 
 /// `plain(?a)`: unscaled, unmasked scores.
 fn plain(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
-    let a = Attention { scale: 1.0, causal: None, mask: AttnMask::None, group: 1, variant: AttnVariant::Fa2 };
+    let a = Attention { scale: 1.0, causal: None, mask: AttnMask::None, group: 1, dropout: 0.0, variant: AttnVariant::Fa2 };
     bind_attn(eg, s, v[0], a)
 }
 
@@ -173,7 +176,19 @@ fn last_axis(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
     matches!((leaf(eg, s[v[0]]), rank), (Some(Attr::Int(ax)), Some(r)) if ax == r - 1)
 }
 
-/// `fuse(?a, ?q, ?k, ?v[, ?m], ?f)`: the attention node's attributes, with
+/// `dropout(?a, ?p, ?b)`: `?b` is `?a` with dropout `?p` (a positive
+/// probability) on the probabilities.
+fn with_dropout(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
+    let (Some(mut a), Some(Attr::Num(p))) = (attn(eg, s[v[0]]), leaf(eg, s[v[1]])) else { return false };
+    let p = f64::from_bits(p);
+    if a.dropout != 0.0 || !(p > 0.0 && p < 1.0) {
+        return false;
+    }
+    a.dropout = p;
+    bind_attn(eg, s, v[2], a)
+}
+
+/// `fuse(?a, ?q, ?k, ?v[, ?m][, ?seed], ?f)`: the attention node's attributes, with
 /// the requested variant, if its type rule accepts the arguments.
 fn fuse(eg: &mut EG, s: &mut Subst, v: &[Var]) -> bool {
     let Some(mut a) = attn(eg, s[v[0]]) else { return false };
@@ -206,8 +221,9 @@ fn regroup(eg: &mut EG, s: &mut Subst, a: Id, q: Id, kv: [Id; 2], group: i64, ou
         return false;
     }
     a.group = group as u32;
-    // The mask (if any) keeps the query heads' shape, which the type rule checks.
-    let probe = Attention { mask: AttnMask::None, ..a.clone() };
+    // The mask (if any) keeps the query heads' shape, which the type rule
+    // checks; the seed (if any) is a scalar.
+    let probe = Attention { mask: AttnMask::None, dropout: 0.0, ..a.clone() };
     probe.forward_types(&[&q, &k, &v]).is_ok() && bind_attn(eg, s, out, a)
 }
 

@@ -26,6 +26,13 @@
 //!   (it is never stored) and skip causally invisible blocks; tiles write
 //!   disjoint outputs, so no atomics are needed.
 //!
+//! With dropout, each probability is multiplied by its keep factor
+//! (`z / (1 − p)`, drawn by [`Expr::Rand`] from the seed and the score
+//! element's flat index, exactly as the naive dropout draws it) where it
+//! meets `V`: after the row sum in the forward (`l` stays undropped), and
+//! in the backward `dV` reads the dropped `P` while
+//! `dS = P ∘ (z/(1−p) ∘ dP − Δ)`.
+//!
 //! Rows whose keys are all masked keep `m = −∞`; the update subtracts 0
 //! instead of `m` there, so a fully masked block adds nothing rather than
 //! NaN, and a row with no visible key at all ends as `0/0`, as in the
@@ -47,7 +54,7 @@ use super::builder::{KernelBuilder, Src};
 use super::emit::{destination, launch, linear_aff, operand, pointwise, regions};
 use super::index::{linearize, Ix};
 use super::plan::GraphState;
-use super::recipe::bin;
+use super::recipe::{bin, dropout};
 use super::{Cx, ScheduleError, ScheduleOptions};
 use crate::kernel::{Access, BufKind, Expr, Gemm, Mem, Operand, RedOp, Stmt};
 use crate::{AttnMask, AttnVariant, Attention, BinaryOp, CmpOp, DType, Op, Type, UnaryOp, ValueId};
@@ -311,6 +318,16 @@ impl<'a> Attn<'a> {
         Ok(s)
     }
 
+    /// `x` times the dropout keep factor of score `(row, col)` of query
+    /// head `qpre` (`x` itself without dropout).
+    fn dropped(&self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, qpre: &[Ix], (row, col): (&Ix, &Ix), x: Expr) -> Result<Expr, ScheduleError> {
+        let Some(seed) = self.a.seed_arg() else { return Ok(x) };
+        let seed = gs.value(cx, kb, self.args[seed], &[])?;
+        let rows: Vec<Ix> = qpre.iter().cloned().chain([row.clone()]).collect();
+        let counter = linearize(&rows, &self.lse_shape).scale(self.sk as i64).add(col);
+        Ok(dropout(x, seed, counter.to_expr(), self.a.dropout, DType::F32))
+    }
+
     /// `S = Q·Kᵀ` for one block pair into scratch `s` (row stride `Bk`).
     fn scores_gemm(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair) -> Result<Stmt, ScheduleError> {
         let a = self.operand(cx, gs, kb, 0, &p.h.q, &p.q0)?;
@@ -344,6 +361,12 @@ impl<'a> Attn<'a> {
         rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: vec![Stmt::Store { mem: s, index: at(j), value: p }] });
         let (sum, j) = (kb.var(1), kb.var(ksz));
         rb.push(Stmt::Reduce { var: sum, op: RedOp::Sum, index: j, extent: ksz, vector: true, value: ld(s, at(j)) });
+        if self.a.dropout != 0.0 {
+            // l sums the undropped probabilities; O accumulates dropped ones.
+            let j = kb.var(ksz);
+            let p = self.dropped(cx, gs, kb, &h.q, (&row, &k0.add(&Ix::var(j))), ld(s, at(j)))?;
+            rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: vec![Stmt::Store { mem: s, index: at(j), value: p }] });
+        }
         let l_new = bin(BinaryOp::Add, bin(BinaryOp::Mul, ld(run.l, ri.clone()), alpha.clone()), Expr::Var(sum));
         rb.push(Stmt::Store { mem: run.l, index: ri.clone(), value: l_new });
         rb.push(Stmt::Store { mem: run.m, index: ri, value: m_new });
@@ -540,8 +563,9 @@ impl<'a> Attn<'a> {
         Ok(())
     }
 
-    /// For one block pair: `P = exp(S − lse)` into scratch `s` and
-    /// `dS = P ∘ (dO·Vᵀ − Δ) · scale` into scratch `dp`.
+    /// For one block pair: `P = exp(S − lse)` (dropped, with dropout) into
+    /// scratch `s` and `dS = P ∘ (dO·Vᵀ − Δ) · scale` (with `dO·Vᵀ`
+    /// dropped) into scratch `dp`.
     fn grad_block(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair, dp: Mem, delta: &Src) -> Result<Vec<Stmt>, ScheduleError> {
         let nf = self.a.forward_arity();
         let mut body = vec![self.scores_gemm(cx, gs, kb, p)?];
@@ -561,10 +585,14 @@ impl<'a> Attn<'a> {
         let at = Ix::var(i).scale(self.bk as i64).add(&Ix::var(j)).to_expr();
         let sc = self.score(cx, gs, kb, &h.q, (&row, &k0.add(&Ix::var(j))), ld(s, at.clone()))?;
         let prob = kb.var(1);
-        let ds = bin(BinaryOp::Mul, bin(BinaryOp::Mul, Expr::Var(prob), bin(BinaryOp::Sub, ld(dp, at.clone()), dl)), f(self.a.scale));
+        // With dropout, dV reads the dropped P and dS the dropped dP.
+        let col = k0.add(&Ix::var(j));
+        let kept = self.dropped(cx, gs, kb, &h.q, (&row, &col), Expr::Var(prob))?;
+        let dpd = self.dropped(cx, gs, kb, &h.q, (&row, &col), ld(dp, at.clone()))?;
+        let ds = bin(BinaryOp::Mul, bin(BinaryOp::Mul, Expr::Var(prob), bin(BinaryOp::Sub, dpd, dl)), f(self.a.scale));
         let jb = vec![
             Stmt::Let { var: prob, value: un(UnaryOp::Exp, bin(BinaryOp::Sub, sc, lse)) },
-            Stmt::Store { mem: s, index: at.clone(), value: Expr::Var(prob) },
+            Stmt::Store { mem: s, index: at.clone(), value: kept },
             Stmt::Store { mem: dp, index: at, value: ds },
         ];
         rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: jb });

@@ -599,6 +599,10 @@ impl<'a> Checker<'a> {
                 .help("`p` is the fraction of elements zeroed in training")
                 .into());
         }
+        if p == 0.0 {
+            // The identity in both modes: no node, no seed.
+            return Ok(x);
+        }
         let seed = self.dropout_seed();
         Ok(self.emit(Op::Dropout { p }, &[&x, &seed], x.ty.clone()))
     }
