@@ -709,3 +709,28 @@ fn run_fused_and_unfused_agree_on_the_reference() {
     assert_eq!(a.len(), 1);
     assert!((a[0] - b[0]).abs() < 1e-5 * a[0].abs(), "fused {} vs unfused {}", a[0], b[0]);
 }
+
+/// `kiln run` evaluates: dropout is the identity, so the dropout fixture
+/// gives tiny_gpt.kl's logits bit for bit; `--train-mode` applies it, with
+/// the seed given as the `dropout_seed` input (equal seeds, equal masks).
+#[test]
+fn run_applies_dropout_only_in_train_mode() {
+    let dir = TempDir::new();
+    let seed = npy(&dir, "seed.npy", &Tensor::new(DType::I64, vec![], vec![12345.0]));
+    let other = npy(&dir, "other.npy", &Tensor::new(DType::I64, vec![], vec![777.0]));
+    let run = |model: &str, name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec!["run".to_string(), s(&repo(&format!("tests/fixtures/{model}"))).to_string(), "--out".into(), s(&out).into()];
+        args.extend(SMALL.iter().chain(extra).map(|a| a.to_string()));
+        kiln(&args).ok();
+        read(&out.join("logits.npy")).data
+    };
+    let plain = run("tiny_gpt.kl", "plain", &[]);
+    assert_eq!(plain, run("tiny_gpt_dropout.kl", "eval", &[]));
+    let seed_arg = format!("dropout_seed={seed}");
+    let train = run("tiny_gpt_dropout.kl", "train", &["--train-mode", "--input", &seed_arg]);
+    assert_ne!(train, plain);
+    assert_eq!(train, run("tiny_gpt_dropout.kl", "again", &["--train-mode", "--input", &seed_arg]));
+    let other_arg = format!("dropout_seed={other}");
+    assert_ne!(train, run("tiny_gpt_dropout.kl", "other", &["--train-mode", "--input", &other_arg]));
+}
