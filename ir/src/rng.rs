@@ -16,7 +16,8 @@
 //! Seeds travel through the graph as i64 values and the reference
 //! evaluators hold values as f64, so a seed must be exactly representable:
 //! a graph's seed argument is below [`SEED_LIMIT`] (`2^52`), which leaves
-//! room for the small per-site offsets the front end adds to it.
+//! room for the offsets the front end adds to it (per dropout site and
+//! per scan step, below `2^51`).
 
 /// SplitMix64's increment (the golden ratio in 64-bit fixed point).
 pub const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -26,7 +26,14 @@ pub(crate) struct Frame {
     /// `dropout` needs it, and how many dropout sites there are so far.
     pub seed: Option<ValueId>,
     pub dropouts: u32,
+    /// Scan bodies only: the number of carry and sequence inputs, and the
+    /// step index (an extra sequence input), once a `dropout` needs it.
+    pub seq_end: u32,
+    pub step: Option<ValueId>,
 }
+
+/// Site offsets stay below this; a scan step's offset is a multiple of it.
+const STEP_STRIDE: i64 = 1 << 20;
 
 impl Checker<'_> {
     pub fn depth(&self) -> usize {
@@ -72,6 +79,8 @@ impl Checker<'_> {
     /// The seed of a new dropout site: the entry's hidden seed argument
     /// (appended after the declared ones at the first site) plus the
     /// number of earlier sites, so that sites draw independent masks.
+    /// Runtime seeds are below `2^52`; offsets stay below `2^51` for fewer
+    /// than `2^20` sites and `2^31` steps, so every seed is exact in f64.
     pub fn dropout_seed(&mut self) -> TVal {
         let ty = Ty::new(DType::I64, vec![]);
         let entry = &mut self.frames[0];
@@ -84,12 +93,46 @@ impl Checker<'_> {
         });
         let site = entry.dropouts;
         entry.dropouts += 1;
-        let base = TVal { id, depth: 0, ty: ty.clone() };
-        if site == 0 {
-            return base;
+        let mut seed = TVal { id, depth: 0, ty: ty.clone() };
+        if site > 0 {
+            let k = self.konst(site as f64, DType::I64);
+            seed = self.emit(Op::Binary(BinaryOp::Add), &[&seed, &k], ty.clone());
         }
-        let k = self.konst(site as f64, DType::I64);
-        self.emit(Op::Binary(BinaryOp::Add), &[&base, &k], ty)
+        // In a scan body every step draws its own mask: the step index of
+        // each enclosing scan, scaled past the site offsets, joins the seed.
+        for d in 1..=self.depth() {
+            let step = self.scan_step(d);
+            let stride = self.konst(STEP_STRIDE as f64, DType::I64);
+            let offset = self.emit(Op::Binary(BinaryOp::Mul), &[&step, &stride], ty.clone());
+            seed = self.emit(Op::Binary(BinaryOp::Add), &[&seed, &offset], ty.clone());
+        }
+        seed
+    }
+
+    /// The step index of the scan whose body is frame `d`: a sequence
+    /// input after the others (the scan passes `iota` for it), inserted
+    /// before the captures on first use.
+    fn scan_step(&mut self, d: usize) -> TVal {
+        let ty = Ty::new(DType::I64, vec![]);
+        let frame = &mut self.frames[d];
+        let id = match frame.step {
+            Some(id) => id,
+            None => {
+                let at = frame.seq_end;
+                for n in &mut frame.graph.nodes {
+                    if let Op::Input { index } = &mut n.op {
+                        if *index >= at {
+                            *index += 1;
+                        }
+                    }
+                }
+                frame.graph.inputs.insert(at as usize, ty.ir());
+                let id = frame.graph.push_tensor(Op::Input { index: at }, vec![], ty.ir());
+                frame.step = Some(id);
+                id
+            }
+        };
+        TVal { id, depth: d, ty }
     }
 
     /// A rank-0 constant.

@@ -102,6 +102,10 @@ impl Checker<'_> {
                 Seq::Layers(_, _, ps) => args.extend(ps.iter().map(|(_, t)| t.clone())),
             }
         }
+        if frame.step.is_some() {
+            // The step index a dropout in the body asked for.
+            args.push(self.emit(Op::Iota { axis: 0 }, &[], Ty::new(DType::I64, vec![len_axis.clone()])));
+        }
         let mut ids: Vec<kiln_ir::ValueId> = args.iter().map(|a| self.capture(a)).collect();
         ids.extend(frame.captures.iter().map(|(outer, _)| *outer));
         let n_seq = (args.len() - inits.len()) as u32;
@@ -166,6 +170,7 @@ impl Checker<'_> {
             };
             self.bind_name(&mut scope, name, val)?;
         }
+        self.frames[depth].seq_end = self.frames[depth].graph.inputs.len() as u32;
         for stmt in &s.body {
             match stmt {
                 ast::Stmt::Let { names, ty, value, .. } => self.let_stmt(&mut scope, names, ty.as_ref(), value),
