@@ -44,6 +44,19 @@ fn resume_is_bit_identical_adamw() {
     straight_vs_resumed(&tiny_gpt(), config(20));
 }
 
+/// Each step's dropout seed derives from the run's seed and the step
+/// count, which the checkpoint restores: the same masks after resuming,
+/// also per micro-batch and in bf16.
+#[test]
+fn resume_with_dropout_is_bit_identical() {
+    straight_vs_resumed(&model("tiny_gpt_dropout.kl"), config(20));
+    let mut c = config(20);
+    c.dtype = TrainDtype::Bf16;
+    c.accumulate = 2;
+    c.batch = 4;
+    straight_vs_resumed(&model("tiny_gpt_dropout.kl"), c);
+}
+
 #[test]
 fn resume_is_bit_identical_sgd_f16_accumulated() {
     // Momentum state, the loss scaler (growing every 3 clean steps) and
