@@ -249,6 +249,7 @@ fn rename(e: &Expr) -> Expr {
         Expr::Rem(a, b) => Expr::Rem(r(a), r(b)),
         Expr::Cmp(op, a, b) => Expr::Cmp(*op, r(a), r(b)),
         Expr::Select(c, a, b) => Expr::Select(r(c), r(a), r(b)),
+        Expr::Rand(s, c) => Expr::Rand(r(s), r(c)),
     }
 }
 
@@ -263,6 +264,8 @@ fn arb_expr(depth: u32) -> BoxedStrategy<Expr> {
         Just(ld(0, div(v(0), i(3)))),
         (-4.0f64..4.0).prop_map(f),
         Just(cast(DType::F32, v(0))),
+        // Random draws at lane-varying counters (one scalar draw per lane).
+        (0i64..1000).prop_map(|s| Expr::Rand(Box::new(i(s)), Box::new(add(mul(v(0), i(7)), i(s))))),
     ];
     if depth == 0 {
         return leaf.boxed();
