@@ -249,7 +249,7 @@ fn gpt_parses() {
     assert_eq!(f.items.len(), 15);
     let Item::Config(entries) = &f.items[0] else { panic!("first item is {:?}", f.items[0]) };
     let names: Vec<&str> = entries.iter().map(|e| e.name.name.as_str()).collect();
-    assert_eq!(names, ["n_layer", "n_head", "n_embd", "block", "vocab", "d_head", "eps"]);
+    assert_eq!(names, ["n_layer", "n_head", "n_embd", "block", "vocab", "d_head", "eps", "p_drop"]);
     assert_eq!(sx(&entries[5].value), "(/ n_embd n_head)");
     assert_eq!(sx(&entries[6].value), "1e-5");
     let Item::DimAlias { name, target } = &f.items[1] else { panic!() };
@@ -285,7 +285,7 @@ fn gpt_parses() {
     assert_eq!(stmts[2], "(let (q) (rearrange q [b t (h d)] -> [b h t d] h=n_head))");
     // `@` and `/` share a level and associate left.
     assert_eq!(stmts[5], "(let (scores) : f32[B, n_head, T, S] (/ (@ q (call transpose k)) (call sqrt d_head)))");
-    assert_eq!(stmts[7], "(let (weights) (call softmax (call where causal scores (neg inf)) over=S))");
+    assert_eq!(stmts[7], "(let (weights) (call dropout (call softmax (call where causal scores (neg inf)) over=S) p_drop))");
     assert_eq!(stmts[8], "(let (y) (rearrange (@ weights v) [b h t d] -> [b t (h d)]))");
 
     let forward = fs[3];
