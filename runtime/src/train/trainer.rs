@@ -11,6 +11,12 @@
 //! f32 master weights. Every `eval_every` steps the validation loss is the
 //! mean of `loss` (in f32) over the fixed validation batches.
 //!
+//! Dropout acts in training only: the gradient is taken of `loss` as
+//! written, and each micro-batch gets a fresh dropout seed derived from
+//! `seed` and its position in the run (so a resumed run draws the same
+//! masks), while the validation loss is compiled from
+//! [`kiln_ir::dropout::inference`] of `loss`, without dropout.
+//!
 //! A non-finite loss, gradient or parameter stops the run with
 //! [`TrainError::Diverged`] before anything is written, so the last
 //! checkpoint stays the last good one. In mixed precision a non-finite
@@ -262,7 +268,7 @@ pub struct Trainer {
     loss_exe: CpuExecutable,
     /// The gradient's parameter dtypes, per module parameter.
     grad_dtypes: Vec<DType>,
-    /// Whether `loss` uses dropout: the gradient then takes a seed per run.
+    /// Whether `loss` uses dropout: the gradient then takes a seed per micro-batch.
     dropout: bool,
     /// Index bounds of the loss's two arguments (vocabulary sizes).
     bounds: [Option<i64>; 2],
