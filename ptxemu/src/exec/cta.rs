@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use crate::error::{Error, Result};
 use crate::float_format::{Format, Round};
 use crate::instr::{Base, Imm, Instr, Operand, Special, Symbol};
-use crate::memory::{Memory, SHARED_WINDOW};
+use crate::memory::{Memory, PARAM_WINDOW, SHARED_WINDOW};
 use crate::module::{Kernel, Launch, Stats};
 use crate::types::{truncate, Type};
 
@@ -52,6 +52,8 @@ pub(crate) struct Cta<'a> {
     pub ctaid: [u32; 3],
     pub shared: Vec<u8>,
     pub threads: Vec<Thread>,
+    /// Threads that passed `bar.arrive id` since barrier `id` last completed.
+    pub arrivals: [u64; 16],
     regs: Vec<u64>,
     nregs: usize,
 }
@@ -114,6 +116,7 @@ impl<'a> Cta<'a> {
             shared,
             regs: vec![0; threads.len() * nregs],
             threads,
+            arrivals: [0; 16],
             nregs,
         }
     }
@@ -146,7 +149,7 @@ impl<'a> Cta<'a> {
             Operand::NotPred(r) => u64::from(self.reg(t, *r) == 0),
             Operand::Imm(imm) => imm_bits(*imm, ty),
             Operand::Special(s) => self.special(t, *s),
-            Operand::Symbol(Symbol::Shared(offset)) => *offset,
+            Operand::Symbol(Symbol::Shared(offset) | Symbol::Param(offset)) => *offset,
             _ => return Err(ins.unsupported()),
         };
         Ok(truncate(v, ty.bits()))
@@ -186,8 +189,10 @@ impl<'a> Cta<'a> {
             return Err(fault(ins, space, addr, len, "misaligned"));
         }
         let window = SHARED_WINDOW..SHARED_WINDOW + (1 << 32);
+        let params = PARAM_WINDOW..PARAM_WINDOW + (1 << 32);
         let (resolved, a) = match space {
             Space::Generic if window.contains(&addr) => (Space::Shared, addr - SHARED_WINDOW),
+            Space::Generic if params.contains(&addr) => (Space::Param, addr - PARAM_WINDOW),
             Space::Generic => (Space::Global, addr),
             s => (s, addr),
         };
