@@ -186,6 +186,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.lane_offset("%kok", BLayout::RowsK, pq);
     a.lane_offset("%von", BLayout::RowsN, pv);
     mask::row_limits(&mut a, cfg);
+    mask::tile_count(&mut a, cfg, "%q0", BLOCK_M);
     // per lane row: lse · log2 e and Δ (rows past sq: zeros, never stored)
     a.lane_row("%z", "%q0");
     for h in 0..2 {

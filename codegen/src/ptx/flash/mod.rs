@@ -25,6 +25,7 @@ mod config;
 mod fwd_sm80;
 mod mask;
 mod pipeline;
+mod softmax;
 
 pub use config::{FlashConfig, Half};
 
