@@ -91,6 +91,7 @@ fn prep(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         block: [THREADS, 1, 1],
         shared_bytes: 0,
         params: PREP_PARAMS.to_vec(),
+        tensor_maps: Vec::new(),
     }
 }
 
@@ -236,6 +237,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         block: [THREADS, 1, 1],
         shared_bytes: shared,
         params: DQ_PARAMS.to_vec(),
+        tensor_maps: Vec::new(),
     }
 }
 
@@ -390,5 +392,6 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         block: [THREADS, 1, 1],
         shared_bytes: sst + BLOCK_M * 8,
         params: DKV_PARAMS.to_vec(),
+        tensor_maps: Vec::new(),
     }
 }

@@ -13,7 +13,7 @@
 //! stays a per-lane partial until the end; O is normalized once, and
 //! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
 
-use super::asm::{f32_imm, module, Asm, BLayout, NEG_INF};
+use super::asm::{module, Asm, BLayout, NEG_INF};
 use super::{mask, pipeline, softmax};
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::FlashKernel;
@@ -30,7 +30,6 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     let (q_bytes, k_bytes, v_bytes) = (BLOCK_M * pq, BLOCK_N * pq, BLOCK_N * pv);
     let shared = q_bytes + 2 * k_bytes + 2 * v_bytes;
     let s_tiles = BLOCK_N / 8;
-    let sl2 = cfg.scale * std::f32::consts::LOG2_E;
 
     let mut a = Asm::default();
     let name = kernel_name(cfg, arch);
@@ -71,9 +70,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         a.i("add.u32 %vb, %vb, %vofs;");
         // S = Q Kᵀ (K rows are the n of the B operand)
         a.warp_gemm(dt, "s", true, "qa", "%kb", pq, BLOCK_N, d, BLayout::RowsN);
-        for r in 0..4 * s_tiles {
-            a.i(format!("mul.f32 %s{r}, %s{r}, {};", f32_imm(sl2)));
-        }
+        softmax::scale_scores(a, "s", cfg);
         mask::mask_tile(a, "s");
         // online softmax, per lane row h (g or g + 8)
         for h in 0..2 {
@@ -105,6 +102,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         block: [THREADS, 1, 1],
         shared_bytes: shared,
         params: PARAMS.to_vec(),
+        tensor_maps: Vec::new(),
     }
 }
 

@@ -23,11 +23,14 @@ mod asm;
 mod bwd_sm80;
 mod config;
 mod fwd_sm80;
+mod fwd_sm90;
 mod mask;
 mod pipeline;
 mod softmax;
+mod tma;
 
 pub use config::{FlashConfig, Half};
+pub use tma::{TensorMapParam, TmaSwizzle};
 
 use super::Arch;
 
@@ -45,8 +48,13 @@ pub struct FlashKernel {
     /// Dynamic shared memory to launch with, in bytes (above 48 KiB the
     /// launcher must raise `MAX_DYNAMIC_SHARED_SIZE_BYTES` first).
     pub shared_bytes: u32,
-    /// The pointer parameters, in order (each a `.u64` global address).
+    /// The parameters, in order: each the `.u64` global address of the
+    /// tensor of that name (`q`, `o`, `lse`, ...), except those described
+    /// in `tensor_maps`.
     pub params: Vec<&'static str>,
+    /// The parameters that are 128-byte tensor maps passed by value (sm_90a
+    /// forward: `tmap_q`, `tmap_k`, `tmap_v`), with what to build them from.
+    pub tensor_maps: Vec<TensorMapParam>,
 }
 
 /// Why no flash kernel was generated (the caller falls back to the
@@ -58,13 +66,20 @@ pub enum FlashError {
     Unsupported(String),
 }
 
-/// The forward kernel: `q, k, v -> o, lse` (parameters in that order; `o`
-/// in the input dtype, `lse` f32).
+/// The forward kernel: `q, k, v -> o, lse` (`o` in the input dtype, `lse`
+/// f32). For sm_80 the parameters are the pointers `q, k, v, o, lse`; for
+/// sm_90a they are the tensor maps `tmap_q, tmap_k, tmap_v` (see
+/// [`FlashKernel::tensor_maps`]) and the pointers `o, lse`. The sm_90a
+/// kernel needs `d` and `dv` in {64, 128}; for other sizes the sm_80 kernel
+/// (`forward(cfg, Arch::Sm80)`) also runs on sm_90a.
 pub fn forward(cfg: &FlashConfig, arch: Arch) -> Result<FlashKernel, FlashError> {
     cfg.validate()?;
     match arch {
-        // mma.sync, ldmatrix and cp.async run on sm_90a too
-        Arch::Sm80 | Arch::Sm90a => Ok(fwd_sm80::generate(cfg, arch)),
+        Arch::Sm80 => Ok(fwd_sm80::generate(cfg, arch)),
+        Arch::Sm90a => {
+            fwd_sm90::supports(cfg)?;
+            Ok(fwd_sm90::generate(cfg))
+        }
     }
 }
 

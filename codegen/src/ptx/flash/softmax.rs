@@ -8,6 +8,14 @@ use super::config::{FlashConfig, BLOCK_N};
 
 const LN2: f32 = std::f32::consts::LN_2;
 
+/// Multiplies the S tile `%{s}..` by `scale · log2 e` (log2 units for `ex2`).
+pub fn scale_scores(a: &mut Asm, s: &str, cfg: &FlashConfig) {
+    let sl2 = f32_imm(cfg.scale * std::f32::consts::LOG2_E);
+    for r in 0..BLOCK_N / 2 {
+        a.i(format!("mul.f32 %{s}{r}, %{s}{r}, {sl2};"));
+    }
+}
+
 /// One online-softmax step for lane row `h` of the S tile `%{s}..` (in
 /// log2 units, hidden entries `-inf`): updates the running max `%m{h}` and
 /// partial sum `%l{h}`, replaces S by `exp2(S - max)` and leaves in `alpha`
