@@ -3,21 +3,29 @@
 //!
 //! The generic renderer (`super::render`) turns kernel IR into correct but
 //! slow PTX; attention needs tiles kept in registers and shared memory,
-//! `mma.sync` and an online softmax, so these kernels are written directly.
-//! Each generator is specialized to one [`FlashConfig`] (shapes, scale and
-//! causal offset become immediates).
+//! tensor-core instructions and an online softmax, so these kernels are
+//! written directly. Each generator is specialized to one [`FlashConfig`]
+//! (shapes, scale and causal offset become immediates).
 //!
 //! Supported: any `heads`, `group` dividing it, `sq, sk >= 1` (partial
 //! blocks are masked), `d` in {32, 64, 96, 128}, `dv` a multiple of 16 up
 //! to 128 (of 32 for the backward), bf16 or f16, any finite scale, causal
 //! with any offset. Anything else is a [`FlashError`]. Kernels use dynamic
-//! shared memory (`FlashKernel::shared_bytes`, up to 85 KiB at d = dv =
-//! 128). The sm_90a target gets the same mma.sync kernels for now: a
-//! wgmma/TMA-style kernel (FA3) is not written yet.
+//! shared memory (`FlashKernel::shared_bytes`, up to 96 KiB).
+//!
+//! sm_80 gets FlashAttention-2 kernels (`mma.sync`, `ldmatrix`, `cp.async`;
+//! they run on sm_90a too). The sm_90a forward is FlashAttention-3-style
+//! (TMA, mbarriers, warp specialization, `wgmma`, ping-pong consumers) for
+//! `d`, `dv` in {64, 128}; it takes Q, K and V as tensor maps
+//! ([`FlashKernel::tensor_maps`], [`TensorMapParam`]). The sm_90a backward
+//! is the sm_80 one.
 //!
 //! Files: `config.rs` (validation, tile sizes, shared-memory layout),
 //! `asm.rs` (PTX text and fragment helpers), `mask.rs` (causal and length
-//! masking), `pipeline.rs` (the double-buffered K/V loop), `fwd_sm80.rs` (FA2 forward), `bwd_sm80.rs` (FA2 backward).
+//! masking), `softmax.rs` (the forwards' online softmax and epilogue),
+//! `pipeline.rs` (the double-buffered K/V loop), `tma.rs` (tensor-map
+//! parameters, TMA loads, mbarrier waits), `fwd_sm80.rs` (FA2 forward),
+//! `fwd_sm90.rs` (FA3-style forward), `bwd_sm80.rs` (FA2 backward).
 
 mod asm;
 mod bwd_sm80;
