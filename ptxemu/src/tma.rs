@@ -143,7 +143,7 @@ impl TensorMap {
 
     fn check(&self) -> std::result::Result<(), String> {
         let eb = u64::from(self.element_bytes);
-        if ![1, 2, 4, 8].contains(&eb) || self.address % 16 != 0 {
+        if ![1, 2, 4, 8].contains(&eb) || !self.address.is_multiple_of(16) {
             return Err(format!("element size {eb} or address {:#x} (16-byte aligned)", self.address));
         }
         if self.dims.contains(&0) || self.strides.iter().any(|s| s % 16 != 0) {

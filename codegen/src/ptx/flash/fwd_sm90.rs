@@ -155,7 +155,7 @@ fn stage(a: &mut Asm, lay: &Layout, barrier: u32) {
     a.i(format!("add.u32 %kst, %kst, {};", lay.k));
     a.i(format!("mad.lo.u32 %vst, %st, {}, %sb;", lay.v_stage));
     a.i(format!("add.u32 %vst, %vst, {};", lay.v));
-    a.i(format!("mad.lo.u32 %bar, %st, 8, %sb;"));
+    a.i("mad.lo.u32 %bar, %st, 8, %sb;");
     a.i(format!("add.u32 %bar, %bar, {barrier};"));
 }
 
@@ -333,7 +333,7 @@ fn consumers(a: &mut Asm, cfg: &FlashConfig, lay: &Layout) {
     // the previous tile's stage is free
     a.i("sub.u32 %x, %kt, 1;");
     a.i(format!("rem.u32 %x, %x, {STAGES};"));
-    a.i(format!("mad.lo.u32 %x, %x, 8, %sb;"));
+    a.i("mad.lo.u32 %x, %x, 8, %sb;");
     a.i(format!("add.u32 %x, %x, {};", lay.empty));
     a.i("mbarrier.arrive.shared::cta.b64 _, [%x];");
     for h in 0..2 {
