@@ -99,3 +99,17 @@ fn a_box_wider_than_the_swizzle_span_is_rejected() {
     let err = module("tma").launch("tma", grid1(1, 128), &args, &mut mem).unwrap_err();
     assert!(err.to_string().contains("tensor map: box [128, 8, 1]"), "{err}");
 }
+
+#[test]
+fn a_tensor_map_named_by_its_param_symbol_is_unsupported() {
+    // ptxas wants the map's generic address (`cvta.param`), not the `.param` symbol
+    let path = format!("{}/tests/ptx/tma.ptx", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap().replace("[%rd1, {", "[tma_map, {");
+    let m = ptxemu::Module::parse(&text).unwrap();
+    let mut mem = Memory::new();
+    let out = mem.alloc(4096);
+    let map = TensorMap { address: out, element_bytes: 2, dims: vec![8, 1, 1], strides: vec![16, 16], box_dims: vec![8, 1, 1], swizzle: Swizzle::None };
+    let args = [Arg::TensorMap(map.encode()), Arg::S32(0), Arg::S32(0), Arg::S32(0), Arg::U32(16), Arg::U64(out)];
+    let err = m.launch("tma", grid1(1, 128), &args, &mut mem).unwrap_err();
+    assert!(matches!(err, ptxemu::Error::Unsupported { .. }), "{err}");
+}

@@ -5,8 +5,7 @@
 
 use super::cta::{Cta, Space};
 use crate::error::Result;
-use crate::instr::{Base, Instr, Mod, Operand, Symbol};
-use crate::memory::PARAM_WINDOW;
+use crate::instr::{Base, Instr, Mod, Operand};
 use crate::tma::{bad_map, TensorMap};
 use crate::types::Type;
 
@@ -23,12 +22,11 @@ impl Cta<'_> {
         if coords.len() != rank + 1 {
             return Err(ins.unsupported());
         }
-        // the tensor map's generic address (a `.param` symbol names its parameter directly)
-        let map_addr = match base {
-            Base::Reg(r) => self.reg(t, *r),
-            Base::Symbol(Symbol::Param(o)) => PARAM_WINDOW + o,
-            _ => return Err(ins.unsupported()),
+        // the tensor map's generic address in a register (ptxas rejects a bare `.param` symbol)
+        let Base::Reg(r) = base else {
+            return Err(ins.unsupported());
         };
+        let map_addr = self.reg(t, *r);
         let map = TensorMap::decode(self.load(Space::Generic, map_addr, 128, ins)?)
             .map_err(|m| bad_map(&ins.name, ins.line, m))?;
         if map.dims.len() != coords.len() {
