@@ -53,7 +53,13 @@ impl Cta<'_> {
             if count.is_none() {
                 return Err(ins.unsupported());
             }
-            self.arrivals[id as usize] += exec.len() as u64;
+            let waiting = self.threads.iter().filter(|t| matches!(t.state, State::AtBarrier { id: i, .. } if i == id)).count();
+            let arrived = &mut self.arrivals[id as usize];
+            *arrived += exec.len() as u64;
+            // arrivals alone complete a phase when nobody waits on it
+            if let Some(c) = count.filter(|&c| waiting == 0 && *arrived >= c) {
+                *arrived -= c;
+            }
             for &t in exec {
                 self.threads[t].pc += 1;
             }
@@ -87,8 +93,10 @@ impl Cta<'_> {
             let State::AtBarrier { count, .. } = self.threads[first].state else {
                 continue;
             };
-            if waiting.len() as u64 + self.arrivals[id as usize] >= count.unwrap_or(all).min(all) {
-                self.arrivals[id as usize] = 0;
+            let needed = count.unwrap_or(all).min(all);
+            let arrived = &mut self.arrivals[id as usize];
+            if waiting.len() as u64 + *arrived >= needed {
+                *arrived = (*arrived + waiting.len() as u64).saturating_sub(needed);
                 for t in waiting {
                     self.threads[t].state = State::Running;
                 }
