@@ -53,7 +53,9 @@
 //!   smaller PC waiting for it; such intra-warp spin waits end at the step limit.
 //! - Float results are correctly rounded; `.approx` instructions are therefore more accurate than
 //!   hardware but within the error bounds PTX states for them (listed in `src/exec/float.rs`).
-//! - `cp.async` data lands at the covering `wait_group`/`wait_all`; bulk copies land at once.
+//! - `cp.async` data lands at the covering `wait_group`/`wait_all`; bulk and tensor (TMA) copies
+//!   land at once. A `wgmma.mma_async` computes at issue, but touching its accumulator or A
+//!   registers with another instruction before the `wgmma.wait_group` that retires it is an error.
 //! - Speed: about 30 million thread instructions per second in an optimized build, 5 in a debug
 //!   build, so test crates that run many kernels want the emulator compiled with optimizations.
 

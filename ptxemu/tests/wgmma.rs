@@ -235,3 +235,16 @@ fn wgmma_with_a_from_registers_and_mn_major_b_matches_a_cpu_matmul() {
     run_regs(MnLayout::Swizzle128 { lbo: 2048, sbo: 1024 });
     run_regs(MnLayout::Interleaved { lbo: 128, sbo: 256 });
 }
+
+#[test]
+fn reading_an_accumulator_before_wait_group_is_reported() {
+    // drop the wait: the stores then read accumulators of wgmmas still in flight
+    let path = format!("{}/tests/ptx/wgmma.ptx", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap().replace("    wgmma.wait_group.sync.aligned 0;\n", "");
+    let m = ptxemu::Module::parse(&text).unwrap();
+    let mut mem = Memory::new();
+    let (img, out) = (mem.alloc(10240), mem.alloc(4 * 64 * 16));
+    let args = [Arg::U64(img), Arg::U32(10240), Arg::U64(1 << 16 | 2 << 32), Arg::U64(1 << 16 | 2 << 32), Arg::U32(8192), Arg::U64(out)];
+    let err = m.launch("wgmma_tile", grid1(1, 128), &args, &mut mem).unwrap_err();
+    assert!(matches!(&err, ptxemu::Error::Undefined { msg, .. } if msg.contains("wgmma.wait_group")), "{err}");
+}

@@ -1,8 +1,10 @@
 //! sm_90a warpgroup MMA: `wgmma.mma_async` m64nNk16 with f16/bf16 operands and f32
 //! accumulators; `wgmma.fence`, `commit_group` and `wait_group`.
 //!
-//! The product is computed when `mma_async` issues, so the fence and the waits have nothing left
-//! to order. Each warp of the warpgroup computes its own 16 rows (warp `w % 4` owns rows
+//! The product is computed when `mma_async` issues; what the asynchrony leaves undefined is still
+//! caught: until a `wgmma.wait_group` retires its group, any other instruction that reads or
+//! writes an accumulator or A register of an issued `mma_async` is an error (later `mma_async`s
+//! may chain on the same accumulators, as the PTX ISA allows). Each warp of the warpgroup computes its own 16 rows (warp `w % 4` owns rows
 //! `16 (w % 4) ..`), which needs nothing from the other three warps, so warps still run one at a
 //! time. Accumulator element `i` of a lane (group `g = lane / 4`, `tig = lane % 4`) is row
 //! `16 (w % 4) + g + 8 ((i / 2) % 2)`, column `8 (i / 4) + 2 tig + i % 2`.
@@ -69,7 +71,28 @@ impl Descriptor {
 
 impl Cta<'_> {
     pub(super) fn wgmma(&mut self, ins: &Instr, exec: &[usize]) -> Result<()> {
-        if ins.has(Mod::Fence) || ins.has(Mod::CommitGroup) || ins.has(Mod::WaitGroup) {
+        if ins.has(Mod::Fence) {
+            return Ok(());
+        }
+        if ins.has(Mod::CommitGroup) {
+            for &t in exec {
+                let open = std::mem::take(&mut self.threads[t].wgmma_open);
+                self.threads[t].wgmma_groups.push_back(open);
+            }
+            return Ok(());
+        }
+        if ins.has(Mod::WaitGroup) {
+            let Some(&first) = exec.first() else {
+                return Ok(());
+            };
+            let pending = self.read(first, ins.arg(0)?, Type::U32, ins)? as usize;
+            for &t in exec {
+                while self.threads[t].wgmma_groups.len() > pending {
+                    for r in self.threads[t].wgmma_groups.pop_front().unwrap_or_default() {
+                        self.release(t, r);
+                    }
+                }
+            }
             return Ok(());
         }
         if !ins.has(Mod::MmaAsync) {
@@ -95,14 +118,24 @@ impl Cta<'_> {
         let Some((half, _)) = half else {
             return Err(ins.unsupported());
         };
-        let d_regs = match ins.arg(0)? {
-            Operand::Vector(v) if v.len() == n / 2 => v,
-            _ => return Err(ins.unsupported()),
+        // the accumulators and A registers, accessed directly: earlier wgmmas of the same
+        // chain may still hold them, which only other instructions must not touch
+        let regs = |op: &Operand, len: usize| -> Result<Vec<u32>> {
+            match op {
+                Operand::Vector(v) if v.len() == len => v
+                    .iter()
+                    .map(|e| match e {
+                        Operand::Reg(r) => Ok(*r),
+                        _ => Err(ins.unsupported()),
+                    })
+                    .collect(),
+                _ => Err(ins.unsupported()),
+            }
         };
+        let d_regs = regs(ins.arg(0)?, n / 2)?;
         // A from registers: `d, {a0..a3}, b-desc, scale-d, scale-a, scale-b, trans-b`
         let a_regs = match ins.arg(1)? {
-            Operand::Vector(v) if v.len() == 4 => Some(v),
-            Operand::Vector(_) => return Err(ins.unsupported()),
+            op @ Operand::Vector(_) => Some(regs(op, 4)?),
             _ => None,
         };
         let trans = |i: usize| -> Result<bool> {
@@ -132,12 +165,12 @@ impl Cta<'_> {
         };
         let rows = 16 * ((base / 32) % 4);
         let mut av = [[0f64; 16]; 16];
-        match a_regs {
+        match &a_regs {
             Some(regs) => {
                 for lane in 0..32 {
                     let (g, tig) = (lane / 4, lane % 4);
-                    for (j, reg) in regs.iter().enumerate() {
-                        let bits = self.read(base + lane, reg, Type::B32, ins)?;
+                    for (j, &reg) in regs.iter().enumerate() {
+                        let bits = self.reg(base + lane, reg);
                         for h in 0..2 {
                             let (r, k) = (g + 8 * (j % 2), 2 * tig + 8 * (j / 2) + h);
                             av[r][k] = sa * half.decode((bits >> (16 * h)) & 0xffff);
@@ -163,15 +196,19 @@ impl Cta<'_> {
         for lane in 0..32 {
             let t = base + lane;
             let (g, tig) = (lane / 4, lane % 4);
-            for (i, reg) in d_regs.iter().enumerate() {
+            for (i, &reg) in d_regs.iter().enumerate() {
                 let (r, c) = (g + 8 * ((i / 2) % 2), 8 * (i / 4) + 2 * tig + i % 2);
                 let dot: f64 = (0..16).map(|k| av[r][k] * bv[c][k]).sum();
                 let prior = if accumulate {
-                    F32.decode(truncate(self.read(t, reg, Type::F32, ins)?, 32))
+                    F32.decode(truncate(self.reg(t, reg), 32))
                 } else {
                     0.0
                 };
-                self.write(t, reg, F32.encode(prior + dot, Round::NearestEven), ins)?;
+                self.set_reg(t, reg, F32.encode(prior + dot, Round::NearestEven));
+            }
+            for &reg in d_regs.iter().chain(a_regs.iter().flatten()) {
+                self.hold(t, reg);
+                self.threads[t].wgmma_open.push(reg);
             }
         }
         Ok(())
