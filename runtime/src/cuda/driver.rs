@@ -58,6 +58,54 @@ impl CudaDevice {
     pub fn arch(&self) -> Arch {
         self.arch
     }
+
+    /// What the runs so far did.
+    pub fn stats(&self) -> &CudaStats {
+        &self.stats
+    }
+
+    /// Queues loaded kernel `k` on the default stream without waiting.
+    fn enqueue(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
+        let (f, l) = self.kernels.get(k).ok_or_else(|| RuntimeError::Invalid(format!("no loaded kernel {k}")))?;
+        let mut values: Vec<u64> = args.to_vec();
+        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        let (g, b) = (l.grid, l.block);
+        // SAFETY: one `.u64` parameter per argument, as rendered; the grid,
+        // block and dynamic shared memory are the kernel's own.
+        unsafe { result::launch_kernel(*f, (g[0], g[1], g[2]), (b[0], b[1], b[2]), l.dynamic_shared, std::ptr::null_mut(), &mut params) }.map_err(driver)
+    }
+
+    /// Seconds per run of `launches` (loaded kernels with their
+    /// arguments, in order), run `reps` times back to back between two
+    /// CUDA events after one untimed warm-up run.
+    pub fn time_launches(&mut self, launches: &[(usize, Vec<u64>)], reps: u32) -> Result<f64, RuntimeError> {
+        self.ctx.bind_to_thread().map_err(driver)?;
+        for (k, args) in launches {
+            self.enqueue(*k, args)?;
+        }
+        let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let (start, end) = (result::event::create(flags).map_err(driver)?, result::event::create(flags).map_err(driver)?);
+        let timed = (|| {
+            // SAFETY: both events were just created in this context; the
+            // default stream orders them around the launches.
+            unsafe { result::event::record(start, std::ptr::null_mut()) }.map_err(driver)?;
+            for _ in 0..reps.max(1) {
+                for (k, args) in launches {
+                    self.enqueue(*k, args)?;
+                }
+            }
+            // SAFETY: as above.
+            unsafe { result::event::record(end, std::ptr::null_mut()) }.map_err(driver)?;
+            self.ctx.synchronize().map_err(driver)?;
+            // SAFETY: both events are recorded and complete.
+            unsafe { result::event::elapsed(start, end) }.map_err(driver)
+        })();
+        for e in [start, end] {
+            // SAFETY: created above, destroyed once; nothing waits on them any more.
+            let _ = unsafe { result::event::destroy(e) };
+        }
+        Ok(f64::from(timed?) / 1e3 / f64::from(reps.max(1)))
+    }
 }
 
 impl Drop for CudaDevice {
@@ -123,14 +171,8 @@ impl Device for CudaDevice {
     }
 
     fn launch(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
-        let (f, l) = &self.kernels[k];
-        let mut values: Vec<u64> = args.to_vec();
-        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
-        let (g, b) = (l.grid, l.block);
         let start = Instant::now();
-        // SAFETY: one `.u64` parameter per argument, as rendered; the grid,
-        // block and dynamic shared memory are the kernel's own.
-        unsafe { result::launch_kernel(*f, (g[0], g[1], g[2]), (b[0], b[1], b[2]), l.dynamic_shared, std::ptr::null_mut(), &mut params) }.map_err(driver)?;
+        self.enqueue(k, args)?;
         self.ctx.synchronize().map_err(driver)?;
         self.stats.launches += 1;
         self.stats.kernel_time += start.elapsed();
