@@ -49,8 +49,13 @@ PY
 }
 
 echo "== 1. --backend cuda vs --backend cpu"
+# Causal attention in bf16, which the optimizer fuses and the CUDA backend
+# runs on its FlashAttention kernels (D = 64; lengths with partial blocks).
+printf 'config { H = 4 \n D = 64 }\ndim S = T\npub fn attn(q: bf16[B, H, T, D], k: bf16[B, H, T, D], v: bf16[B, H, T, D]) -> bf16[B, H, T, D] {\n    let s: bf16[B, H, T, S] = q @ transpose(k) / sqrt(D)\n    return softmax(where(tril(T, S), s, -inf), over: S) @ v\n}\n' >"$work/attn.kl"
 # model entry dims tolerance
 cases=(
+    "$work/attn.kl attn B=2,T=37 3e-2"
+    "$work/attn.kl attn B=1,T=300 3e-2"
     "models/mlp.kl forward N=1 1e-4"
     "models/mlp.kl loss N=37 1e-4"
     "models/lstm.kl forward B=2,T=7 1e-4"
