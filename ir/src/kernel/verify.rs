@@ -259,6 +259,34 @@ mod tests {
     }
 
     #[test]
+    fn intrinsic_kernels_are_launched_together_once() {
+        use crate::kernel::{AttentionCall, BufId, BufKind, Buffer, Intrinsic, IntrinsicOp, KernelId, TensorView, View};
+        let view = || View { buf: BufId(0), offset: Default::default() };
+        let launch = |k: u32| Step::Launch { kernel: KernelId(k), args: vec![view()] };
+        let call = AttentionCall { scale: 1.0, causal: None, group: 1, mask: crate::AttnMask::None };
+        let program = |steps: Vec<Step>, shape: Vec<u64>| Program {
+            buffers: vec![Buffer { dtype: DType::F32, len: 4, kind: BufKind::Temp, name: "b".into() }],
+            kernels: vec![with_body(vec![]), with_body(vec![]), with_body(vec![])],
+            steps,
+            intrinsics: vec![Intrinsic {
+                op: IntrinsicOp::Attention(call.clone()),
+                kernels: 1..3,
+                args: vec![],
+                results: vec![TensorView::dense(BufId(0), Default::default(), shape)],
+            }],
+        };
+        assert_eq!(super::program(&program(vec![launch(0), launch(1), launch(2)], vec![4])), Ok(()));
+        let apart = program(vec![launch(1), Step::Copy { dst: view(), src: view(), len: 1 }, launch(2)], vec![4]);
+        assert!(super::program(&apart).unwrap_err().msg.contains("not launched together"));
+        let twice = program(vec![launch(1), launch(2), launch(1), launch(2)], vec![4]);
+        assert!(super::program(&twice).unwrap_err().msg.contains("launched 2 times"));
+        let never = program(vec![launch(0)], vec![4]);
+        assert!(super::program(&never).unwrap_err().msg.contains("launched 0 times"));
+        let too_big = program(vec![launch(1), launch(2)], vec![5]);
+        assert!(super::program(&too_big).unwrap_err().msg.contains("past the end"));
+    }
+
+    #[test]
     fn if_needs_a_bool_and_scopes_its_body() {
         let (c, x) = (Var(0), Var(1));
         let cond = Expr::Cmp(crate::CmpOp::Lt, Box::new(Expr::Tile), Box::new(Expr::idx(1)));
