@@ -99,15 +99,15 @@ pub fn run_program(dev: &mut dyn Device, p: &Program, arch: Arch, inputs: &[Tens
         });
     }
     let mut loaded = Vec::with_capacity(subs.len());
-    for s in &subs {
+    for s in subs {
         loaded.push(match s {
             Some(s) => {
-                let launches = s.launches.iter().map(|(k, args)| {
-                    kernels.push(k.clone().into());
-                    (kernels.len() - 1, args.clone())
-                });
-                let launches = launches.collect();
                 let workspace = if s.workspace_bytes > 0 { dev.alloc(s.workspace_bytes)? } else { 0 };
+                let mut launches = Vec::with_capacity(s.launches.len());
+                for (k, args) in s.launches {
+                    kernels.push(k.into());
+                    launches.push((kernels.len() - 1, args));
+                }
                 Some(Loaded { launches, workspace })
             }
             None => None,
