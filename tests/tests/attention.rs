@@ -572,7 +572,7 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
         (DType::BF16, case(1, 1, 1, 9, 13, 16, Some(0), AttnMask::None, false)),
     ];
     for (dtype, c, want_flash) in flash.iter().map(|(d, c)| (*d, c, true)).chain(generic.iter().map(|(d, c)| (*d, c, false))) {
-        let m = module(&c, true, dtype);
+        let m = module(c, true, dtype);
         for fi in [0, 2] {
             let f = &m.functions[fi];
             let x = inputs(c, f);
