@@ -108,3 +108,74 @@ fn q_dtype(h: Half) -> DType {
         Half::F16 => DType::F16,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::kernel::{AttentionCall, BufId, BufKind, Buffer, HostOffset};
+
+    /// `attention(q, k, v)` (or its gradient) over `[2, 3, 17, d]` tensors
+    /// of `dtype`, one buffer each, q starting at element `q_offset`.
+    fn node(dtype: DType, d: u64, q_offset: u64, backward: bool) -> (Program, Intrinsic) {
+        let shape = vec![2, 3, 17, d];
+        let mut p = Program::default();
+        let mut view = |dtype: DType, shape: Vec<u64>, offset: u64| {
+            let len = offset + shape.iter().product::<u64>();
+            p.buffers.push(Buffer { dtype, len, kind: BufKind::Temp, name: format!("b{}", p.buffers.len()) });
+            TensorView::dense(BufId(p.buffers.len() as u32 - 1), HostOffset { constant: offset, terms: vec![] }, shape)
+        };
+        let (q, k, v) = (view(dtype, shape.clone(), q_offset), view(dtype, shape.clone(), 0), view(dtype, shape.clone(), 0));
+        let call = AttentionCall { scale: 0.125, causal: Some(0), group: 1, mask: AttnMask::None };
+        let x = if backward {
+            let (o, lse, dout) = (view(dtype, shape.clone(), 0), view(DType::F32, shape[..3].to_vec(), 0), view(dtype, shape.clone(), 0));
+            let results = (0..3).map(|_| view(dtype, shape.clone(), 0)).collect();
+            Intrinsic { op: IntrinsicOp::AttentionGrad(call), kernels: 0..1, args: [q, k, v, o, lse, dout].map(Some).to_vec(), results }
+        } else {
+            let results = vec![view(dtype, shape.clone(), 0), view(DType::F32, shape[..3].to_vec(), 0)];
+            Intrinsic { op: IntrinsicOp::Attention(call), kernels: 0..1, args: [q, k, v].map(Some).to_vec(), results }
+        };
+        (p, x)
+    }
+
+    fn buffers(args: &[FlashArg]) -> Vec<Option<u32>> {
+        args.iter().map(|a| if let FlashArg::View(v) = a { Some(v.buf.0) } else { None }).collect()
+    }
+
+    #[test]
+    fn dense_aligned_halves_run_on_flash_kernels() {
+        let (p, x) = node(DType::BF16, 64, 8, false);
+        let s = substitute(&p, &x, Arch::Sm80).expect("forward");
+        let [(k, args)] = &s.launches[..] else { panic!("one kernel") };
+        assert!(k.name.starts_with("flash_fwd_sm_80_bf16_h6g1_q17_k17_d64_64_causal_0"), "{}", k.name);
+        // q, k, v, o, lse
+        assert_eq!(buffers(args), [Some(0), Some(1), Some(2), Some(3), Some(4)]);
+        assert_eq!(s.workspace_bytes, 0);
+        let (p, x) = node(DType::F16, 32, 0, true);
+        let s = substitute(&p, &x, Arch::Sm90a).expect("backward");
+        let names: Vec<&str> = s.launches.iter().map(|(k, _)| k.name.split("_sm_90a").next().unwrap_or("")).collect();
+        assert_eq!(names, ["flash_bwd_prep", "flash_bwd_dq", "flash_bwd_dkv"]);
+        // buffers: q k v o lse do | dq dk dv; the workspace is the stats
+        assert_eq!(buffers(&s.launches[0].1), [Some(3), Some(5), Some(4), None]);
+        assert_eq!(buffers(&s.launches[2].1), [Some(0), Some(1), Some(2), Some(5), None, Some(7), Some(8)]);
+        assert_eq!(s.workspace_bytes, 6 * 17 * 2 * 4);
+    }
+
+    #[test]
+    fn everything_else_keeps_the_generic_kernels() {
+        let reason = |(p, x): (Program, Intrinsic)| substitute(&p, &x, Arch::Sm80).map(|_| ()).unwrap_err();
+        assert_eq!(reason(node(DType::F32, 64, 0, false)), "f32 data");
+        assert!(reason(node(DType::BF16, 16, 0, false)).contains("head size d = 16"));
+        assert_eq!(reason(node(DType::BF16, 64, 4, true)), "`q` is not a dense, 16-byte aligned array");
+        let (p, mut x) = node(DType::BF16, 64, 0, false);
+        x.args[0].as_mut().expect("q").strides.swap(1, 2);
+        assert_eq!(reason((p, x)), "`q` is not a dense, 16-byte aligned array");
+        let (p, mut x) = node(DType::BF16, 64, 0, false);
+        x.args[1] = None;
+        assert_eq!(reason((p, x)), "argument 1 is not in memory");
+        let (p, mut x) = node(DType::BF16, 64, 0, false);
+        if let IntrinsicOp::Attention(c) = &mut x.op {
+            c.mask = AttnMask::Keep;
+        }
+        assert_eq!(reason((p, x)), "a mask argument");
+    }
+}
