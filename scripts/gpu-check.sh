@@ -52,10 +52,10 @@ echo "== 1. --backend cuda vs --backend cpu"
 # Causal attention in bf16, which the optimizer fuses and the CUDA backend
 # runs on its FlashAttention kernels (D = 64; lengths with partial blocks).
 printf 'config { H = 4 \n D = 64 }\ndim S = T\npub fn attn(q: bf16[B, H, T, D], k: bf16[B, H, T, D], v: bf16[B, H, T, D]) -> bf16[B, H, T, D] {\n    let s: bf16[B, H, T, S] = q @ transpose(k) / sqrt(D)\n    return softmax(where(tril(T, S), s, -inf), over: S) @ v\n}\n' >"$work/attn.kl"
-# model entry dims tolerance
+# model entry dims tolerance [flash: must run on the FlashAttention kernels]
 cases=(
-    "$work/attn.kl attn B=2,T=37 3e-2"
-    "$work/attn.kl attn B=1,T=300 3e-2"
+    "$work/attn.kl attn B=2,T=37 3e-2 flash"
+    "$work/attn.kl attn B=1,T=300 3e-2 flash"
     "models/mlp.kl forward N=1 1e-4"
     "models/mlp.kl loss N=37 1e-4"
     "models/lstm.kl forward B=2,T=7 1e-4"
@@ -67,7 +67,7 @@ cases=(
     "tests/fixtures/bigram_bf16.kl loss B=2,T=9 3e-2"
 )
 for c in "${cases[@]}"; do
-    read -r model entry dims tol <<<"$c"
+    read -r model entry dims tol flash <<<"$c"
     args=()
     IFS=, read -ra ds <<<"$dims"
     for d in "${ds[@]}"; do args+=(--dim "$d"); done
@@ -78,6 +78,9 @@ for c in "${cases[@]}"; do
     timeout 120 "$KILN" run "$model" --entry "$entry" "${args[@]}" --backend cuda --out "$out/cuda" >/dev/null 2>"$out.log" \
         || { cat "$out.log" >&2; fail "$model $entry on cuda"; }
     compare "$out/cuda" "$out/cpu" "$tol" || fail "$model $entry: cuda and cpu disagree"
+    if [ "$flash" = flash ] && ! grep -q "; [1-9][0-9]* attention nodes on FlashAttention kernels" "$out.log"; then
+        fail "$model $entry did not run on the FlashAttention kernels: $(cat "$out.log")"
+    fi
 done
 
 echo "== 2. benchmarks"

@@ -346,7 +346,7 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         Backend::Reference => rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?,
         Backend::Cuda => {
             let (outs, st) = rt::cuda::run_cuda(&c.module, f, &params, &inputs, &bound.dims)?;
-            eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3);
+            eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels; {} attention nodes on FlashAttention kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3, st.flash_nodes);
             outs
         }
         Backend::Cpu => {

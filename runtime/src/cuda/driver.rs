@@ -31,6 +31,9 @@ pub struct CudaStats {
     pub launches: u64,
     /// Wall time from each launch to its completion, summed.
     pub kernel_time: Duration,
+    /// Attention nodes that ran on the FlashAttention kernels (the rest
+    /// ran on their generic kernels).
+    pub flash_nodes: usize,
 }
 
 fn driver(e: result::DriverError) -> RuntimeError {
@@ -188,5 +191,6 @@ pub fn run_cuda(m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], 
     let arch = dev.arch();
     let outs = run_program(&mut dev, &program, arch, inputs, params)?;
     let outs = outs.into_iter().zip(shapes).zip(&f.graph.outputs).map(|((data, shape), o)| Tensor { dtype: f.graph.tensor_type(*o).dtype, shape, data }).collect();
-    Ok((outs, dev.stats.clone()))
+    let flash_nodes = program.intrinsics.iter().filter(|x| super::flash::substitute(&program, x, arch).is_ok()).count();
+    Ok((outs, CudaStats { flash_nodes, ..dev.stats.clone() }))
 }
