@@ -599,18 +599,30 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
 
 /// The user's path: causal attention written as math in bf16, fused by the
 /// optimizer, runs on the flash kernels in the PTX backend and matches
-/// the f64 reference of the source as written.
+/// the f64 reference of the source as written; also with q, k and v
+/// sliced from one packed tensor (views at offsets into one buffer).
 #[test]
 fn attention_written_as_math_runs_on_flash_kernels() {
-    let src = "config { H = 2 \n D = 64 }\ndim S = T\npub fn attn(q: bf16[B, H, T, D], k: bf16[B, H, T, D], v: bf16[B, H, T, D]) -> bf16[B, H, T, D] {\n    let s: bf16[B, H, T, S] = q @ transpose(k) / sqrt(D)\n    return softmax(where(tril(T, S), s, -inf), over: S) @ v\n}\n";
-    let c = kiln_lang::compile_source(std::path::Path::new("attn.kl"), src.into()).unwrap_or_else(|e| panic!("{}", e.render()));
+    let body = "    let s: bf16[B, H, T, S] = q @ transpose(k) / sqrt(D)\n    return softmax(where(tril(T, S), s, -inf), over: S) @ v\n}\n";
+    let head = "config { H = 2 \n D = 64 }\ndim S = T\n";
+    let separate = format!("{head}pub fn attn(q: bf16[B, H, T, D], k: bf16[B, H, T, D], v: bf16[B, H, T, D]) -> bf16[B, H, T, D] {{\n{body}");
+    let packed = format!("{head}pub fn attn(qkv: bf16[3, B, H, T, D]) -> bf16[B, H, T, D] {{\n    let q = qkv[0]\n    let k = qkv[1]\n    let v = qkv[2]\n{body}");
+    for src in [separate, packed] {
+        let c = kiln_lang::compile_source(std::path::Path::new("attn.kl"), src).unwrap_or_else(|e| panic!("{}", e.render()));
+        check_flash_on_source(&c);
+    }
+}
+
+/// Fuses `c`'s one function and checks the PTX backend's result (on the
+/// flash kernels) against the f64 reference of the unfused source.
+fn check_flash_on_source(c: &kiln_lang::Compiled) {
     let naive = &c.module.functions[0];
     let (fused, report) = kiln_ir::opt::optimize(&c.module, naive, &Default::default()).expect("optimize");
     assert_eq!(report.fused().count(), 1);
     let m = Module { params: c.module.params.clone(), functions: vec![fused] };
     for t in [1, 17, 70] {
         let dims: BTreeMap<String, i64> = [("B".to_string(), 2), ("T".to_string(), t)].into_iter().collect();
-        let x: Vec<Tensor> = (0..3).map(|i| kiln_runtime::random_input(naive, i, &|n| dims.get(n).copied(), 40 + i as u64).expect("input")).collect();
+        let x: Vec<Tensor> = (0..naive.arg_names.len()).map(|i| kiln_runtime::random_input(naive, i, &|n| dims.get(n).copied(), 40 + i as u64).expect("input")).collect();
         let want = kiln_runtime::run_reference(&c.module, naive, &[], &x, &dims, Precision::F64).expect("reference");
         let (got, launched) = kiln_tests::backends::PtxEmu.run_traced(&m, &m.functions[0], &[], &x, &dims).expect("ptx-emu");
         assert!(launched.iter().any(|l| l.starts_with("flash_fwd_")), "{launched:?}");
