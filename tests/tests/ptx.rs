@@ -134,6 +134,7 @@ fn accumulating_gemm_in_both_forms_matches_the_kernel_evaluator() {
             buffers: vec![buf(dt, m * k, BufKind::Input(0)), buf(dt, k * n, BufKind::Input(1)), buf(DType::F32, m * n, BufKind::Output(0))],
             kernels: vec![kernel],
             steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+            intrinsics: vec![],
         };
         assert_eq!(ptx::render(&p.kernels[0], Arch::Sm80).expect("render").ptx.contains("mma.sync"), dt == DType::BF16);
         // Small integers: every product and sum is exact, so both forms must agree exactly.
@@ -187,6 +188,7 @@ fn scratch_written_by_some_threads_is_read_by_others() {
         buffers: vec![buf(BufKind::Input(0)), buf(BufKind::Output(0))],
         kernels: vec![kernel],
         steps: vec![Step::Launch { kernel: KernelId(0), args: (0..2).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+        intrinsics: vec![],
     };
     let input = Tensor { dtype: DType::F32, shape: vec![n as usize], data: (0..n).map(|i| (i % 13) as f64 - 6.0).collect() };
     let want = kiln_ir::kernel::eval::run(&p, std::slice::from_ref(&input), &[]).expect("eval");
