@@ -36,6 +36,8 @@ pub(crate) struct Emitter<'k> {
     pub uses_red: bool,
     /// Bytes of the staged GEMMs' shared buffers (one array, reused).
     pub gemm_shared: u64,
+    /// Inside a grouped vector loop (`vector.rs`): the group's loaded values.
+    pub group: Option<super::vector::Group>,
     labels: u32,
     /// The last line written is a `bar.sync` (two in a row are one).
     last_bar: bool,
@@ -64,6 +66,7 @@ impl<'k> Emitter<'k> {
             first,
             uses_red: false,
             gemm_shared: 0,
+            group: None,
             labels: 0,
             last_bar: false,
         };

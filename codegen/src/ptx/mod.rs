@@ -9,9 +9,12 @@
 //!   `vector` reductions are per-thread partials, warp shuffles and a
 //!   shared array across warps (`reduce.rs`); `bar.sync` around every
 //!   uniform statement that writes memory;
+//! - contiguous global accesses in `vector` loops move 16 bytes at a time
+//!   (`vector.rs`);
 //! - scratch arrays are `.shared` arrays (at most [`MAX_SHARED_BYTES`]);
-//! - `Gemm` tiles: `mma.sync` tensor cores for bf16/f16 tiles of whole
-//!   16×8×16 blocks, else threads own output elements with f32 FMA
+//! - `Gemm` tiles: bf16/f16 tiles on tensor cores, staged through shared
+//!   memory (`mma.sync` on sm_80, `wgmma` on sm_90a; `tensor_core.rs`,
+//!   `tile.rs`), else threads own output elements with f32 FMA
 //!   (`gemm.rs`);
 //! - f32/bf16/f16 storage, f32 arithmetic; transcendentals with their
 //!   error bounds in `math.rs`;
@@ -33,6 +36,7 @@ mod regs;
 mod stmt;
 mod tensor_core;
 mod tile;
+mod vector;
 
 use kiln_ir::kernel::{Access, Kernel};
 use kiln_ir::DType;
