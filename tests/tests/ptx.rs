@@ -264,6 +264,8 @@ fn staged_tensor_core_gemm_matches_the_kernel_evaluator_at_awkward_sizes() {
         ([127, 127, 17], [rows(7), Layout::Cols], 8, false),
         ([33, 40, 48], [rows(0), rows(0)], 0, true),
         ([20, 24, 40], [rows(0), rows(0)], 1, false),
+        ([40, 130, 64], [rows(0), Layout::Cols], 0, true),
+        ([5, 8, 24], [rows(8), Layout::Cols], 1, false),
         ([70, 9, 33], [Layout::Sparse, Layout::Sparse], 0, false),
     ];
     for arch in [Arch::Sm80, Arch::Sm90a] {
@@ -272,8 +274,12 @@ fn staged_tensor_core_gemm_matches_the_kernel_evaluator_at_awkward_sizes() {
                 let name = format!("{} {dt} {mnk:?} {layouts:?} at {at}", arch.name());
                 let (p, inputs) = staged_gemm(dt, mnk, layouts, at, twice);
                 let ptx = ptx::render(&p.kernels[0], arch).unwrap_or_else(|e| panic!("{name}: {e}")).ptx;
-                let mma = if arch == Arch::Sm80 { "mma.sync.aligned.m16n8k16" } else { "wgmma.mma_async" };
-                assert!(ptx.contains(mma) && ptx.contains("cp.async.wait_group"), "{name}: not the staged form");
+                // wgmma takes the sm_90a tiles it can read K-major; an
+                // operand contiguous along m or n only stays on mma.sync.
+                let ((ars, acs, _), (brs, bcs, _)) = (strides(layouts[0], mnk[0], mnk[2]), strides(layouts[1], mnk[2], mnk[1]));
+                let mn_major = (ars == 1 && acs != 1) || (bcs == 1 && brs != 1);
+                let mma = if arch == Arch::Sm90a && !mn_major { "wgmma.mma_async" } else { "mma.sync.aligned.m16n8k16" };
+                assert!(ptx.contains(mma) && ptx.contains("cp.async.wait_group"), "{name}: not the staged form with {mma}");
                 let want = kiln_ir::kernel::eval::run(&p, &inputs, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
                 let got = rt::cuda::run_program(&mut kiln_tests::ptx_emu::EmuDevice::default(), &p, arch, &inputs, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert!(want[0].iter().filter(|x| **x != 0.0).count() as u64 >= mnk[0].min(mnk[1]), "{name}: trivial result");
@@ -290,7 +296,7 @@ fn ptxas_accepts_the_staged_gemm_kernels_without_spills() {
     let ptxas = ptx::ptxas::from_env().unwrap_or_else(|e| panic!("{e}"));
     let dir = std::env::temp_dir().join(format!("kiln-ptxas-staged-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let shapes = [([3, 17, 127], [Layout::Rows { pad: 1 }, Layout::Cols]), ([127, 127, 48], [Layout::Cols, Layout::Rows { pad: 0 }])];
+    let shapes = [([3, 17, 127], [Layout::Rows { pad: 1 }, Layout::Cols]), ([127, 127, 48], [Layout::Cols, Layout::Rows { pad: 0 }]), ([256, 256, 256], [Layout::Rows { pad: 0 }, Layout::Cols])];
     for arch in [Arch::Sm80, Arch::Sm90a] {
         for (mnk, layouts) in shapes {
             let (p, _) = staged_gemm(kiln_ir::DType::BF16, mnk, layouts, 0, true);
@@ -346,5 +352,24 @@ fn vector_loads_and_stores_match_the_kernel_evaluator() {
             assert!(want[0].iter().filter(|x| **x != 0.0).count() > (tiles * e / 2) as usize);
             assert_eq!(got, want, "{dt} rows of {stride}");
         }
+    }
+}
+
+/// A bf16 GEMM of whole 16×8×16 blocks in a kernel whose scratch leaves
+/// no room for the staging buffers takes the direct tensor-core form
+/// (fragments loaded straight from memory) and still matches exactly.
+#[test]
+fn gemm_without_room_to_stage_loads_fragments_directly() {
+    use kiln_ir::kernel::Scratch;
+    use kiln_ir::DType;
+    for arch in [Arch::Sm80, Arch::Sm90a] {
+        let (mut p, inputs) = staged_gemm(DType::BF16, [32, 16, 48], [Layout::Rows { pad: 0 }, Layout::Cols], 0, true);
+        p.kernels[0].scratch.push(Scratch { dtype: DType::F32, len: 10 * 1024 + 256 });
+        let ptx = ptx::render(&p.kernels[0], arch).expect("render").ptx;
+        assert!(ptx.contains("mma.sync.aligned.m16n8k16") && !ptx.contains("ldmatrix") && !ptx.contains("cp.async"), "{}: not the direct form", arch.name());
+        let want = kiln_ir::kernel::eval::run(&p, &inputs, &[]).expect("eval");
+        let got = rt::cuda::run_program(&mut kiln_tests::ptx_emu::EmuDevice::default(), &p, arch, &inputs, &[]).expect("emulated");
+        assert!(want[0].iter().any(|x| *x != 0.0));
+        assert_eq!(got, want, "{}", arch.name());
     }
 }

@@ -5,13 +5,14 @@
 //! accumulators are written back at the end, each store bounds-checked,
 //! so any m, n and k work (the staged tiles are zero past the edges).
 //!
-//! - sm_80: four warps in 2 × 2, each owning `16·mi × 8·ni` of the CTA
+//! - `mma.sync` (sm_80; sm_90a when an operand is contiguous along m or n
+//!   only): four warps in 2 × 2, each owning `16·mi × 8·ni` of the CTA
 //!   tile; `ldmatrix` (`.trans` where a tile is stored m- or n-major, that
 //!   is, the operand's contiguous dimension is not k) feeds
 //!   `mma.sync.m16n8k16`.
-//! - sm_90a: the CTA is one warpgroup running `wgmma.mma_async.m64nNk16`
-//!   (N = bn) with both operands read through shared-memory descriptors
-//!   from K-major core-matrix tiles.
+//! - `wgmma` (sm_90a otherwise): the CTA is one warpgroup running
+//!   `wgmma.mma_async.m64nNk16` (N = bn) with both operands read through
+//!   shared-memory descriptors from K-major core-matrix tiles.
 //!
 //! Pipeline: every iteration commits one `cp.async` group (empty after
 //! the last step), so `wait_group 1` always means "all but the newest".
@@ -26,12 +27,23 @@ use super::{Arch, PtxError};
 use kiln_ir::kernel::{Gemm, Mem};
 use kiln_ir::DType;
 
+/// The tensor-core instruction a staged GEMM runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `ldmatrix` + `mma.sync.m16n8k16` (sm_80, and sm_90a for tiles
+    /// wgmma would need transposed).
+    Mma,
+    /// `wgmma.mma_async.m64nNk16` from K-major tiles (sm_90a).
+    Wgmma,
+}
+
 /// The CTA tile and the two operand tiles of one staged GEMM.
 struct Plan {
+    kind: Kind,
     bm: u64,
     bn: u64,
     bk: u64,
-    /// sm_80: 16-row and 8-column mma blocks per warp.
+    /// `Mma`: 16-row and 8-column mma blocks per warp.
     mi: u64,
     ni: u64,
     a: Tile,
@@ -48,27 +60,35 @@ fn tile(mem: Mem, mn: (u64, u64, u64), k: (u64, u64, u64), k_cols: bool, layout:
     Tile { mem, row_stride: r.0, col_stride: c.0, row_len: r.1, col_len: c.1, rows: r.2, cols: c.2, layout }
 }
 
+/// The staged form of `g` on `arch`. Each tile keeps its operand's
+/// contiguous dimension along shared memory rows, so 16-byte copies apply
+/// (`ldmatrix.trans` reads the m- or n-major ones). wgmma reads K-major
+/// tiles only here, so an operand contiguous along m or n alone, which it
+/// would have to transpose element by element, takes `mma.sync` on
+/// sm_90a too.
 fn plan(g: &Gemm, arch: Arch) -> Plan {
     let bk = if g.k <= 16 { 16 } else { 32 };
-    let (bm, bn, mi, ni, a_k_cols, b_k_cols, layout) = match arch {
-        Arch::Sm80 => {
+    let a_mn_major = g.a.row_stride == 1 && g.a.col_stride != 1;
+    let b_mn_major = g.b.col_stride == 1 && g.b.row_stride != 1;
+    let kind = if arch == Arch::Sm90a && !a_mn_major && !b_mn_major { Kind::Wgmma } else { Kind::Mma };
+    let (bm, bn, mi, ni, layout) = match kind {
+        Kind::Mma => {
             let mi = if g.m > 32 { 2 } else { 1 };
             let ni = match g.n {
                 0..=16 => 1,
                 17..=32 => 2,
                 _ => 4,
             };
-            // Each tile keeps its operand's contiguous dimension along
-            // shared memory, so 16-byte copies apply; ldmatrix.trans
-            // reads the m- or n-major ones.
-            let a_k_cols = !(g.a.row_stride == 1 && g.a.col_stride != 1);
-            let b_k_cols = g.b.row_stride == 1 && g.b.col_stride != 1;
-            (32 * mi, 16 * ni, mi, ni, a_k_cols, b_k_cols, Layout::Padded)
+            (32 * mi, 16 * ni, mi, ni, Layout::Padded)
         }
-        // wgmma reads K-major tiles here: others are staged transposed.
-        Arch::Sm90a => (64, g.n.next_multiple_of(8).min(128), 0, 0, true, true, Layout::Core),
+        Kind::Wgmma => (64, g.n.next_multiple_of(8).min(128), 0, 0, Layout::Core),
+    };
+    let (a_k_cols, b_k_cols) = match kind {
+        Kind::Mma => (!a_mn_major, g.b.row_stride == 1 && g.b.col_stride != 1),
+        Kind::Wgmma => (true, true),
     };
     Plan {
+        kind,
         bm,
         bn,
         bk,
@@ -82,14 +102,14 @@ fn plan(g: &Gemm, arch: Arch) -> Plan {
 }
 
 /// Per-thread values of a staged GEMM: the thread's first accumulator
-/// row and column in the CTA tile, and (sm_80) its `ldmatrix` row
+/// row and column in the CTA tile, and (`Mma`) its `ldmatrix` row
 /// addresses' byte offsets within the a and b tiles.
 struct Lanes {
     row: Reg,
     col: Reg,
     a_off: Option<Reg>,
     b_off: Option<Reg>,
-    /// sm_90a: a true predicate (wgmma's scale-d operand).
+    /// `Wgmma`: a true predicate (wgmma's scale-d operand).
     yes: Option<Reg>,
 }
 
@@ -162,12 +182,12 @@ impl Emitter<'_> {
     /// Each accumulator register's (row, column) offset from the thread's
     /// first, in the order the MMA instructions list them.
     fn acc_layout(&self, p: &Plan) -> Vec<(u64, u64)> {
-        match self.arch {
+        match p.kind {
             // Per 16×8 block (i, j): rows g, g + 8; columns 2t, 2t + 1.
-            Arch::Sm80 => (0..p.mi)
+            Kind::Mma => (0..p.mi)
                 .flat_map(|i| (0..p.ni).flat_map(move |j| (0..4).map(move |e| (16 * i + 8 * (e / 2), 8 * j + e % 2))))
                 .collect(),
-            Arch::Sm90a => (0..p.bn / 2).map(|e| (8 * ((e / 2) % 2), 8 * (e / 4) + e % 2)).collect(),
+            Kind::Wgmma => (0..p.bn / 2).map(|e| (8 * ((e / 2) % 2), 8 * (e / 4) + e % 2)).collect(),
         }
     }
 
@@ -186,8 +206,8 @@ impl Emitter<'_> {
             em.ins(format!("cvt.u64.u32 {r}, {x};"));
             r
         };
-        match self.arch {
-            Arch::Sm80 => {
+        match p.kind {
+            Kind::Mma => {
                 let wm = u32s(self, &format!("shr.u32 {{}}, {warp}, 1;"));
                 let wn = u32s(self, &format!("and.b32 {{}}, {warp}, 1;"));
                 // ldmatrix lane l gives row l % 8 of matrix l / 8:
@@ -218,7 +238,7 @@ impl Emitter<'_> {
                 self.ins(format!("mad.lo.u32 {col}, {wn}, {}, {col};", 8 * p.ni));
                 Lanes { row: wide(self, row), col: wide(self, col), a_off: Some(a_off), b_off: Some(b_off), yes: None }
             }
-            Arch::Sm90a => {
+            Kind::Wgmma => {
                 let row = u32s(self, &format!("mad.lo.u32 {{}}, {warp}, 16, {g};"));
                 let col = u32s(self, &format!("shl.b32 {{}}, {t}, 1;"));
                 let yes = self.reg(Class::Pred);
@@ -272,7 +292,7 @@ impl Emitter<'_> {
         self.ins(format!("setp.eq.s64 {first}, {kt}, 0;"));
         self.ins(format!("@{first} bra {next};"));
         self.ins("cp.async.wait_group 1;");
-        if self.arch == Arch::Sm90a {
+        if p.kind == Kind::Wgmma {
             // wgmma reads shared memory through the async proxy.
             self.ins("fence.proxy.async.shared::cta;");
         }
@@ -281,9 +301,9 @@ impl Emitter<'_> {
         self.ins(format!("add.s64 {prev}, {kt}, -1;"));
         self.ins(format!("and.b64 {prev}, {prev}, 1;"));
         let (ab, bb) = self.buffers(p, gst, prev);
-        match self.arch {
-            Arch::Sm80 => self.mma_step(p, ab, bb, l, acc, ty),
-            Arch::Sm90a => self.wgmma_step(p, ab, bb, l, acc, ty),
+        match p.kind {
+            Kind::Mma => self.mma_step(p, ab, bb, l, acc, ty),
+            Kind::Wgmma => self.wgmma_step(p, ab, bb, l, acc, ty),
         }
         self.bar();
         self.place(&next);
@@ -293,11 +313,11 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    /// sm_80: the `mma.sync` blocks of one k step from buffers `ab`, `bb`.
+    /// The `mma.sync` blocks of one k step from buffers `ab`, `bb`.
     fn mma_step(&mut self, p: &Plan, ab: Reg, bb: Reg, l: &Lanes, acc: &[Reg], ty: &str) {
         let (xa, xb) = (self.reg(Class::B64), self.reg(Class::B64));
-        self.ins(format!("add.s64 {xa}, {ab}, {};", l.a_off.expect("sm_80 lanes")));
-        self.ins(format!("add.s64 {xb}, {bb}, {};", l.b_off.expect("sm_80 lanes")));
+        self.ins(format!("add.s64 {xa}, {ab}, {};", l.a_off.expect("mma lanes")));
+        self.ins(format!("add.s64 {xb}, {bb}, {};", l.b_off.expect("mma lanes")));
         let list = |v: &[Reg]| v.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
         let (ta, tb) = (if p.a_k_cols { "" } else { ".trans" }, if p.b_k_cols { "" } else { ".trans" });
         for ks in 0..p.bk / 16 {
@@ -325,10 +345,10 @@ impl Emitter<'_> {
         }
     }
 
-    /// sm_90a: the `wgmma`s of one k step from buffers `ab`, `bb`.
+    /// The `wgmma`s of one k step from buffers `ab`, `bb`.
     fn wgmma_step(&mut self, p: &Plan, ab: Reg, bb: Reg, l: &Lanes, acc: &[Reg], ty: &str) {
         let d = acc.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
-        let yes = l.yes.expect("sm_90a lanes");
+        let yes = l.yes.expect("wgmma lanes");
         self.ins("wgmma.fence.sync.aligned;");
         for ks in 0..p.bk / 16 {
             // 16 more k columns are two core matrices (2 · 128 bytes) on.
