@@ -310,12 +310,13 @@ fn ptxas_accepts_the_staged_gemm_kernels_without_spills() {
 }
 
 /// An elementwise loop with contiguous loads and stores (and a broadcast
-/// load that stays scalar) takes 16-byte vector accesses when its rows
-/// start 16-byte aligned and the scalar form otherwise, with a scalar tail
-/// past the last whole group: the emulator matches the evaluator exactly.
+/// load that stays scalar), after a sum and a max over the row, takes
+/// 16-byte vector accesses when its rows start 16-byte aligned and the
+/// scalar form otherwise, with a scalar tail past the last whole group:
+/// the emulator matches the evaluator exactly (small integers).
 #[test]
 fn vector_loads_and_stores_match_the_kernel_evaluator() {
-    use kiln_ir::kernel::{Access, Arg, BufId, BufKind, Buffer, Expr, Kernel, KernelId, Mem, Step, Stmt, Var, View};
+    use kiln_ir::kernel::{Access, Arg, BufId, BufKind, Buffer, Expr, Kernel, KernelId, Mem, RedOp, Step, Stmt, Var, View};
     use kiln_ir::{BinaryOp, DType};
     let e = 203u64;
     for dt in [DType::F32, DType::BF16, DType::F16] {
@@ -325,9 +326,17 @@ fn vector_loads_and_stores_match_the_kernel_evaluator() {
             let (v, bin) = (|i| Expr::Var(Var(i)), |op, a, b| Expr::Binary(op, Box::new(a), Box::new(b)));
             let row = bin(BinaryOp::Mul, Expr::Tile, Expr::idx(stride));
             let load = |m, i| Expr::Load(Mem::Arg(m), Box::new(i));
-            // out[row + j] = a[row + j] * 2 + b[j / 3]
-            let value = bin(BinaryOp::Add, bin(BinaryOp::Mul, load(0, bin(BinaryOp::Add, row.clone(), v(1))), Expr::Const(2.0, dt)), load(1, bin(BinaryOp::Div, v(1), Expr::idx(3))));
-            let body = vec![Stmt::Loop { var: Var(1), extent: e, vector: true, body: vec![Stmt::Store { mem: Mem::Arg(2), index: bin(BinaryOp::Add, row, v(1)), value }] }];
+            // s = sum over j of a[row + j]; m = max over j of a[row + j] * b[j / 3]
+            // out[row + j] = a[row + j] * 2 + b[j / 3] + s - m
+            let a_j = |j| load(0, bin(BinaryOp::Add, row.clone(), v(j)));
+            let b_j = |j| load(1, bin(BinaryOp::Div, v(j), Expr::idx(3)));
+            let reduce = |var, op, index, value| Stmt::Reduce { var: Var(var), op, index: Var(index), extent: e, vector: true, value };
+            let value = bin(BinaryOp::Sub, bin(BinaryOp::Add, bin(BinaryOp::Add, bin(BinaryOp::Mul, a_j(1), Expr::Const(2.0, dt)), b_j(1)), v(2)), v(4));
+            let body = vec![
+                reduce(2, RedOp::Sum, 3, a_j(3)),
+                reduce(4, RedOp::Max, 5, bin(BinaryOp::Mul, a_j(5), b_j(5))),
+                Stmt::Loop { var: Var(1), extent: e, vector: true, body: vec![Stmt::Store { mem: Mem::Arg(2), index: bin(BinaryOp::Add, row.clone(), v(1)), value }] },
+            ];
             let (tiles, n) = (3u64, 3 * stride);
             let kernel = Kernel {
                 name: "axpb".into(),
@@ -344,7 +353,8 @@ fn vector_loads_and_stores_match_the_kernel_evaluator() {
             };
             let ptx = ptx::render(&p.kernels[0], Arch::Sm80).expect("render").ptx;
             let (ld, st) = if dt == DType::F32 { ("ld.global.v4.f32", "st.global.v4.f32") } else { ("ld.global.v4.b32", "st.global.v4.b32") };
-            assert!(ptx.contains(ld) && ptx.contains(st), "{dt}: no vector accesses");
+            // one vector load in each reduction and in the loop
+            assert!(ptx.matches(ld).count() >= 3 && ptx.contains(st), "{dt}: no vector accesses");
             let input = |len: u64, s: u64| Tensor { dtype: dt, shape: vec![len as usize], data: (0..len).map(|i| ((i * s) % 11) as f64 - 5.0).collect() };
             let inputs = [input(n, 7), input(e / 3 + 1, 3)];
             let want = kiln_ir::kernel::eval::run(&p, &inputs, &[]).expect("eval");

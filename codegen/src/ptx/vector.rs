@@ -1,13 +1,15 @@
-//! 16-byte vector loads and stores in elementwise loops.
+//! 16-byte vector loads and stores in elementwise loops and reductions.
 //!
 //! A `vector` loop spread over the CTA whose body is straight-line (lets
-//! and stores) and whose accesses include *contiguous* ones (a global
+//! and stores), or a CTA-shared sum, max or min, whose accesses include
+//! *contiguous* ones (a global
 //! argument at index `v + rest`, `rest` free of the loop and of loads)
 //! runs in groups of `w` consecutive iterations per thread, `w` = 16 bytes
 //! over the smallest such element: each contiguous load is one
 //! `ld.global.v4`/`.v2` per 16 bytes for the whole group, each contiguous
 //! store one `st.global.v4`/`.v2`, and the body runs once per iteration of
-//! the group on those values; other accesses stay scalar.
+//! the group on those values (a reduction folds each into the thread's
+//! partial); other accesses stay scalar.
 //!
 //! Groups apply when every contiguous access's first element is 16-byte
 //! aligned (checked at run time on `rest`'s address: uniform, one branch);
@@ -110,7 +112,9 @@ impl Emitter<'_> {
         }
     }
 
-    fn vector_plan(&self, v: Var, extent: u64, body: &[Stmt]) -> Option<Plan> {
+    /// The grouped form of a loop over `v` running `body`, or of a
+    /// reduction over `v` of `value` (with an empty body).
+    fn vector_plan(&self, v: Var, extent: u64, body: &[Stmt], value: Option<&Expr>) -> Option<Plan> {
         let mut lets = Vec::new();
         for s in body {
             match s {
@@ -143,6 +147,9 @@ impl Emitter<'_> {
             }
             all_loads.extend(here);
         }
+        if let Some(x) = value {
+            loads(x, &mut all_loads);
+        }
         let runs = |accesses: Vec<(Mem, &Expr)>| -> Vec<Run> {
             let mut out: Vec<Run> = Vec::new();
             for (mem, index) in accesses {
@@ -164,9 +171,79 @@ impl Emitter<'_> {
     /// A spread `vector` loop in the grouped form, when it qualifies;
     /// false (nothing emitted) when it does not.
     pub fn vector_loop(&mut self, v: Var, extent: u64, body: &[Stmt]) -> Result<bool, PtxError> {
-        let Some(p) = self.vector_plan(v, extent, body) else {
+        let Some(p) = self.vector_plan(v, extent, body, None) else {
             return Ok(false);
         };
+        self.grouped(v, extent, &p, &mut |em, out| em.lane_statements(&p, body, out), &mut |em, start| {
+            let vr = em.index_var(v);
+            em.counted_by(vr, Some(start), super::BLOCK_THREADS as u64, extent, |em| em.block(body, true))
+        })?;
+        Ok(true)
+    }
+
+    /// A CTA-shared reduction over `v` of `value` in the grouped form,
+    /// folding each iteration with `fold`, when it qualifies; false
+    /// (nothing emitted) when it does not.
+    pub fn vector_reduce(&mut self, v: Var, extent: u64, value: &Expr, fold: &dyn Fn(&mut Self, Reg)) -> Result<bool, PtxError> {
+        let Some(p) = self.vector_plan(v, extent, &[], Some(value)) else {
+            return Ok(false);
+        };
+        let one = |em: &mut Self| -> Result<(), PtxError> {
+            let x = em.expr(value)?;
+            fold(em, x);
+            Ok(())
+        };
+        self.grouped(v, extent, &p, &mut |em, _| one(em), &mut |em, start| {
+            let vr = em.index_var(v);
+            em.counted_by(vr, Some(start), super::BLOCK_THREADS as u64, extent, one)
+        })?;
+        Ok(true)
+    }
+
+    /// One iteration of a grouped loop's body: contiguous stores add their
+    /// value to `out` (per store run), other statements run as usual.
+    fn lane_statements(&mut self, p: &Plan, body: &[Stmt], out: &mut [Vec<Reg>]) -> Result<(), PtxError> {
+        for s in body {
+            match s {
+                Stmt::Let { var, value } => {
+                    let d = self.dtype(value)?;
+                    let r = self.expr(value)?;
+                    self.define(*var, d, r);
+                }
+                Stmt::Store { mem, index, value } => {
+                    let vd = self.dtype(value)?;
+                    let x = self.expr(value)?;
+                    match p.stores.iter().position(|r| r.mem == *mem && r.index == *index) {
+                        Some(k) => {
+                            let cd = kiln_ir::kernel::verify::compute_dtype(self.storage(*mem));
+                            let c = self.cast(x, vd, cd);
+                            out[k].push(c);
+                        }
+                        None => {
+                            let i = self.expr(index)?;
+                            self.store(*mem, i, x, vd, None);
+                        }
+                    }
+                }
+                _ => return Err(PtxError::Invalid("a grouped vector loop holds only lets and stores".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the groups of `p` (uniform code): `lane` renders one iteration
+    /// (the loop variable bound, the group's loads in place), `tail` the
+    /// scalar loop over the remaining iterations from its start register
+    /// (this thread's first).
+    #[allow(clippy::type_complexity)]
+    fn grouped(
+        &mut self,
+        v: Var,
+        extent: u64,
+        p: &Plan,
+        lane: &mut dyn FnMut(&mut Self, &mut [Vec<Reg>]) -> Result<(), PtxError>,
+        tail: &mut dyn FnMut(&mut Self, Reg) -> Result<(), PtxError>,
+    ) -> Result<(), PtxError> {
         // Uniform: each run's `rest` and whether all start 16-byte aligned.
         let ok = self.reg(Class::Pred);
         self.ins(format!("setp.eq.u32 {ok}, {}, {};", self.lane, self.lane));
@@ -196,37 +273,14 @@ impl Emitter<'_> {
                 values.push((run.mem, run.index.clone(), em.load_vector(run.mem, a, p.w)));
             }
             let mut out: Vec<Vec<Reg>> = vec![Vec::new(); p.stores.len()];
-            for lane in 0..p.w as usize {
-                em.group = Some(Group { lane, values: std::mem::take(&mut values) });
+            for i in 0..p.w as usize {
+                em.group = Some(Group { lane: i, values: std::mem::take(&mut values) });
                 let vi = em.reg(Class::B64);
-                em.ins(format!("add.s64 {vi}, {base}, {lane};"));
+                em.ins(format!("add.s64 {vi}, {base}, {i};"));
                 em.define(v, DType::I64, vi);
-                for s in body {
-                    match s {
-                        Stmt::Let { var, value } => {
-                            let d = em.dtype(value)?;
-                            let r = em.expr(value)?;
-                            em.define(*var, d, r);
-                        }
-                        Stmt::Store { mem, index, value } => {
-                            let vd = em.dtype(value)?;
-                            let x = em.expr(value)?;
-                            match p.stores.iter().position(|r| r.mem == *mem && r.index == *index) {
-                                Some(k) => {
-                                    let cd = kiln_ir::kernel::verify::compute_dtype(em.storage(*mem));
-                                    let c = em.cast(x, vd, cd);
-                                    out[k].push(c);
-                                }
-                                None => {
-                                    let i = em.expr(index)?;
-                                    em.store(*mem, i, x, vd, None);
-                                }
-                            }
-                        }
-                        _ => return Err(PtxError::Invalid("a grouped vector loop holds only lets and stores".into())),
-                    }
-                }
+                let done = lane(em, &mut out);
                 values = em.group.take().map(|l| l.values).unwrap_or_default();
+                done?;
             }
             for ((run, rest), vals) in p.stores.iter().zip(store_rests).zip(&out) {
                 let a = em.group_address(run.mem, *rest, base);
@@ -235,10 +289,9 @@ impl Emitter<'_> {
             Ok(())
         })?;
         self.place(&skip);
-        let (s0, vr) = (self.reg(Class::B64), self.index_var(v));
+        let s0 = self.reg(Class::B64);
         self.ins(format!("add.s64 {s0}, {start}, {};", self.tid));
-        self.counted_by(vr, Some(s0), super::BLOCK_THREADS as u64, extent, |em| em.block(body, true))?;
-        Ok(true)
+        tail(self, s0)
     }
 
     /// The global address of element `rest + base` of `mem`.
