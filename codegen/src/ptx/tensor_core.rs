@@ -194,13 +194,8 @@ impl Emitter<'_> {
     /// The per-thread values; see [`Lanes`].
     fn lanes(&mut self, p: &Plan) -> Lanes {
         let (lane, warp) = (self.lane, self.warp);
-        let u32s = |em: &mut Self, f: &str| {
-            let r = em.reg(Class::B32);
-            em.ins(f.replace("{}", &r.to_string()));
-            r
-        };
-        let g = u32s(self, &format!("shr.u32 {{}}, {lane}, 2;"));
-        let t = u32s(self, &format!("and.b32 {{}}, {lane}, 3;"));
+        let g = self.op32(|r| format!("shr.u32 {r}, {lane}, 2;"));
+        let t = self.op32(|r| format!("and.b32 {r}, {lane}, 3;"));
         let wide = |em: &mut Self, x: Reg| {
             let r = em.reg(Class::B64);
             em.ins(format!("cvt.u64.u32 {r}, {x};"));
@@ -208,14 +203,14 @@ impl Emitter<'_> {
         };
         match p.kind {
             Kind::Mma => {
-                let wm = u32s(self, &format!("shr.u32 {{}}, {warp}, 1;"));
-                let wn = u32s(self, &format!("and.b32 {{}}, {warp}, 1;"));
+                let wm = self.op32(|r| format!("shr.u32 {r}, {warp}, 1;"));
+                let wn = self.op32(|r| format!("and.b32 {r}, {warp}, 1;"));
                 // ldmatrix lane l gives row l % 8 of matrix l / 8:
                 // x0 = l & 7, x1 = (l >> 3) & 1, x2 = l >> 4.
-                let x0 = u32s(self, &format!("and.b32 {{}}, {lane}, 7;"));
-                let x1 = u32s(self, &format!("shr.u32 {{}}, {lane}, 3;"));
+                let x0 = self.op32(|r| format!("and.b32 {r}, {lane}, 7;"));
+                let x1 = self.op32(|r| format!("shr.u32 {r}, {lane}, 3;"));
                 self.ins(format!("and.b32 {x1}, {x1}, 1;"));
-                let x2 = u32s(self, &format!("shr.u32 {{}}, {lane}, 4;"));
+                let x2 = self.op32(|r| format!("shr.u32 {r}, {lane}, 4;"));
                 let (a, b) = (&p.a, &p.b);
                 let (ra, rb) = (a.row_bytes(), b.row_bytes());
                 // Byte offsets per unit of x0, x1, x2 and the warp's position.
@@ -233,19 +228,26 @@ impl Emitter<'_> {
                 };
                 let a_off = self.lane_offset(ac, [x0, x1, x2, wm]);
                 let b_off = self.lane_offset(bc, [x0, x1, x2, wn]);
-                let row = u32s(self, &format!("mad.lo.u32 {{}}, {wm}, {}, {g};", 16 * p.mi));
-                let col = u32s(self, &format!("shl.b32 {{}}, {t}, 1;"));
+                let row = self.op32(|r| format!("mad.lo.u32 {r}, {wm}, {}, {g};", 16 * p.mi));
+                let col = self.op32(|r| format!("shl.b32 {r}, {t}, 1;"));
                 self.ins(format!("mad.lo.u32 {col}, {wn}, {}, {col};", 8 * p.ni));
                 Lanes { row: wide(self, row), col: wide(self, col), a_off: Some(a_off), b_off: Some(b_off), yes: None }
             }
             Kind::Wgmma => {
-                let row = u32s(self, &format!("mad.lo.u32 {{}}, {warp}, 16, {g};"));
-                let col = u32s(self, &format!("shl.b32 {{}}, {t}, 1;"));
+                let row = self.op32(|r| format!("mad.lo.u32 {r}, {warp}, 16, {g};"));
+                let col = self.op32(|r| format!("shl.b32 {r}, {t}, 1;"));
                 let yes = self.reg(Class::Pred);
                 self.ins(format!("setp.eq.u32 {yes}, {lane}, {lane};"));
                 Lanes { row: wide(self, row), col: wide(self, col), a_off: None, b_off: None, yes: Some(yes) }
             }
         }
+    }
+
+    /// A fresh 32-bit register set by the instruction `f` writes to it.
+    fn op32(&mut self, f: impl FnOnce(Reg) -> String) -> Reg {
+        let r = self.reg(Class::B32);
+        self.ins(f(r));
+        r
     }
 
     /// `Σ coef[i] · x[i]` (u32 registers) as a u64 register.
