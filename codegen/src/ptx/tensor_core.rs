@@ -73,7 +73,12 @@ fn plan(g: &Gemm, arch: Arch) -> Plan {
     let kind = if arch == Arch::Sm90a && !a_mn_major && !b_mn_major { Kind::Wgmma } else { Kind::Mma };
     let (bm, bn, mi, ni, layout) = match kind {
         Kind::Mma => {
-            let mi = if g.m > 32 { 2 } else { 1 };
+            // Up to 64 × 32 per warp: each ldmatrix feeds up to four mmas.
+            let mi = match g.m {
+                0..=32 => 1,
+                33..=64 => 2,
+                _ => 4,
+            };
             let ni = match g.n {
                 0..=16 => 1,
                 17..=32 => 2,
