@@ -577,7 +577,7 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
             let f = &m.functions[fi];
             let x = inputs(c, f);
             let want = reference(&m, f, &x);
-            let (got, launched) = kiln_tests::backends::PtxEmu.run_traced(&m, f, &[], &x, &BTreeMap::new()).unwrap_or_else(|e| panic!("{dtype} {c:?}: {e}"));
+            let (got, launched) = kiln_tests::backends::PtxEmu(kiln_codegen::ptx::Arch::Sm80).run_traced(&m, f, &[], &x, &BTreeMap::new()).unwrap_or_else(|e| panic!("{dtype} {c:?}: {e}"));
             let flash_names: Vec<&str> = if fi == 0 { vec!["flash_fwd_"] } else { vec!["flash_fwd_", "flash_bwd_prep_", "flash_bwd_dq_", "flash_bwd_dkv_"] };
             for name in flash_names {
                 assert_eq!(launched.iter().any(|l| l.starts_with(name)), want_flash, "{name} in {launched:?} for {dtype} {c:?}");
@@ -624,7 +624,7 @@ fn check_flash_on_source(c: &kiln_lang::Compiled) {
         let dims: BTreeMap<String, i64> = [("B".to_string(), 2), ("T".to_string(), t)].into_iter().collect();
         let x: Vec<Tensor> = (0..naive.arg_names.len()).map(|i| kiln_runtime::random_input(naive, i, &|n| dims.get(n).copied(), 40 + i as u64).expect("input")).collect();
         let want = kiln_runtime::run_reference(&c.module, naive, &[], &x, &dims, Precision::F64).expect("reference");
-        let (got, launched) = kiln_tests::backends::PtxEmu.run_traced(&m, &m.functions[0], &[], &x, &dims).expect("ptx-emu");
+        let (got, launched) = kiln_tests::backends::PtxEmu(kiln_codegen::ptx::Arch::Sm80).run_traced(&m, &m.functions[0], &[], &x, &dims).expect("ptx-emu");
         assert!(launched.iter().any(|l| l.starts_with("flash_fwd_")), "{launched:?}");
         let scale = want[0].data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
         assert!(max_err(&got[0], &want[0]) <= 3e-2 * scale, "T = {t}: error {} > {}", max_err(&got[0], &want[0]), 3e-2 * scale);
