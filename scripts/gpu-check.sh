@@ -9,7 +9,10 @@
 #    stops the script with exit 1 (the CPU backend is itself tested
 #    against the f64 reference interpreter).
 # 2. Benchmarks: bf16 GEMM at 4096 and 8192 (kiln's kernel time beside
-#    torch.matmul), written to bench/RESULTS-gpu.md with the date and GPU.
+#    torch.matmul); FlashAttention forward and backward (bf16, B·H = 16·16,
+#    S = 1k..16k, D = 64 and 128, causal and not; `kiln bench --backend
+#    cuda` for sm_80 and sm_90a) beside torch SDPA; written to
+#    bench/RESULTS-gpu.md with the date and GPU.
 # Budget: well under 8 minutes (each command has a timeout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +49,13 @@ PY
 }
 
 echo "== 1. --backend cuda vs --backend cpu"
-# model entry dims tolerance
+# Causal attention in bf16, which the optimizer fuses and the CUDA backend
+# runs on its FlashAttention kernels (D = 64; lengths with partial blocks).
+printf 'config { H = 4 \n D = 64 }\ndim S = T\npub fn attn(q: bf16[B, H, T, D], k: bf16[B, H, T, D], v: bf16[B, H, T, D]) -> bf16[B, H, T, D] {\n    let s: bf16[B, H, T, S] = q @ transpose(k) / sqrt(D)\n    return softmax(where(tril(T, S), s, -inf), over: S) @ v\n}\n' >"$work/attn.kl"
+# model entry dims tolerance [flash: must run on the FlashAttention kernels]
 cases=(
+    "$work/attn.kl attn B=2,T=37 3e-2 flash"
+    "$work/attn.kl attn B=1,T=300 3e-2 flash"
     "models/mlp.kl forward N=1 1e-4"
     "models/mlp.kl loss N=37 1e-4"
     "models/lstm.kl forward B=2,T=7 1e-4"
@@ -59,7 +67,7 @@ cases=(
     "tests/fixtures/bigram_bf16.kl loss B=2,T=9 3e-2"
 )
 for c in "${cases[@]}"; do
-    read -r model entry dims tol <<<"$c"
+    read -r model entry dims tol flash <<<"$c"
     args=()
     IFS=, read -ra ds <<<"$dims"
     for d in "${ds[@]}"; do args+=(--dim "$d"); done
@@ -70,6 +78,9 @@ for c in "${cases[@]}"; do
     timeout 120 "$KILN" run "$model" --entry "$entry" "${args[@]}" --backend cuda --out "$out/cuda" >/dev/null 2>"$out.log" \
         || { cat "$out.log" >&2; fail "$model $entry on cuda"; }
     compare "$out/cuda" "$out/cpu" "$tol" || fail "$model $entry: cuda and cpu disagree"
+    if [ "$flash" = flash ] && ! grep -q "; [1-9][0-9]* attention nodes on FlashAttention kernels" "$out.log"; then
+        fail "$model $entry did not run on the FlashAttention kernels: $(cat "$out.log")"
+    fi
 done
 
 echo "== 2. benchmarks"
@@ -79,7 +90,8 @@ results=bench/RESULTS-gpu.md
     echo "# GPU benchmarks"
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $gpu, kiln $("$KILN" --version | cut -d' ' -f2)."
-    echo "Kiln's time is its kernels' (each launch synchronized); torch's is CUDA-event time after warm-up."
+    echo "Kiln's GEMM time is its kernels' (each launch synchronized), its attention time CUDA-event time after warm-up; torch's is CUDA-event time after warm-up."
+    echo "Attention TFLOP/s: 4·B·H·S²·D forward (halved when causal), 2.5 times that backward."
     echo
     echo "| benchmark | kiln ms | kiln TFLOP/s | torch ms | torch TFLOP/s |"
     echo "|---|---|---|---|---|"
@@ -111,10 +123,67 @@ PY
 )
     python3 -c "f=$flops; k=$ms; t=$torch_ms; print(f'| bf16 GEMM {$n}x{$n}x{$n} | {k:.3f} | {f/k/1e9:.1f} | {t:.3f} | {f/t/1e9:.1f} |')" >>"$results.tmp"
 done
-# HOOK (attention): once the scheduler emits fused attention kernels, time
-# an attention model here with --backend cuda beside
-# torch.nn.functional.scaled_dot_product_attention and add a row.
-echo "| attention vs torch SDPA | pending: no fused attention kernels yet | | | |" >>"$results.tmp"
+# Attention: the flash kernels the CUDA backend runs for fused attention
+# (sm_80: FA2; sm_90a: the FA3 target, the same kernels until it lands),
+# forward and backward, beside torch SDPA on the same problems. kiln's
+# rows carry their FLOP counts, used for torch's rate too.
+# Each run prints a JSON row per measurement as it goes: a run cut short by
+# its timeout keeps its rows (the sm_90a run takes fewer sizes, --quick;
+# it needs a Hopper GPU, compute capability 9.x).
+runs=("sm_80 150")
+major=$(python3 -c "import torch; print(torch.cuda.get_device_capability(0)[0])")
+if [ "$major" = 9 ]; then runs+=("sm_90a 90 --quick"); fi
+: >"$work/attn-sm_90a.json"
+for run in "${runs[@]}"; do
+    read -r arch limit quick <<<"$run"
+    rc=0
+    timeout "$limit" "$KILN" bench --backend cuda --arch "$arch" $quick --json >"$work/attn-$arch.json" 2>"$work/attn-$arch.log" || rc=$?
+    case $rc in
+        0) ;;
+        124) echo "  note: the $arch attention benchmark hit its ${limit}s limit; its table rows stop there" ;;
+        *) cat "$work/attn-$arch.log" >&2; fail "attention benchmark for $arch" ;;
+    esac
+done
+timeout 90 python3 - "$work/attn-sm_80.json" "$work/attn-sm_90a.json" >>"$results.tmp" <<'PY' || fail "torch SDPA benchmark"
+import json, sys, torch
+import torch.nn.functional as F
+
+rows = [json.loads(line) for path in sys.argv[1:] for line in open(path) if line.strip()]
+
+def timed(fn):
+    """Milliseconds per call: CUDA events around back-to-back calls after warm-up."""
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    reps = max(1, min(20, int(250 / max(start.elapsed_time(end), 1e-3))))
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+torch_ms = {}
+for key in sorted({(r["b"], r["h"], r["s"], r["d"], r["causal"]) for r in rows}):
+    b, h, s, d, causal = key
+    q, k, v, do = (torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16, requires_grad=i < 3) for i in range(4))
+    fwd = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    o = fwd()
+    bwd = lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True)
+    torch_ms[key + ("forward",)] = timed(fwd)
+    torch_ms[key + ("backward",)] = timed(bwd)
+    del q, k, v, do, o
+    torch.cuda.empty_cache()
+for r in rows:
+    t = torch_ms[(r["b"], r["h"], r["s"], r["d"], r["causal"], r["pass"])]
+    mask = "causal" if r["causal"] else "full"
+    name = f'attention {r["pass"]} bf16 {r["b"]}x{r["h"]} S={r["s"]} D={r["d"]} {mask}, kiln {r["arch"]} vs SDPA'
+    print(f'| {name} | {r["ms"]:.3f} | {r["tflops"]:.1f} | {t:.3f} | {r["flops"] / t / 1e9:.1f} |')
+PY
 mv "$results.tmp" "$results"
 cat "$results"
 echo "GPU CHECK PASSED"

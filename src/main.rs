@@ -1,6 +1,7 @@
 //! `kiln`: the command-line driver.
 
 mod bench;
+mod gpu_bench;
 mod ptx;
 mod train;
 
@@ -51,15 +52,42 @@ enum Cmd {
     Train(train::Args),
     /// Render an entry point's kernels as PTX (one .ptx per kernel, plus manifest.json).
     Ptx(ptx::Args),
-    /// Benchmarks of the CPU backend beside the machine's ceilings.
+    /// Benchmarks: the CPU backend beside the machine's ceilings, or (with
+    /// `--backend cuda`) the GPU's FlashAttention kernels forward and backward.
     Bench {
-        /// Print JSON (for bench/compare_torch.py) instead of a table.
+        /// Print JSON (for bench/compare_torch.py, scripts/gpu-check.sh) instead of a table.
         #[arg(long)]
         json: bool,
         /// Fewer sizes and shorter timings.
         #[arg(long)]
         quick: bool,
+        /// Where to run: cpu or cuda.
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+        /// GPU kernels' architecture with `--backend cuda`: sm_80 (default) or sm_90a.
+        #[arg(long)]
+        arch: Option<String>,
     },
+}
+
+/// What `kiln bench` measures.
+#[derive(Debug, PartialEq)]
+enum BenchTarget {
+    Cpu,
+    Cuda(kiln_codegen::ptx::Arch),
+}
+
+/// The target of `kiln bench --backend B [--arch A]`.
+fn bench_target(backend: Backend, arch: Option<&str>) -> Result<BenchTarget, Failed> {
+    match (backend, arch) {
+        (Backend::Cpu, None) => Ok(BenchTarget::Cpu),
+        (Backend::Cpu, Some(_)) => Err(Failed("error: --arch applies to `kiln bench --backend cuda` only\n".into())),
+        (Backend::Reference, _) => Err(Failed("error: `kiln bench` runs on --backend cpu or cuda\n".into())),
+        (Backend::Cuda, a) => {
+            let a = a.unwrap_or("sm_80");
+            kiln_codegen::ptx::Arch::parse(a).map(BenchTarget::Cuda).ok_or_else(|| Failed(format!("error: unknown --arch `{a}`; expected sm_80 or sm_90a\n")))
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -191,7 +219,11 @@ fn main() -> ExitCode {
         Cmd::Ir { file, entry, stage, dims, fuse } => ir(&file, entry.as_deref(), stage, &dims, fuse),
         Cmd::Run(args) => run(&args),
         Cmd::Demo => demo(),
-        Cmd::Bench { json, quick } => bench::run(json, quick).map_err(|e| Failed(format!("error: {e}\n"))),
+        Cmd::Bench { json, quick, backend, arch } => match bench_target(backend, arch.as_deref()) {
+            Ok(BenchTarget::Cpu) => bench::run(json, quick).map_err(|e| Failed(format!("error: {e}\n"))),
+            Ok(BenchTarget::Cuda(arch)) => gpu_bench::run(arch, quick, json).map_err(|e| Failed(format!("error: {e}\n"))),
+            Err(e) => Err(e),
+        },
         Cmd::Train(args) => train::run(&args),
         Cmd::Ptx(args) => ptx::run(&args),
     };
@@ -321,7 +353,7 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         Backend::Reference => rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?,
         Backend::Cuda => {
             let (outs, st) = rt::cuda::run_cuda(&c.module, f, &params, &inputs, &bound.dims)?;
-            eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3);
+            eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels; {} attention nodes on FlashAttention kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3, st.flash_nodes);
             outs
         }
         Backend::Cpu => {
@@ -475,4 +507,29 @@ fn count_nodes(g: &kiln_ir::Graph) -> usize {
             _ => 1,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_codegen::ptx::Arch;
+
+    /// `kiln bench` arguments: where it runs and for which architecture.
+    fn target(args: &[&str]) -> Result<BenchTarget, String> {
+        let cli = Cli::try_parse_from(std::iter::once("kiln").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        let Cmd::Bench { backend, arch, .. } = cli.cmd else { panic!("not bench") };
+        bench_target(backend, arch.as_deref()).map_err(|Failed(m)| m)
+    }
+
+    #[test]
+    fn bench_arguments() {
+        assert_eq!(target(&["bench"]), Ok(BenchTarget::Cpu));
+        assert_eq!(target(&["bench", "--quick", "--json", "--backend", "cpu"]), Ok(BenchTarget::Cpu));
+        assert_eq!(target(&["bench", "--backend", "cuda"]), Ok(BenchTarget::Cuda(Arch::Sm80)));
+        assert_eq!(target(&["bench", "--backend", "cuda", "--arch", "sm_90a"]), Ok(BenchTarget::Cuda(Arch::Sm90a)));
+        assert_eq!(target(&["bench", "--backend", "cuda", "--arch", "sm_70"]), Err("error: unknown --arch `sm_70`; expected sm_80 or sm_90a\n".into()));
+        assert_eq!(target(&["bench", "--arch", "sm_80"]), Err("error: --arch applies to `kiln bench --backend cuda` only\n".into()));
+        assert_eq!(target(&["bench", "--backend", "reference"]), Err("error: `kiln bench` runs on --backend cpu or cuda\n".into()));
+        assert!(target(&["bench", "--backend", "tpu"]).is_err());
+    }
 }

@@ -19,8 +19,9 @@
 //! f32 recomputation of P, dP and Δ, plus 1e-4.
 
 use half::{bf16, f16};
-use kiln_codegen::ptx::flash::{self, FlashConfig, FlashError, FlashKernel, Half};
+use kiln_codegen::ptx::flash::{self, FlashConfig, FlashError, FlashKernel, Half, TensorMapParam, TmaSwizzle};
 use kiln_codegen::ptx::{self, Arch};
+use ptxemu::tma::{Swizzle, TensorMap};
 use ptxemu::{Arg, Launch, Memory, Module};
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG; no dependency).
@@ -101,13 +102,31 @@ impl Device {
         self.mem.read_u16s(p, n).unwrap().into_iter().map(|b| decode(dt, b)).collect()
     }
 
-    /// Runs `k` with pointer arguments named as its params.
+    /// Runs `k` with the tensors `args` (by name): a pointer parameter gets
+    /// the tensor's address, a tensor-map parameter the emulator's encoding
+    /// of the map the kernel describes over that tensor.
     fn launch(&mut self, k: &FlashKernel, args: &[(&str, u64)]) {
         let module = Module::parse(&k.ptx).unwrap_or_else(|e| panic!("{}: {e}\n{}", k.name, k.ptx));
-        let ptrs: Vec<Arg> = k.params.iter().map(|p| Arg::U64(args.iter().find(|(n, _)| n == p).unwrap_or_else(|| panic!("no {p}")).1)).collect();
+        let address = |name: &str| args.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no {name}")).1;
+        let ptrs: Vec<Arg> = k
+            .params
+            .iter()
+            .map(|p| match k.tensor_maps.iter().find(|m| m.param == *p) {
+                Some(m) => Arg::TensorMap(tensor_map(m, address(m.tensor)).encode()),
+                None => Arg::U64(address(p)),
+            })
+            .collect();
         let launch = Launch { grid: k.grid, block: k.block, dynamic_shared: k.shared_bytes };
         module.launch(&k.name, launch, &ptrs, &mut self.mem).unwrap_or_else(|e| panic!("{}: {e}", k.name));
     }
+}
+
+/// The emulator's tensor map for a kernel's description, over the tensor at `address`.
+fn tensor_map(m: &TensorMapParam, address: u64) -> TensorMap {
+    let swizzle = match m.swizzle {
+        TmaSwizzle::B128 => Swizzle::B128,
+    };
+    TensorMap { address, element_bytes: 2, dims: m.dims.to_vec(), strides: m.strides.to_vec(), box_dims: m.box_dims.to_vec(), swizzle }
 }
 
 /// Random inputs rounded to the half type: q, k, v (and do for the backward).
@@ -118,16 +137,15 @@ fn inputs(cfg: &FlashConfig) -> [Vec<f32>; 4] {
     [round(values(hq * sq * d, 1)), round(values(kv_heads * sk * d, 2)), round(values(kv_heads * sk * dv, 3)), round(values(hq * sq * dv, 4))]
 }
 
-/// Runs the forward kernel in the emulator and checks it against [`reference`].
-fn check(cfg: &FlashConfig) {
-    let kern = flash::forward(cfg, Arch::Sm80).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+/// Runs the forward kernel for `arch` in the emulator and checks it against [`reference`].
+fn check_arch(cfg: &FlashConfig, arch: Arch) {
+    let kern = flash::forward(cfg, arch).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
     let dt = cfg.dtype;
     let (hq, sq, dv) = (cfg.heads as usize, cfg.sq as usize, cfg.dv as usize);
     let [q, k, v, _] = inputs(cfg);
     let mut dev = Device { mem: Memory::new() };
     let (pq, pk, pv) = (dev.upload_halves(dt, &q), dev.upload_halves(dt, &k), dev.upload_halves(dt, &v));
     let (po, pl) = (dev.mem.alloc(2 * hq * sq * dv), dev.mem.alloc(4 * hq * sq));
-    assert_eq!(kern.params, ["q", "k", "v", "o", "lse"]);
     dev.launch(&kern, &[("q", pq), ("k", pk), ("v", pv), ("o", po), ("lse", pl)]);
 
     let (want_o, want_lse) = reference(cfg, &q, &k, &v);
@@ -143,6 +161,10 @@ fn check(cfg: &FlashConfig) {
         let ok = if w.is_nan() { g.is_nan() } else { (f64::from(g) - w).abs() <= 1e-4 };
         assert!(ok, "{}: lse[{i}] (head {}, row {}) = {g}, want {w}", kern.name, i / sq, i % sq);
     }
+}
+
+fn check(cfg: &FlashConfig) {
+    check_arch(cfg, Arch::Sm80);
 }
 
 /// Gradients in f64 from the definition, given the forward's (rounded) o
@@ -259,6 +281,52 @@ fn forward_handles_f16_grouped_heads_and_other_head_sizes() {
 }
 
 #[test]
+fn sm90_forward_matches_f64_attention_for_partial_and_single_blocks() {
+    // the Q block is 128 rows: one row, part of the first consumer's 64,
+    // both consumers, and a second CTA; keys 1, one partial tile, several
+    for (sq, sk) in [(1, 1), (40, 81), (81, 40), (130, 150), (1, 130)] {
+        check_arch(&cfg(sq, sk, 64, 64, None, Half::Bf16), Arch::Sm90a);
+    }
+}
+
+#[test]
+fn sm90_causal_forward_matches_f64_attention_with_any_offset() {
+    // square, bottom-right aligned, negative offsets hiding every key from
+    // the first rows (NaN rows) and from a whole CTA (no tile visited)
+    for (sq, sk, c) in [(130, 130, 0), (40, 150, 110), (150, 40, -41), (81, 81, -5), (40, 40, 100), (81, 40, -70), (200, 70, -140)] {
+        check_arch(&cfg(sq, sk, 64, 64, Some(c), Half::Bf16), Arch::Sm90a);
+    }
+}
+
+#[test]
+fn sm90_forward_handles_f16_grouped_heads_and_wide_heads() {
+    check_arch(&cfg(81, 81, 64, 64, Some(0), Half::F16), Arch::Sm90a);
+    check_arch(&cfg(40, 81, 128, 128, None, Half::F16), Arch::Sm90a);
+    check_arch(&cfg(70, 100, 128, 64, Some(30), Half::Bf16), Arch::Sm90a);
+    check_arch(&cfg(40, 81, 64, 128, Some(41), Half::Bf16), Arch::Sm90a);
+    check_arch(&FlashConfig { heads: 4, group: 2, ..cfg(40, 81, 64, 64, Some(0), Half::Bf16) }, Arch::Sm90a);
+}
+
+#[test]
+fn sm90_forward_describes_its_tensor_maps() {
+    let c = FlashConfig { heads: 6, group: 3, ..cfg(100, 300, 128, 64, None, Half::F16) };
+    let k = flash::forward(&c, Arch::Sm90a).unwrap();
+    assert_eq!(k.params, ["tmap_q", "tmap_k", "tmap_v", "o", "lse"]);
+    let maps: Vec<_> = k.tensor_maps.iter().map(|m| (m.param, m.tensor, m.dims, m.strides, m.box_dims)).collect();
+    assert_eq!(
+        maps,
+        [
+            ("tmap_q", "q", [128, 100, 6], [256, 256 * 100], [64, 64, 1]),
+            ("tmap_k", "k", [128, 300, 2], [256, 256 * 300], [64, 64, 1]),
+            ("tmap_v", "v", [64, 300, 2], [128, 128 * 300], [64, 64, 1]),
+        ]
+    );
+    assert!(k.tensor_maps.iter().all(|m| m.dtype == Half::F16 && m.swizzle == TmaSwizzle::B128));
+    assert_eq!((k.grid, k.block), ([1, 6, 1], [384, 1, 1]));
+    assert!(k.ptx.contains(".param .align 64 .b8 tmap_q[128]"), "{}", k.ptx);
+}
+
+#[test]
 fn backward_matches_f64_gradients() {
     for (sq, sk) in [(1, 1), (40, 81), (81, 40)] {
         check_backward(&cfg(sq, sk, 64, 64, None, Half::Bf16));
@@ -292,6 +360,11 @@ fn unsupported_configurations_are_errors() {
     ] {
         assert!(matches!(flash::forward(&bad, Arch::Sm80), Err(FlashError::Unsupported(_))), "{bad:?}");
     }
+    // the sm_90a forward takes head sizes 64 and 128 only
+    for (d, dv) in [(32, 64), (64, 96), (96, 128)] {
+        let err = flash::forward(&FlashConfig { d, dv, ..base.clone() }, Arch::Sm90a).unwrap_err();
+        assert!(err.to_string().contains("sm_90a"), "{err}");
+    }
     let err = flash::backward(&FlashConfig { dv: 48, ..base }, Arch::Sm80).unwrap_err();
     assert!(err.to_string().contains("backward"), "{err}");
 }
@@ -309,6 +382,10 @@ fn ptxas_accepts_every_forward_and_backward_variant() {
                     for k in std::iter::once(flash::forward(&c, arch).unwrap()).chain(flash::backward(&c, arch).unwrap()) {
                     let usage = ptx::ptxas::assemble(&ptxas, &k.ptx, &k.name, arch, &dir).unwrap_or_else(|e| panic!("{e}"));
                     println!("{} ({} B dynamic shared): {usage}", k.name, k.shared_bytes);
+                    // the FA3-style kernel keeps S, P and O in registers with no spills
+                    if !k.tensor_maps.is_empty() {
+                        assert!(usage.contains(" 0 bytes spill stores, 0 bytes spill loads"), "{}: {usage}", k.name);
+                    }
                     }
                 }
             }

@@ -61,6 +61,7 @@ spelled! {
         Init = "init", Arrive = "arrive", ExpectTx = "expect_tx", TryWait = "try_wait", TestWait = "test_wait",
         Parity = "parity", Inval = "inval", Bulk = "bulk", CompleteTxBytes = "mbarrier::complete_tx::bytes",
         Fence = "fence", MmaAsync = "mma_async",
+        Tensor = "tensor", Tile = "tile", D1 = "1d", D2 = "2d", D3 = "3d", D4 = "4d", D5 = "5d",
     }
 }
 
@@ -153,6 +154,8 @@ pub(crate) enum Operand {
     Symbol(Symbol),
     /// `[base+offset]`
     Addr(Base, i64),
+    /// `[tensorMap, {c0, c1, ..}]`: a tensor map's address and box coordinates (`cp.async.bulk.tensor`).
+    TensorCoords(Base, Vec<Operand>),
     /// `{a, b, ...}`
     Vector(Vec<Operand>),
     /// A branch target, as an instruction index.
@@ -267,7 +270,7 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
             Or, Xor, Ftz,
         ],
         Opcode::Cvt => &[Rn, Rz, Rm, Rp, Rni, Rzi, Rmi, Rpi, Sat, Ftz],
-        Opcode::Cvta => &[To, Global, Shared],
+        Opcode::Cvta => &[To, Global, Shared, Param],
         Opcode::Ld | Opcode::St => CACHE,
         Opcode::Atom | Opcode::Red => &[
             Global, Shared, Add, Min, Max, Relaxed, Acquire, Release, AcqRel, Gpu, Cta, Sys,
@@ -278,7 +281,7 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
         Opcode::Rcp | Opcode::Sqrt => &[Approx, Rn, Ftz],
         Opcode::Bra => &[Uni],
         Opcode::Ret | Opcode::Exit => &[],
-        Opcode::Bar | Opcode::Barrier => &[Sync, Aligned, Warp],
+        Opcode::Bar | Opcode::Barrier => &[Sync, Arrive, Aligned, Warp],
         Opcode::Membar | Opcode::Fence => &[
             Cta,
             Gpu,
@@ -310,7 +313,15 @@ pub(crate) fn allowed_mods(op: Opcode) -> &'static [Mod] {
             Prefetch256,
             Bulk,
             SharedCluster,
+            SharedCta,
             CompleteTxBytes,
+            Tensor,
+            Tile,
+            D1,
+            D2,
+            D3,
+            D4,
+            D5,
         ],
         Opcode::Mbarrier => &[
             Init, Arrive, ExpectTx, TryWait, TestWait, Parity, Inval, Shared, SharedCta, Relaxed,

@@ -38,7 +38,9 @@
 //! `ld`/`st`/`atom`/`red` in the global, shared, param and generic spaces with `.v2`/`.v4`;
 //! branches, predicates, `bar.sync` with named barriers and counts; `shfl.sync`; `ldmatrix` and
 //! `mma.sync` m16n8k16/m16n8k8; `cp.async` with groups; and for sm_90a `mbarrier`,
-//! `cp.async.bulk` into shared memory and `wgmma.mma_async` from shared-memory descriptors.
+//! `cp.async.bulk` into shared memory, `cp.async.bulk.tensor` (TMA, tile mode, with the
+//! emulator's own tensor-map bytes from [`tma::TensorMap::encode`]) and `wgmma.mma_async` with
+//! A from registers or a descriptor and K- or MN-major shared-memory descriptors.
 //!
 //! What tests can rely on, and where the emulator is stricter or kinder than a GPU:
 //! - Memory starts zeroed (global allocations and each CTA's shared memory). Every access is
@@ -51,7 +53,9 @@
 //!   smaller PC waiting for it; such intra-warp spin waits end at the step limit.
 //! - Float results are correctly rounded; `.approx` instructions are therefore more accurate than
 //!   hardware but within the error bounds PTX states for them (listed in `src/exec/float.rs`).
-//! - `cp.async` data lands at the covering `wait_group`/`wait_all`; bulk copies land at once.
+//! - `cp.async` data lands at the covering `wait_group`/`wait_all`; bulk and tensor (TMA) copies
+//!   land at once. A `wgmma.mma_async` computes at issue, but touching its accumulator or A
+//!   registers with another instruction before the `wgmma.wait_group` that retires it is an error.
 //! - Speed: about 30 million thread instructions per second in an optimized build, 5 in a debug
 //!   build, so test crates that run many kernels want the emulator compiled with optimizations.
 
@@ -65,8 +69,9 @@ mod lexer;
 mod memory;
 mod module;
 mod parser;
+pub mod tma;
 mod types;
 
 pub use error::{Error, Result};
-pub use memory::{Memory, SHARED_WINDOW};
+pub use memory::{Memory, PARAM_WINDOW, SHARED_WINDOW};
 pub use module::{Arg, Launch, Module, Stats, DEFAULT_STEP_LIMIT, MAX_SHARED_BYTES};

@@ -5,6 +5,10 @@ use crate::error::{Error, Result};
 /// Where generic addresses of the running CTA's shared memory begin (`cvta.shared` adds this).
 pub const SHARED_WINDOW: u64 = 0xF000_0000_0000;
 
+/// Where generic addresses of the kernel's parameters begin (`cvta.param` adds this), so a
+/// `.param` object such as a tensor map can be named by a generic address.
+pub const PARAM_WINDOW: u64 = 0xE000_0000_0000;
+
 /// The first allocation's address; nothing below it is mapped, so small integers used as pointers fault.
 const GLOBAL_BASE: u64 = 0x1_0000_0000;
 

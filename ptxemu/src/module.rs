@@ -18,6 +18,8 @@ pub const MAX_SHARED_BYTES: u64 = 227 * 1024;
 pub(crate) struct Param {
     pub name: String,
     pub ty: Type,
+    /// Size in bytes (an array parameter holds several elements of `ty`).
+    pub bytes: u64,
     /// Offset in the parameter block.
     pub offset: u64,
 }
@@ -57,15 +59,24 @@ pub struct Launch {
 
 /// A kernel argument; its size must match the declared `.param`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[allow(missing_docs)] // each variant is the value of that PTX type
 pub enum Arg {
+    /// A `.u64` (or `.b64`) value.
     U64(u64),
+    /// A `.s64` value.
     S64(i64),
+    /// A `.u32` (or `.b32`) value.
     U32(u32),
+    /// A `.s32` value.
     S32(i32),
+    /// A `.u16` value.
     U16(u16),
+    /// A `.f32` value.
     F32(f32),
+    /// A `.f64` value.
     F64(f64),
+    /// The 128 bytes of a `.param .align 64 .b8 name[128]` array parameter: a tensor map
+    /// encoded by [`crate::tma::TensorMap::encode`].
+    TensorMap([u8; 128]),
 }
 
 impl Arg {
@@ -78,6 +89,7 @@ impl Arg {
             Arg::U16(v) => v.to_le_bytes().to_vec(),
             Arg::F32(v) => v.to_le_bytes().to_vec(),
             Arg::F64(v) => v.to_le_bytes().to_vec(),
+            Arg::TensorMap(b) => b.to_vec(),
         }
     }
 }
@@ -142,7 +154,7 @@ impl Module {
         let mut params = vec![0u8; kernel.param_bytes as usize];
         for (arg, p) in args.iter().zip(&kernel.params) {
             let bytes = arg.bytes();
-            if bytes.len() as u64 != p.ty.bytes() {
+            if bytes.len() as u64 != p.bytes {
                 return Err(bad(format!(
                     "argument {arg:?} does not fit parameter `{}` of type {:?}",
                     p.name, p.ty

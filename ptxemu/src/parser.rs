@@ -245,30 +245,33 @@ impl Parser {
             if self.word()? != ".param" {
                 return self.err("expected .param");
             }
-            let ty = self.type_word()?;
-            let mut align = ty.bytes();
-            // `.ptr .global .align 8` pointer attributes only inform the optimizer
-            while self.is_word(".ptr")
-                || self.is_word(".global")
-                || self.is_word(".shared")
-                || self.is_word(".align")
-            {
-                if self.word()? == ".align" {
-                    align = align.max(self.uint()?);
+            // `.ptr .global .align 8` pointer attributes only inform the optimizer; an array
+            // parameter writes its `.align` before the type
+            let mut align = 1;
+            let mut attributes = |p: &mut Self| -> Result<()> {
+                while p.is_word(".ptr") || p.is_word(".global") || p.is_word(".shared") || p.is_word(".align") {
+                    if p.word()? == ".align" {
+                        align = align.max(p.uint()?);
+                    }
                 }
-            }
+                Ok(())
+            };
+            attributes(self)?;
+            let ty = self.type_word()?;
+            attributes(self)?;
+            let align = align.max(ty.bytes());
             let pname = self.word()?;
-            if self.is_punct('[') {
-                return Err(Error::Unsupported {
-                    what: format!("array parameter {pname}"),
-                    line: self.line(),
-                });
+            let mut bytes = ty.bytes();
+            if self.eat('[') {
+                bytes *= self.uint()?;
+                self.expect(']')?;
             }
             let offset = param_bytes.next_multiple_of(align);
-            param_bytes = offset + ty.bytes();
+            param_bytes = offset + bytes;
             params.push(Param {
                 name: pname,
                 ty,
+                bytes,
                 offset,
             });
         }
@@ -502,6 +505,13 @@ impl Parser {
                 Some(Tok::Number(_)) => Base::Absolute,
                 other => return self.err(format!("bad address {other:?}")),
             };
+            if base != Base::Absolute && self.eat(',') {
+                let Operand::Vector(coords) = self.operand(b, line)? else {
+                    return self.err("expected `{coordinates}` after the tensor map");
+                };
+                self.expect(']')?;
+                return Ok(Operand::TensorCoords(base, coords));
+            }
             let mut offset = 0i64;
             if base == Base::Absolute || self.eat('+') || self.is_punct('-') {
                 let neg = self.eat('-');
@@ -604,6 +614,15 @@ fn resolve(
             if let Base::Unresolved(name) = base {
                 let sym = *symbols.get(name.as_str()).ok_or_else(|| undefined(name))?;
                 *base = Base::Symbol(sym);
+            }
+        }
+        Operand::TensorCoords(base, coords) => {
+            if let Base::Unresolved(name) = base {
+                let sym = *symbols.get(name.as_str()).ok_or_else(|| undefined(name))?;
+                *base = Base::Symbol(sym);
+            }
+            for c in coords {
+                resolve(c, symbols, labels, line)?;
             }
         }
         Operand::Vector(elems) => {

@@ -59,3 +59,17 @@ fn run_backend_cuda_needs_a_driver_or_matches_cpu() {
         assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "cuda {x} vs cpu {y}");
     }
 }
+
+/// Without a driver: the one-line error. With one: a forward and a
+/// backward row per problem, each with a positive rate.
+#[test]
+fn bench_backend_cuda_needs_a_driver_or_times_attention() {
+    let run = kiln(&["bench", "--backend", "cuda", "--arch", "sm_80", "--quick", "--json"]);
+    if run.code != 0 {
+        run.one_line_error(&["no CUDA driver found"]);
+        return;
+    }
+    let rows: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON row per line")).collect();
+    assert_eq!(rows.len(), 3 * 2 * 2 * 2);
+    assert!(rows.iter().all(|r| r["tflops"].as_f64().is_some_and(|t| t > 0.0)), "{rows:?}");
+}

@@ -50,19 +50,29 @@ impl Backend for KernelEval {
     }
 }
 
-/// The PTX backend's kernels (sm_80) in the PTX emulator.
-pub struct PtxEmu;
+/// The PTX backend's kernels for one architecture in the PTX emulator.
+pub struct PtxEmu(pub kiln_codegen::ptx::Arch);
+
+impl PtxEmu {
+    /// Like [`Backend::run`], also returning the names of the kernels
+    /// launched, in order (which show whether flash kernels ran).
+    pub fn run_traced(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<(Vec<Tensor>, Vec<String>), String> {
+        let mut dev = crate::ptx_emu::EmuDevice::default();
+        let outs = run_scheduled(m, f, dims, |p| kiln_runtime::cuda::run_program(&mut dev, p, self.0, inputs, params).map_err(|e| e.to_string()))?;
+        Ok((outs, dev.launched))
+    }
+}
 
 impl Backend for PtxEmu {
     fn name(&self) -> &'static str {
-        "ptx-emu"
+        match self.0 {
+            kiln_codegen::ptx::Arch::Sm80 => "ptx-emu-sm80",
+            kiln_codegen::ptx::Arch::Sm90a => "ptx-emu-sm90a",
+        }
     }
 
     fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String> {
-        run_scheduled(m, f, dims, |p| {
-            let mut dev = crate::ptx_emu::EmuDevice::default();
-            kiln_runtime::cuda::run_program(&mut dev, p, kiln_codegen::ptx::Arch::Sm80, inputs, params).map_err(|e| e.to_string())
-        })
+        self.run_traced(m, f, params, inputs, dims).map(|(outs, _)| outs)
     }
 }
 
@@ -82,5 +92,6 @@ impl Backend for Cpu {
 
 /// Every backend the differential suite covers.
 pub fn all() -> Vec<Box<dyn Backend>> {
-    vec![Box::new(KernelEval), Box::new(Cpu), Box::new(PtxEmu)]
+    use kiln_codegen::ptx::Arch;
+    vec![Box::new(KernelEval), Box::new(Cpu), Box::new(PtxEmu(Arch::Sm80)), Box::new(PtxEmu(Arch::Sm90a))]
 }

@@ -1,17 +1,18 @@
 //! A [`Device`] backed by the PTX emulator, so the PTX backend's kernels
 //! run (and are checked) without a GPU.
 
-use kiln_codegen::ptx::{Manifest, PtxKernel};
-use kiln_runtime::cuda::Device;
+use kiln_runtime::cuda::{Device, Launchable};
 use kiln_runtime::RuntimeError;
 
 /// Emulated device memory plus the parsed kernels.
 #[derive(Default)]
 pub struct EmuDevice {
     mem: ptxemu::Memory,
-    kernels: Vec<(ptxemu::Module, Manifest)>,
+    kernels: Vec<(ptxemu::Module, Launchable)>,
     /// Warp instructions executed so far, over every launch.
     pub instructions: u64,
+    /// The name of every kernel launched, in order.
+    pub launched: Vec<String>,
 }
 
 fn emu(e: ptxemu::Error) -> RuntimeError {
@@ -38,17 +39,18 @@ impl Device for EmuDevice {
         Ok(())
     }
 
-    fn load(&mut self, kernels: &[PtxKernel]) -> Result<(), RuntimeError> {
-        self.kernels = kernels.iter().map(|k| Ok((ptxemu::Module::parse(&k.ptx).map_err(emu)?, k.manifest.clone()))).collect::<Result<_, RuntimeError>>()?;
+    fn load(&mut self, kernels: &[Launchable]) -> Result<(), RuntimeError> {
+        self.kernels = kernels.iter().map(|k| Ok((ptxemu::Module::parse(&k.ptx).map_err(emu)?, k.clone()))).collect::<Result<_, RuntimeError>>()?;
         Ok(())
     }
 
     fn launch(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
-        let (module, m) = &self.kernels[k];
-        let launch = ptxemu::Launch { grid: [m.grid as u32, 1, 1], block: [m.block, 1, 1], dynamic_shared: 0 };
+        let (module, l) = &self.kernels[k];
+        let launch = ptxemu::Launch { grid: l.grid, block: l.block, dynamic_shared: l.dynamic_shared };
         let args: Vec<ptxemu::Arg> = args.iter().map(|a| ptxemu::Arg::U64(*a)).collect();
-        let stats = module.launch(&m.name, launch, &args, &mut self.mem).map_err(emu)?;
+        let stats = module.launch(&l.name, launch, &args, &mut self.mem).map_err(emu)?;
         self.instructions += stats.instructions;
+        self.launched.push(l.name.clone());
         Ok(())
     }
 }

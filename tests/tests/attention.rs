@@ -532,3 +532,115 @@ fn merged_head_axes_are_read_from_a_dense_copy() {
     let (want, got) = (reference(&m, f, &x), cpu(&m, f, &x, Some(c.blocks)));
     assert!(max_err(&got[0], &want[0]) < 1e-5, "{}", max_err(&got[0], &want[0]));
 }
+
+/// The scheduler records each attention node for backends that have
+/// their own kernels: which kernels implement it and where its operands
+/// live, read in place (`[B, S, H, D]` inputs as strided views).
+#[test]
+fn attention_nodes_are_recorded_as_intrinsics() {
+    use kiln_ir::kernel::IntrinsicOp;
+    for bshd in [false, true] {
+        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), seed: 1 };
+        let m = module(&c, true, DType::BF16);
+        let opts = ScheduleOptions { attention_blocks: Some(c.blocks), ..Default::default() };
+        let fwd = schedule(&m, &m.functions[0], &|_| None, &opts).expect("schedule");
+        let [x] = &fwd.intrinsics[..] else { panic!("one intrinsic: {:?}", fwd.intrinsics) };
+        let IntrinsicOp::Attention(call) = &x.op else { panic!("{:?}", x.op) };
+        assert_eq!((call.causal, call.group, call.scale), (Some(2), 3, c.scale()));
+        assert!(x.kernels.clone().all(|k| fwd.kernels[k as usize].name.contains("attention")), "{:?}", x.kernels);
+        let q = x.args[0].as_ref().expect("q in memory");
+        assert_eq!(q.shape, [2, 3, 5, 16]);
+        // [B, S, H, D] memory read as [B, H, S, D]
+        assert_eq!(q.strides, if bshd { [5 * 3 * 16, 16, 3 * 16, 1] } else { [3 * 5 * 16, 5 * 16, 16, 1] });
+        assert_eq!(x.results.iter().map(|r| r.shape.clone()).collect::<Vec<_>>(), [vec![2, 3, 5, 16], vec![2, 3, 5]]);
+        let grad = schedule(&m, &m.functions[2], &|_| None, &opts).expect("schedule");
+        let kinds: Vec<bool> = grad.intrinsics.iter().map(|x| matches!(x.op, IntrinsicOp::AttentionGrad(_))).collect();
+        assert_eq!(kinds, [false, true]);
+        let g = &grad.intrinsics[1];
+        // o, lse and do are in memory too; the results are dq, dk, dv
+        assert!(g.args.iter().all(Option::is_some), "{:?}", g.args);
+        assert_eq!(g.results.iter().map(|r| r.shape.clone()).collect::<Vec<_>>(), [vec![2, 3, 5, 16], vec![2, 1, 7, 16], vec![2, 1, 7, 16]]);
+    }
+}
+
+/// The PTX backend runs attention on the tensor-core FlashAttention
+/// kernels (in the emulator) when they apply: bf16 and f16, causal or not,
+/// GQA, awkward lengths, forward and gradients; and on the generic kernels
+/// otherwise (f32, a mask, transposed operands, an unsupported head size).
+/// Either way it matches the f64 reference within the differential
+/// suite's tolerance for the dtype.
+#[test]
+fn ptx_backend_uses_flash_kernels_when_they_apply() {
+    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), seed: 5 };
+    let flash = [
+        (DType::BF16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
+        (DType::F16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
+        (DType::BF16, case(2, 1, 2, 1, 127, 32, None, AttnMask::None, false)),
+        (DType::F16, case(1, 2, 2, 127, 33, 32, None, AttnMask::None, false)),
+        (DType::BF16, case(1, 1, 1, 33, 65, 32, Some(32), AttnMask::None, false)),
+    ];
+    let generic = [
+        (DType::F32, case(1, 1, 1, 17, 17, 32, Some(0), AttnMask::None, false)),
+        (DType::BF16, case(1, 1, 1, 9, 13, 32, None, AttnMask::Bias, false)),
+        (DType::F16, case(1, 1, 2, 9, 13, 32, Some(4), AttnMask::None, true)),
+        (DType::BF16, case(1, 1, 1, 9, 13, 16, Some(0), AttnMask::None, false)),
+    ];
+    for (dtype, c, want_flash) in flash.iter().map(|(d, c)| (*d, c, true)).chain(generic.iter().map(|(d, c)| (*d, c, false))) {
+        let m = module(c, true, dtype);
+        for fi in [0, 2] {
+            let f = &m.functions[fi];
+            let x = inputs(c, f);
+            let want = reference(&m, f, &x);
+            let (got, launched) = kiln_tests::backends::PtxEmu(kiln_codegen::ptx::Arch::Sm80).run_traced(&m, f, &[], &x, &BTreeMap::new()).unwrap_or_else(|e| panic!("{dtype} {c:?}: {e}"));
+            let flash_names: Vec<&str> = if fi == 0 { vec!["flash_fwd_"] } else { vec!["flash_fwd_", "flash_bwd_prep_", "flash_bwd_dq_", "flash_bwd_dkv_"] };
+            for name in flash_names {
+                assert_eq!(launched.iter().any(|l| l.starts_with(name)), want_flash, "{name} in {launched:?} for {dtype} {c:?}");
+            }
+            assert_eq!(launched.iter().any(|l| l.contains("attention")), !want_flash, "generic attention kernels in {launched:?} for {dtype} {c:?}");
+            let tol = match dtype {
+                DType::F32 => 2e-5,
+                DType::F16 => 4e-3,
+                _ => 3e-2,
+            };
+            // the loss (output 0 of the gradient) is a long sum, not an attention output
+            for (k, (g, w)) in got.iter().zip(&want).enumerate().skip(fi / 2) {
+                let scale = w.data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+                assert!(max_err(g, w) <= tol * scale, "{dtype} {c:?} function {fi} output {k}: error {} > {}", max_err(g, w), tol * scale);
+            }
+        }
+    }
+}
+
+/// The user's path: causal attention written as math in bf16, fused by the
+/// optimizer, runs on the flash kernels in the PTX backend and matches
+/// the f64 reference of the source as written; also with q, k and v
+/// sliced from one packed tensor (views at offsets into one buffer).
+#[test]
+fn attention_written_as_math_runs_on_flash_kernels() {
+    let body = "    let s: bf16[B, H, T, S] = q @ transpose(k) / sqrt(D)\n    return softmax(where(tril(T, S), s, -inf), over: S) @ v\n}\n";
+    let head = "config { H = 2 \n D = 64 }\ndim S = T\n";
+    let separate = format!("{head}pub fn attn(q: bf16[B, H, T, D], k: bf16[B, H, T, D], v: bf16[B, H, T, D]) -> bf16[B, H, T, D] {{\n{body}");
+    let packed = format!("{head}pub fn attn(qkv: bf16[3, B, H, T, D]) -> bf16[B, H, T, D] {{\n    let q = qkv[0]\n    let k = qkv[1]\n    let v = qkv[2]\n{body}");
+    for src in [separate, packed] {
+        let c = kiln_lang::compile_source(std::path::Path::new("attn.kl"), src).unwrap_or_else(|e| panic!("{}", e.render()));
+        check_flash_on_source(&c);
+    }
+}
+
+/// Fuses `c`'s one function and checks the PTX backend's result (on the
+/// flash kernels) against the f64 reference of the unfused source.
+fn check_flash_on_source(c: &kiln_lang::Compiled) {
+    let naive = &c.module.functions[0];
+    let (fused, report) = kiln_ir::opt::optimize(&c.module, naive, &Default::default()).expect("optimize");
+    assert_eq!(report.fused().count(), 1);
+    let m = Module { params: c.module.params.clone(), functions: vec![fused] };
+    for t in [1, 17, 70] {
+        let dims: BTreeMap<String, i64> = [("B".to_string(), 2), ("T".to_string(), t)].into_iter().collect();
+        let x: Vec<Tensor> = (0..naive.arg_names.len()).map(|i| kiln_runtime::random_input(naive, i, &|n| dims.get(n).copied(), 40 + i as u64).expect("input")).collect();
+        let want = kiln_runtime::run_reference(&c.module, naive, &[], &x, &dims, Precision::F64).expect("reference");
+        let (got, launched) = kiln_tests::backends::PtxEmu(kiln_codegen::ptx::Arch::Sm80).run_traced(&m, &m.functions[0], &[], &x, &dims).expect("ptx-emu");
+        assert!(launched.iter().any(|l| l.starts_with("flash_fwd_")), "{launched:?}");
+        let scale = want[0].data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+        assert!(max_err(&got[0], &want[0]) <= 3e-2 * scale, "T = {t}: error {} > {}", max_err(&got[0], &want[0]), 3e-2 * scale);
+    }
+}

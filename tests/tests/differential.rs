@@ -110,3 +110,30 @@ fn matmul_tiles_and_remainders() {
         assert!(run_case("matmul_tiles", src, "f32", n, m, 11).unwrap_or_else(|e| panic!("{e}")));
     }
 }
+
+/// bf16 and f16 matmuls (plain, both operands transposed, and batched
+/// against its own transpose) at sizes that leave partial tensor-core
+/// tiles in every dimension; the kernels take the staged tensor-core path
+/// on both PTX architectures.
+#[test]
+fn half_matmuls_at_awkward_sizes() {
+    use kiln_codegen::ptx::{self, Arch};
+    let (_, template) = CASES.iter().find(|(n, _)| *n == "matmul").expect("the matmul case");
+    for dt in ["bf16", "f16"] {
+        for (n, m) in [(1, 1), (3, 17), (17, 127), (127, 3)] {
+            assert!(run_case("matmul", template, dt, n, m, 13).unwrap_or_else(|e| panic!("{e}")));
+        }
+        let c = compile_source(Path::new("case.kl"), template.replace("{dt}", dt)).unwrap_or_else(|e| panic!("{}", e.render()));
+        let f = &c.module.functions[0];
+        let dims = |k: &str| [("N", 3), ("M", 17)].iter().find(|(d, _)| *d == k).map(|(_, v)| *v);
+        let p = kiln_ir::schedule::schedule(&c.module, f, &dims, &kiln_ir::schedule::ScheduleOptions { fuse: true, threads: 2, ..Default::default() }).expect("schedule");
+        // Three staged GEMM kernels per architecture; on sm_90a, z @ zᵀ
+        // (both operands k-contiguous) runs on wgmma.
+        for (arch, wgmma) in [(Arch::Sm80, 0), (Arch::Sm90a, 1)] {
+            let ptxs: Vec<String> = p.kernels.iter().map(|k| ptx::render(k, arch).expect("render").ptx).collect();
+            let staged = ptxs.iter().filter(|t| t.contains("cp.async.wait_group")).count();
+            let on_wgmma = ptxs.iter().filter(|t| t.contains("wgmma.mma_async")).count();
+            assert!(staged >= 3 && on_wgmma == wgmma, "{dt} {}: {staged} staged GEMM kernels, {on_wgmma} on wgmma", arch.name());
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! variable bindings, and the per-thread values every part needs.
 
 use super::regs::{Class, Reg, Regs};
-use super::{PtxError, BLOCK_THREADS};
+use super::{Arch, PtxError, BLOCK_THREADS};
 use kiln_ir::kernel::{Expr, Kernel, Var};
 use kiln_ir::DType;
 use std::collections::HashMap;
@@ -12,6 +12,8 @@ use std::fmt::Write;
 pub(crate) struct Emitter<'k> {
     /// The kernel.
     pub k: &'k Kernel,
+    /// The architecture rendered for.
+    pub arch: Arch,
     pub regs: Regs,
     /// Instructions, one per line, already indented.
     pub out: String,
@@ -32,6 +34,10 @@ pub(crate) struct Emitter<'k> {
     pub first: Reg,
     /// Whether a block reduction needs the cross-warp `red` array.
     pub uses_red: bool,
+    /// Bytes of the staged GEMMs' shared buffers (one array, reused).
+    pub gemm_shared: u64,
+    /// Inside a grouped vector loop (`vector.rs`): the group's loaded values.
+    pub group: Option<super::vector::Group>,
     labels: u32,
     /// The last line written is a `bar.sync` (two in a row are one).
     last_bar: bool,
@@ -40,13 +46,14 @@ pub(crate) struct Emitter<'k> {
 impl<'k> Emitter<'k> {
     /// The emitter with the prologue (thread and tile indices, argument
     /// addresses) already written.
-    pub fn new(k: &'k Kernel) -> Self {
+    pub fn new(k: &'k Kernel, arch: Arch) -> Self {
         let mut regs = Regs::default();
         let mut r = |c| regs.new_reg(c);
         let (tile, tid, lane, warp, first) = (r(Class::B64), r(Class::B64), r(Class::B32), r(Class::B32), r(Class::Pred));
         let (t32, c32) = (r(Class::B32), r(Class::B32));
         let mut e = Emitter {
             k,
+            arch,
             regs,
             out: String::new(),
             types: HashMap::new(),
@@ -58,6 +65,8 @@ impl<'k> Emitter<'k> {
             warp,
             first,
             uses_red: false,
+            gemm_shared: 0,
+            group: None,
             labels: 0,
             last_bar: false,
         };

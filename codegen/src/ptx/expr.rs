@@ -53,6 +53,9 @@ impl Emitter<'_> {
             Expr::Var(v) => *self.vars.get(v).ok_or_else(|| PtxError::Invalid(format!("kernel `{}`: v{} is unbound", self.k.name, v.0)))?,
             Expr::Tile => self.tile,
             Expr::Load(m, i) => {
+                if let Some(r) = self.group.as_ref().and_then(|g| g.get(*m, i)) {
+                    return Ok(r);
+                }
                 let i = self.expr(i)?;
                 self.load(*m, i)
             }

@@ -1,8 +1,11 @@
-//! `Gemm` tiles. Two forms:
+//! `Gemm` tiles. Three forms:
 //!
-//! - tensor cores: when a and b are both bf16 or both f16 and the tile is
-//!   a whole number of 16×8×16 blocks, in uniform code, each warp takes
-//!   16×8 output blocks in turn and runs `mma.sync.m16n8k16` (f32
+//! - staged tensor cores (`tensor_core.rs`): when a and b are both bf16
+//!   or both f16, in uniform code, and the shared buffers fit next to the
+//!   kernel's scratch: any sizes and strides;
+//! - direct tensor cores: the same when the buffers do not fit and the
+//!   tile is a whole number of 16×8×16 blocks: each warp takes 16×8
+//!   output blocks in turn and runs `mma.sync.m16n8k16` (f32
 //!   accumulators) over k, its fragments loaded straight from memory in
 //!   the PTX ISA's per-lane layout (so any strides work);
 //! - otherwise the simple form: each thread owns output elements (strided
@@ -16,12 +19,17 @@ use kiln_ir::kernel::{Gemm, Operand};
 use kiln_ir::DType;
 
 impl Emitter<'_> {
-    /// `offset + r * row_stride + c * col_stride` as an i64 register.
-    fn element(&mut self, base: Reg, o: &Operand, r: Reg, c: Reg) -> Reg {
+    /// `base + r * row_stride + c * col_stride` as an i64 register.
+    pub fn strided(&mut self, base: Reg, r: Reg, row_stride: u64, c: Reg, col_stride: u64) -> Reg {
         let (x, y) = (self.reg(Class::B64), self.reg(Class::B64));
-        self.ins(format!("mad.lo.s64 {x}, {r}, {}, {base};", o.row_stride));
-        self.ins(format!("mad.lo.s64 {y}, {c}, {}, {x};", o.col_stride));
+        self.ins(format!("mad.lo.s64 {x}, {r}, {row_stride}, {base};"));
+        self.ins(format!("mad.lo.s64 {y}, {c}, {col_stride}, {x};"));
         y
+    }
+
+    /// Element (r, c) of operand `o` whose element (0, 0) is `base`.
+    fn element(&mut self, base: Reg, o: &Operand, r: Reg, c: Reg) -> Reg {
+        self.strided(base, r, o.row_stride, c, o.col_stride)
     }
 
     /// `x + k` in a fresh i64 register.
@@ -49,6 +57,9 @@ impl Emitter<'_> {
         let (ao, bo, co) = (self.expr(&g.a.offset)?, self.expr(&g.b.offset)?, self.expr(&g.c.offset)?);
         let (da, db) = (self.storage(g.a.mem), self.storage(g.b.mem));
         let half = da == db && matches!(da, DType::BF16 | DType::F16);
+        if shared && half && self.gemm_staged(g, da, [ao, bo, co], super::gemm_budget(self.k))? {
+            return Ok(());
+        }
         if shared && half && g.m.is_multiple_of(16) && g.n.is_multiple_of(8) && g.k.is_multiple_of(16) {
             return self.gemm_mma(g, da, [ao, bo, co]);
         }

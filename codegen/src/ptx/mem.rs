@@ -16,7 +16,7 @@ impl Emitter<'_> {
     }
 
     /// The state space and byte address of element `index` (an i64 register).
-    fn address(&mut self, m: Mem, index: Reg) -> (&'static str, Reg) {
+    pub fn address(&mut self, m: Mem, index: Reg) -> (&'static str, Reg) {
         let size = self.storage(m).size_bytes();
         let a = self.reg(Class::B64);
         match m {

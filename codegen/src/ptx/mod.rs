@@ -9,9 +9,12 @@
 //!   `vector` reductions are per-thread partials, warp shuffles and a
 //!   shared array across warps (`reduce.rs`); `bar.sync` around every
 //!   uniform statement that writes memory;
+//! - contiguous global accesses in `vector` loops move 16 bytes at a time
+//!   (`vector.rs`);
 //! - scratch arrays are `.shared` arrays (at most [`MAX_SHARED_BYTES`]);
-//! - `Gemm` tiles: `mma.sync` tensor cores for bf16/f16 tiles of whole
-//!   16×8×16 blocks, else threads own output elements with f32 FMA
+//! - `Gemm` tiles: bf16/f16 tiles on tensor cores, staged through shared
+//!   memory (`mma.sync` on sm_80, `wgmma` on sm_90a; `tensor_core.rs`,
+//!   `tile.rs`), else threads own output elements with f32 FMA
 //!   (`gemm.rs`);
 //! - f32/bf16/f16 storage, f32 arithmetic; transcendentals with their
 //!   error bounds in `math.rs`;
@@ -31,6 +34,9 @@ pub mod ptxas;
 mod reduce;
 mod regs;
 mod stmt;
+mod tensor_core;
+mod tile;
+mod vector;
 
 use kiln_ir::kernel::{Access, Kernel};
 use kiln_ir::DType;
@@ -130,6 +136,24 @@ fn ident(name: &str) -> String {
     s
 }
 
+/// Bytes of a scratch array in `.shared`.
+fn scratch_bytes(s: &kiln_ir::kernel::Scratch) -> u64 {
+    (s.len * s.dtype.size_bytes() as u64).max(1)
+}
+
+/// Bytes of the cross-warp reduction array.
+const RED_BYTES: u64 = (reduce::WARPS * reduce::RED_SLOT) as u64;
+
+/// Alignment of the staged GEMMs' shared buffers.
+const GEMM_ALIGN: u64 = 128;
+
+/// Shared memory left for a kernel's staged GEMM buffers: the limit less
+/// its scratch arrays and (whether used or not) the reduction array.
+fn gemm_budget(k: &Kernel) -> u64 {
+    let used = k.scratch.iter().fold(0u64, |at, s| at.next_multiple_of(16) + scratch_bytes(s));
+    MAX_SHARED_BYTES.saturating_sub(used.next_multiple_of(16) + RED_BYTES + GEMM_ALIGN)
+}
+
 /// Renders one kernel.
 pub fn render(k: &Kernel, arch: Arch) -> Result<PtxKernel, PtxError> {
     kiln_ir::kernel::verify::kernel(k).map_err(|e| PtxError::Invalid(e.to_string()))?;
@@ -137,20 +161,23 @@ pub fn render(k: &Kernel, arch: Arch) -> Result<PtxKernel, PtxError> {
     if k.grid > MAX_GRID {
         return Err(unsupported(format!("a grid of {} tiles (the most is {MAX_GRID})", k.grid)));
     }
-    let mut e = emit::Emitter::new(k);
+    let mut e = emit::Emitter::new(k, arch);
     e.block(&k.body, false)?;
     let name = ident(&k.name);
     let mut shared = String::new();
     let mut shared_bytes = 0u64;
     for (i, s) in k.scratch.iter().enumerate() {
-        let bytes = (s.len * s.dtype.size_bytes() as u64).max(1);
+        let bytes = scratch_bytes(s);
         shared_bytes = shared_bytes.next_multiple_of(16) + bytes;
         let _ = writeln!(shared, "    .shared .align 16 .b8 sc{i}[{bytes}];");
     }
     if e.uses_red {
-        let bytes = (reduce::WARPS * reduce::RED_SLOT) as u64;
-        shared_bytes = shared_bytes.next_multiple_of(16) + bytes;
-        let _ = writeln!(shared, "    .shared .align 16 .b8 red[{bytes}];");
+        shared_bytes = shared_bytes.next_multiple_of(16) + RED_BYTES;
+        let _ = writeln!(shared, "    .shared .align 16 .b8 red[{RED_BYTES}];");
+    }
+    if e.gemm_shared > 0 {
+        shared_bytes = shared_bytes.next_multiple_of(GEMM_ALIGN) + e.gemm_shared;
+        let _ = writeln!(shared, "    .shared .align {GEMM_ALIGN} .b8 gst[{}];", e.gemm_shared);
     }
     if shared_bytes > MAX_SHARED_BYTES {
         return Err(unsupported(format!("{shared_bytes} bytes of scratch (the most is {MAX_SHARED_BYTES})")));

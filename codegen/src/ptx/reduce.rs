@@ -34,7 +34,10 @@ impl Emitter<'_> {
         };
         self.ins(format!("mov.{} {acc}, {init};", bits(d)));
         self.ins(format!("mov.u64 {arg}, 0;"));
-        self.counted(i, shared, extent, |e| {
+        // Sums, maxima and minima over contiguous memory read it 16 bytes
+        // at a time (any grouping of the iterations is allowed).
+        let grouped = shared && op != RedOp::ArgMax && self.vector_reduce(index, extent, value, &|e, x| e.fold(op, d, acc, x))?;
+        let scalar = |e: &mut Self| -> Result<(), PtxError> {
             let x = e.expr(value)?;
             if op == RedOp::ArgMax {
                 // The first maximum; the first NaN wins.
@@ -53,7 +56,10 @@ impl Emitter<'_> {
                 e.fold(op, d, acc, x);
             }
             Ok(())
-        })?;
+        };
+        if !grouped {
+            self.counted(i, shared, extent, scalar)?;
+        }
         if shared {
             self.cta_reduce(op, d, acc, arg);
         }

@@ -54,6 +54,9 @@ impl Emitter<'_> {
         match s {
             Stmt::Loop { var, extent, vector, body } => {
                 let share = *vector && !spread;
+                if share && self.vector_loop(*var, *extent, body)? {
+                    return Ok(());
+                }
                 let v = self.index_var(*var);
                 self.counted(v, share, *extent, |e| e.block(body, spread || share))
             }

@@ -17,10 +17,19 @@
 //! Invariants (checked by [`verify::kernel`]): every variable is defined
 //! before use and once; loads and stores name a kernel argument or a
 //! scratch array; index expressions are `i64`; `Gemm` operands are float.
+//!
+//! [`Program::intrinsics`] records graph nodes (attention) next to the
+//! generic kernels that implement them, so a backend may substitute its own
+//! kernels for those launches; the invariant that makes this safe is in
+//! [`intrinsic`] (checked by [`verify::program`]). Backends that ignore the
+//! list run the generic kernels and get the same results.
 
 pub mod eval;
+pub mod intrinsic;
 pub mod print;
 pub mod verify;
+
+pub use intrinsic::{AttentionCall, Intrinsic, IntrinsicOp, TensorView};
 
 use crate::{BinaryOp, CmpOp, DType, UnaryOp};
 
@@ -130,6 +139,9 @@ pub struct Program {
     pub kernels: Vec<Kernel>,
     /// What runs, in order.
     pub steps: Vec<Step>,
+    /// Nodes a backend may run with its own kernels instead of the generic
+    /// ones (see [`intrinsic`]).
+    pub intrinsics: Vec<Intrinsic>,
 }
 
 /// How a kernel uses an argument.

@@ -200,7 +200,59 @@ pub fn program(p: &Program) -> Result<(), KernelError> {
         }
         Ok(())
     }
-    steps(p, &p.steps, 0)
+    steps(p, &p.steps, 0)?;
+    intrinsics(p)
+}
+
+/// The [`super::intrinsic`] invariant: each intrinsic's kernels exist and
+/// are launched together, in order, and nowhere else; its views lie inside
+/// their buffers (at host loop counters 0).
+fn intrinsics(p: &Program) -> Result<(), KernelError> {
+    let err = |msg: String| KernelError { kernel: "program".into(), msg };
+    for (i, x) in p.intrinsics.iter().enumerate() {
+        if x.kernels.is_empty() || x.kernels.end as usize > p.kernels.len() {
+            return Err(err(format!("intrinsic {i} names kernels {:?} of {}", x.kernels, p.kernels.len())));
+        }
+        for v in x.args.iter().flatten().chain(&x.results) {
+            let b = p.buffers.get(v.buf.0 as usize).ok_or_else(|| err(format!("intrinsic {i} views a missing buffer")))?;
+            if v.shape.len() != v.strides.len() || v.offset.constant + v.extent() > b.len {
+                return Err(err(format!("intrinsic {i} views elements past the end of `{}`", b.name)));
+            }
+        }
+    }
+    let owner = |k: u32| p.intrinsics.iter().position(|x| x.kernels.contains(&k));
+    let mut launched = vec![0u32; p.intrinsics.len()];
+    fn walk(s: &[Step], owner: &dyn Fn(u32) -> Option<usize>, p: &Program, launched: &mut [u32]) -> Result<(), KernelError> {
+        let mut at = 0;
+        while at < s.len() {
+            match &s[at] {
+                Step::Launch { kernel, .. } => {
+                    if let Some(i) = owner(kernel.0) {
+                        let ks = p.intrinsics[i].kernels.clone();
+                        let run = s[at..].iter().take(ks.len()).map(|st| match st {
+                            Step::Launch { kernel, .. } => Some(kernel.0),
+                            _ => None,
+                        });
+                        if !run.eq(ks.clone().map(Some)) {
+                            return Err(KernelError { kernel: "program".into(), msg: format!("the kernels {ks:?} of intrinsic {i} are not launched together and in order") });
+                        }
+                        launched[i] += 1;
+                        at += ks.len();
+                        continue;
+                    }
+                }
+                Step::Repeat { body, .. } => walk(body, owner, p, launched)?,
+                Step::Copy { .. } => {}
+            }
+            at += 1;
+        }
+        Ok(())
+    }
+    walk(&p.steps, &owner, p, &mut launched)?;
+    match launched.iter().position(|&n| n != 1) {
+        Some(i) => Err(err(format!("intrinsic {i} is launched {} times, not once", launched[i]))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +262,34 @@ mod tests {
 
     fn with_body(body: Vec<Stmt>) -> Kernel {
         Kernel { name: "t".into(), args: vec![Arg { dtype: DType::F32, len: 4, access: Access::Write }], scratch: vec![], grid: 1, body }
+    }
+
+    #[test]
+    fn intrinsic_kernels_are_launched_together_once() {
+        use crate::kernel::{AttentionCall, BufId, BufKind, Buffer, Intrinsic, IntrinsicOp, KernelId, TensorView, View};
+        let view = || View { buf: BufId(0), offset: Default::default() };
+        let launch = |k: u32| Step::Launch { kernel: KernelId(k), args: vec![view()] };
+        let call = AttentionCall { scale: 1.0, causal: None, group: 1, mask: crate::AttnMask::None };
+        let program = |steps: Vec<Step>, shape: Vec<u64>| Program {
+            buffers: vec![Buffer { dtype: DType::F32, len: 4, kind: BufKind::Temp, name: "b".into() }],
+            kernels: vec![with_body(vec![]), with_body(vec![]), with_body(vec![])],
+            steps,
+            intrinsics: vec![Intrinsic {
+                op: IntrinsicOp::Attention(call.clone()),
+                kernels: 1..3,
+                args: vec![],
+                results: vec![TensorView::dense(BufId(0), Default::default(), shape)],
+            }],
+        };
+        assert_eq!(super::program(&program(vec![launch(0), launch(1), launch(2)], vec![4])), Ok(()));
+        let apart = program(vec![launch(1), Step::Copy { dst: view(), src: view(), len: 1 }, launch(2)], vec![4]);
+        assert!(super::program(&apart).unwrap_err().msg.contains("not launched together"));
+        let twice = program(vec![launch(1), launch(2), launch(1), launch(2)], vec![4]);
+        assert!(super::program(&twice).unwrap_err().msg.contains("launched 2 times"));
+        let never = program(vec![launch(0)], vec![4]);
+        assert!(super::program(&never).unwrap_err().msg.contains("launched 0 times"));
+        let too_big = program(vec![launch(1), launch(2)], vec![5]);
+        assert!(super::program(&too_big).unwrap_err().msg.contains("past the end"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ use super::index::{linearize, Ix};
 use super::plan::GraphState;
 use super::recipe::{bin, dropout};
 use super::{Cx, ScheduleError, ScheduleOptions};
-use crate::kernel::{Access, BufKind, Expr, Gemm, Mem, Operand, RedOp, Stmt};
+use crate::kernel::{Access, AttentionCall, BufKind, Expr, Gemm, Intrinsic, IntrinsicOp, Mem, Operand, RedOp, Stmt, TensorView};
 use crate::{AttnMask, AttnVariant, Attention, BinaryOp, CmpOp, DType, Op, Type, UnaryOp, ValueId};
 use std::collections::HashMap;
 
@@ -87,11 +87,30 @@ pub(crate) fn emit(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[S
     }
     let backward = matches!(node.op, Op::AttentionGrad(_));
     let mut at = Attn::new(cx, gs, n, a, backward)?;
+    // Dense copies of streamed operands first, so that the node's own
+    // kernels are consecutive (the `kernel::intrinsic` invariant).
+    let streamed: &[usize] = if backward { &[0, 1, 2, a.forward_arity() + 2] } else { &[0, 1, 2] };
+    for &k in streamed {
+        let mut kb = KernelBuilder::default();
+        let shape = gs.shapes[node.args[k].index()].clone();
+        let pre: Vec<Ix> = shape[..shape.len() - 2].iter().map(|&e| Ix::var(kb.var(e))).collect();
+        at.operand(cx, gs, &mut kb, k, &pre, &Ix::constant(0))?;
+    }
+    let first = cx.prog.kernels.len() as u32;
     match (backward, a.variant) {
         (false, AttnVariant::Fa2) => at.fa2(cx, gs, &results[0], &results[1])?,
         (false, AttnVariant::Fa1) => at.fa1(cx, gs, &results[0], &results[1])?,
         (true, _) => at.backward(cx, gs, &results)?,
     }
+    let args = node.args.iter().map(|&x| super::intrinsic::arg_view(cx, gs, at.dense.get(&x), x)).collect::<Result<_, _>>()?;
+    let shapes = if backward { (0..3).map(|k| gs.shapes[node.args[k].index()].clone()).collect() } else { vec![at.o_shape.clone(), at.lse_shape.clone()] };
+    let call = AttentionCall { scale: a.scale, causal: at.causal, group: a.group, mask: a.mask };
+    cx.prog.intrinsics.push(Intrinsic {
+        op: if backward { IntrinsicOp::AttentionGrad(call) } else { IntrinsicOp::Attention(call) },
+        kernels: first..cx.prog.kernels.len() as u32,
+        args,
+        results: results.iter().zip(shapes).map(|(r, s)| TensorView::dense(r.buf, r.offset.clone(), s)).collect(),
+    });
     Ok(results)
 }
 

@@ -28,6 +28,7 @@ mod attention;
 mod builder;
 mod emit;
 mod index;
+mod intrinsic;
 mod plan;
 mod recipe;
 

@@ -415,6 +415,9 @@ impl<'a> Checker<'a> {
         };
         let sub = |path: &str| format!("{path}.{}", field.name);
         match &decl.kind {
+            // the declaration's unknown layer may be reported already (when
+            // it is instantiated); reading through it must not go further
+            ast::ParamKind::Layer { layer, .. } if !prog.layers.contains_key(&layer.name) => Err(prog.unknown_layer(layer).into()),
             ast::ParamKind::Layer { layer, count } => Ok(Val::Layer(LayerVal {
                 layer: layer.name.clone(),
                 src: match &l.src {

@@ -1,4 +1,7 @@
-//! Branches and CTA barriers (`bra`, `bar.sync`/`barrier.sync`), and deadlock detection.
+//! Branches and CTA barriers (`bra`, `bar.sync`/`barrier.sync`, `bar.arrive`), and deadlock
+//! detection. `bar.arrive id, n` counts towards barrier `id` without waiting (the producer side
+//! of a named-barrier handshake); the barrier completes when waiting plus arrived threads reach
+//! its count.
 //!
 //! A barrier without a thread count expects every thread of the CTA. Threads that exited never
 //! arrive, so a CTA where some threads return early and the rest wait is reported as a deadlock
@@ -45,6 +48,23 @@ impl Cta<'_> {
         if id > 15 || count.is_some_and(|c| c % 32 != 0 || c == 0) {
             return Err(ins.unsupported());
         }
+        if ins.has(Mod::Arrive) {
+            // `bar.arrive` needs its count: with every thread expected, nobody could be waiting
+            if count.is_none() {
+                return Err(ins.unsupported());
+            }
+            let waiting = self.threads.iter().filter(|t| matches!(t.state, State::AtBarrier { id: i, .. } if i == id)).count();
+            let arrived = &mut self.arrivals[id as usize];
+            *arrived += exec.len() as u64;
+            // arrivals alone complete a phase when nobody waits on it
+            if let Some(c) = count.filter(|&c| waiting == 0 && *arrived >= c) {
+                *arrived -= c;
+            }
+            for &t in exec {
+                self.threads[t].pc += 1;
+            }
+            return Ok(());
+        }
         for &t in exec {
             let th = &mut self.threads[t];
             th.state = State::AtBarrier {
@@ -73,7 +93,10 @@ impl Cta<'_> {
             let State::AtBarrier { count, .. } = self.threads[first].state else {
                 continue;
             };
-            if waiting.len() as u64 >= count.unwrap_or(all).min(all) {
+            let needed = count.unwrap_or(all).min(all);
+            let arrived = &mut self.arrivals[id as usize];
+            if waiting.len() as u64 + *arrived >= needed {
+                *arrived = (*arrived + waiting.len() as u64).saturating_sub(needed);
                 for t in waiting {
                     self.threads[t].state = State::Running;
                 }

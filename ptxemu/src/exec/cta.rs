@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use crate::error::{Error, Result};
 use crate::float_format::{Format, Round};
 use crate::instr::{Base, Imm, Instr, Operand, Special, Symbol};
-use crate::memory::{Memory, SHARED_WINDOW};
+use crate::memory::{Memory, PARAM_WINDOW, SHARED_WINDOW};
 use crate::module::{Kernel, Launch, Stats};
 use crate::types::{truncate, Type};
 
@@ -39,6 +39,10 @@ pub(crate) struct Thread {
     pub open_copies: Vec<PendingCopy>,
     /// Committed groups, oldest first.
     pub copy_groups: VecDeque<Vec<PendingCopy>>,
+    /// Registers (accumulators and A fragments) of `wgmma.mma_async`s not yet committed.
+    pub wgmma_open: Vec<u32>,
+    /// Those of committed `wgmma` groups not yet waited for, oldest first.
+    pub wgmma_groups: VecDeque<Vec<u32>>,
 }
 
 /// A running CTA.
@@ -52,7 +56,11 @@ pub(crate) struct Cta<'a> {
     pub ctaid: [u32; 3],
     pub shared: Vec<u8>,
     pub threads: Vec<Thread>,
+    /// Threads that passed `bar.arrive id` since barrier `id` last completed.
+    pub arrivals: [u64; 16],
     regs: Vec<u64>,
+    /// Per thread and register: how many in-flight `wgmma`s use it (see [`Cta::hold`]).
+    busy: Vec<u8>,
     nregs: usize,
 }
 
@@ -97,6 +105,8 @@ impl<'a> Cta<'a> {
                         tid: [x, y, z],
                         open_copies: Vec::new(),
                         copy_groups: VecDeque::new(),
+                        wgmma_open: Vec::new(),
+                        wgmma_groups: VecDeque::new(),
                     });
                 }
             }
@@ -113,7 +123,9 @@ impl<'a> Cta<'a> {
             ctaid,
             shared,
             regs: vec![0; threads.len() * nregs],
+            busy: vec![0; threads.len() * nregs],
             threads,
+            arrivals: [0; 16],
             nregs,
         }
     }
@@ -124,6 +136,29 @@ impl<'a> Cta<'a> {
 
     pub(crate) fn set_reg(&mut self, t: usize, r: u32, v: u64) {
         self.regs[t * self.nregs + r as usize] = truncate(v, self.kernel.reg_bits[r as usize]);
+    }
+
+    /// Marks register `r` of thread `t` as used by an in-flight `wgmma.mma_async`: until
+    /// [`Cta::release`], other instructions touching it are an error (the PTX ISA leaves such
+    /// accesses undefined before the covering `wgmma.wait_group`).
+    pub(crate) fn hold(&mut self, t: usize, r: u32) {
+        self.busy[t * self.nregs + r as usize] += 1;
+    }
+
+    /// Ends one [`Cta::hold`].
+    pub(crate) fn release(&mut self, t: usize, r: u32) {
+        self.busy[t * self.nregs + r as usize] -= 1;
+    }
+
+    fn check_idle(&self, t: usize, r: u32, ins: &Instr) -> Result<()> {
+        if self.busy[t * self.nregs + r as usize] == 0 {
+            return Ok(());
+        }
+        Err(Error::Undefined {
+            instr: ins.name.clone(),
+            line: ins.line,
+            msg: format!("register {r} is in use by a wgmma.mma_async not yet waited for (wgmma.wait_group)"),
+        })
     }
 
     fn special(&self, t: usize, s: Special) -> u64 {
@@ -142,11 +177,14 @@ impl<'a> Cta<'a> {
     /// The bits of a source operand at type `ty`.
     pub(crate) fn read(&self, t: usize, op: &Operand, ty: Type, ins: &Instr) -> Result<u64> {
         let v = match op {
-            Operand::Reg(r) => self.reg(t, *r),
+            Operand::Reg(r) => {
+                self.check_idle(t, *r, ins)?;
+                self.reg(t, *r)
+            }
             Operand::NotPred(r) => u64::from(self.reg(t, *r) == 0),
             Operand::Imm(imm) => imm_bits(*imm, ty),
             Operand::Special(s) => self.special(t, *s),
-            Operand::Symbol(Symbol::Shared(offset)) => *offset,
+            Operand::Symbol(Symbol::Shared(offset) | Symbol::Param(offset)) => *offset,
             _ => return Err(ins.unsupported()),
         };
         Ok(truncate(v, ty.bits()))
@@ -155,7 +193,10 @@ impl<'a> Cta<'a> {
     /// Writes a destination operand (`_` discards).
     pub(crate) fn write(&mut self, t: usize, op: &Operand, v: u64, ins: &Instr) -> Result<()> {
         match op {
-            Operand::Reg(r) => self.set_reg(t, *r, v),
+            Operand::Reg(r) => {
+                self.check_idle(t, *r, ins)?;
+                self.set_reg(t, *r, v)
+            }
             Operand::Sink => {}
             _ => return Err(ins.unsupported()),
         }
@@ -186,8 +227,10 @@ impl<'a> Cta<'a> {
             return Err(fault(ins, space, addr, len, "misaligned"));
         }
         let window = SHARED_WINDOW..SHARED_WINDOW + (1 << 32);
+        let params = PARAM_WINDOW..PARAM_WINDOW + (1 << 32);
         let (resolved, a) = match space {
             Space::Generic if window.contains(&addr) => (Space::Shared, addr - SHARED_WINDOW),
+            Space::Generic if params.contains(&addr) => (Space::Param, addr - PARAM_WINDOW),
             Space::Generic => (Space::Global, addr),
             s => (s, addr),
         };

@@ -3,7 +3,7 @@
 use super::cta::Cta;
 use crate::error::Result;
 use crate::instr::{Instr, Mod, Operand};
-use crate::memory::SHARED_WINDOW;
+use crate::memory::{PARAM_WINDOW, SHARED_WINDOW};
 use crate::types::{truncate, Type};
 
 impl Cta<'_> {
@@ -35,7 +35,8 @@ impl Cta<'_> {
         }
     }
 
-    /// Generic addresses of shared memory live at [`SHARED_WINDOW`]; global addresses are the same in both.
+    /// Generic addresses of shared memory live at [`SHARED_WINDOW`], of parameters at
+    /// [`PARAM_WINDOW`] (`cvta.param` only converts to generic); global addresses are the same in both.
     pub(super) fn cvta(&mut self, ins: &Instr, t: usize) -> Result<()> {
         let ty = ins.ty(0)?;
         let a = self.read(t, ins.arg(1)?, ty, ins)?;
@@ -43,6 +44,7 @@ impl Cta<'_> {
             (true, true) => a.wrapping_sub(SHARED_WINDOW),
             (true, false) => a.wrapping_add(SHARED_WINDOW),
             (false, _) if ins.has(Mod::Global) => a,
+            (false, false) if ins.has(Mod::Param) => a.wrapping_add(PARAM_WINDOW),
             _ => return Err(ins.unsupported()),
         };
         self.write(t, ins.arg(0)?, truncate(v, ty.bits()), ins)

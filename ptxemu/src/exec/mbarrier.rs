@@ -144,7 +144,7 @@ impl Cta<'_> {
 
     /// `cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [dst], [src], size, [bar]`
     pub(super) fn cp_async_bulk(&mut self, ins: &Instr, t: usize) -> Result<()> {
-        if !(ins.has(Mod::SharedCluster) && ins.has(Mod::Global) && ins.has(Mod::CompleteTxBytes)) {
+        if !((ins.has(Mod::SharedCluster) || ins.has(Mod::SharedCta)) && ins.has(Mod::Global) && ins.has(Mod::CompleteTxBytes)) {
             return Err(ins.unsupported());
         }
         let dst = self.address(t, ins.arg(0)?, ins)?;
@@ -165,8 +165,13 @@ impl Cta<'_> {
         for (i, chunk) in data.chunks(16).enumerate() {
             self.store(Space::Shared, dst + 16 * i as u64, chunk, ins)?;
         }
-        let (addr, mut b) = self.barrier_at(t, ins.arg(3)?, ins)?;
-        b.tx -= size as i64;
+        self.complete_tx(t, ins.arg(3)?, size, ins)
+    }
+
+    /// Completes `bytes` transaction bytes on the mbarrier at address operand `bar`.
+    pub(super) fn complete_tx(&mut self, t: usize, bar: &Operand, bytes: u64, ins: &Instr) -> Result<()> {
+        let (addr, mut b) = self.barrier_at(t, bar, ins)?;
+        b.tx -= bytes as i64;
         self.set_barrier(addr, b.settle(), ins)
     }
 }

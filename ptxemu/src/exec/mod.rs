@@ -22,6 +22,7 @@ mod int;
 mod mbarrier;
 mod memory;
 mod tensor;
+mod tma;
 mod warp;
 mod wgmma;
 
@@ -203,6 +204,7 @@ impl Cta<'_> {
             Opcode::Ld => self.ld(ins, t),
             Opcode::St => self.st(ins, t),
             Opcode::Atom | Opcode::Red => self.atom(ins, t),
+            Opcode::Cp if ins.has(Mod::Tensor) => self.cp_async_bulk_tensor(ins, t),
             Opcode::Cp if ins.has(Mod::Bulk) => self.cp_async_bulk(ins, t),
             Opcode::Cp => self.cp_async(ins, t),
             Opcode::Mbarrier => self.mbarrier(ins, t),

@@ -1,16 +1,49 @@
 //! Runs a kernel [`Program`] on any device that can hold memory and launch
-//! rendered PTX kernels: the CUDA driver, or an emulator in tests.
+//! PTX kernels: the CUDA driver, or an emulator in tests.
 //!
 //! Inputs, parameters and outputs get an allocation each; temporaries
 //! share one arena laid out by the CPU runtime's memory plan
 //! ([`crate::cpu::plan`]), so both backends need the same memory.
+//! Attention nodes the FlashAttention generators accept run on those
+//! kernels instead of their generic ones (see [`super::flash`]).
 
+use super::flash::{substitute, FlashArg, Substitute};
 use crate::cpu::plan::plan;
 use crate::cpu::storage::{byte_len, decode, encode};
 use crate::RuntimeError;
+use kiln_codegen::ptx::flash::FlashKernel;
 use kiln_codegen::ptx::{self, Arch, PtxKernel};
 use kiln_ir::interp::Tensor;
-use kiln_ir::kernel::{BufKind, Program, Step, View};
+use kiln_ir::kernel::{BufKind, Program, Step, TensorView, View};
+
+/// A kernel ready to load and launch.
+#[derive(Clone, Debug)]
+pub struct Launchable {
+    /// The `.entry` name.
+    pub name: String,
+    /// The PTX module text (one `.entry`).
+    pub ptx: String,
+    /// CTAs in x, y, z.
+    pub grid: [u32; 3],
+    /// Threads per CTA in x, y, z.
+    pub block: [u32; 3],
+    /// Dynamic shared memory per CTA, in bytes (above 48 KiB a GPU needs
+    /// the kernel's opt-in attribute raised first).
+    pub dynamic_shared: u32,
+}
+
+impl From<PtxKernel> for Launchable {
+    fn from(k: PtxKernel) -> Launchable {
+        // grids are at most ptx::MAX_GRID (< 2^31) tiles
+        Launchable { name: k.manifest.name, ptx: k.ptx, grid: [k.manifest.grid as u32, 1, 1], block: [k.manifest.block, 1, 1], dynamic_shared: 0 }
+    }
+}
+
+impl From<FlashKernel> for Launchable {
+    fn from(k: FlashKernel) -> Launchable {
+        Launchable { name: k.name, ptx: k.ptx, grid: k.grid, block: k.block, dynamic_shared: k.shared_bytes }
+    }
+}
 
 /// Device memory and kernel launches. Addresses are device addresses.
 pub trait Device {
@@ -22,17 +55,64 @@ pub trait Device {
     fn download(&mut self, addr: u64, len: u64) -> Result<Vec<u8>, RuntimeError>;
     /// Copies `len` bytes between device addresses (ranges never overlap).
     fn copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), RuntimeError>;
-    /// Loads the rendered kernels; launches name them by index.
-    fn load(&mut self, kernels: &[PtxKernel]) -> Result<(), RuntimeError>;
-    /// Launches kernel `k` (per its manifest) with one address per argument.
+    /// Loads the kernels; launches name them by index.
+    fn load(&mut self, kernels: &[Launchable]) -> Result<(), RuntimeError>;
+    /// Launches kernel `k` with one address per (`.u64`) parameter.
     fn launch(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError>;
+}
+
+/// What a program kernel's launch does.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// Launches loaded kernel `i`.
+    Generic(usize),
+    /// Runs the substitute of intrinsic `i` (the first of its kernels).
+    Flash(usize),
+    /// Nothing: a later kernel of a substituted intrinsic.
+    Skip,
+}
+
+/// A substituted intrinsic: its kernels' loaded indices and arguments,
+/// and its workspace's address.
+struct Loaded {
+    launches: Vec<(usize, Vec<FlashArg>)>,
+    workspace: u64,
 }
 
 /// Renders `p`'s kernels for `arch`, runs the program on `dev`, and
 /// returns the output buffers' elements by output index (as
 /// [`kiln_ir::kernel::eval::run`] does).
 pub fn run_program(dev: &mut dyn Device, p: &Program, arch: Arch, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Vec<f64>>, RuntimeError> {
-    let kernels = p.kernels.iter().map(|k| ptx::render(k, arch)).collect::<Result<Vec<_>, _>>().map_err(|e| RuntimeError::Internal { site: "the PTX backend".into(), message: e.to_string() })?;
+    let subs: Vec<Option<Substitute>> = p.intrinsics.iter().map(|x| substitute(p, x, arch).ok()).collect();
+    let mut slots = Vec::with_capacity(p.kernels.len());
+    let mut kernels: Vec<Launchable> = Vec::new();
+    for (i, k) in p.kernels.iter().enumerate() {
+        let owner = p.intrinsics.iter().zip(&subs).position(|(x, s)| s.is_some() && x.kernels.contains(&(i as u32)));
+        slots.push(match owner {
+            Some(x) if p.intrinsics[x].kernels.start == i as u32 => Slot::Flash(x),
+            Some(_) => Slot::Skip,
+            None => {
+                let r = ptx::render(k, arch).map_err(|e| RuntimeError::Internal { site: "the PTX backend".into(), message: e.to_string() })?;
+                kernels.push(r.into());
+                Slot::Generic(kernels.len() - 1)
+            }
+        });
+    }
+    let mut loaded = Vec::with_capacity(subs.len());
+    for s in subs {
+        loaded.push(match s {
+            Some(s) => {
+                let workspace = if s.workspace_bytes > 0 { dev.alloc(s.workspace_bytes)? } else { 0 };
+                let mut launches = Vec::with_capacity(s.launches.len());
+                for (k, args) in s.launches {
+                    kernels.push(k.into());
+                    launches.push((kernels.len() - 1, args));
+                }
+                Some(Loaded { launches, workspace })
+            }
+            None => None,
+        });
+    }
     dev.load(&kernels)?;
     let memory = plan(p)?;
     let arena = dev.alloc(memory.peak_bytes.max(1))?;
@@ -58,7 +138,8 @@ pub fn run_program(dev: &mut dyn Device, p: &Program, arch: Arch, inputs: &[Tens
         }
         addrs.push(addr);
     }
-    steps(dev, p, &p.steps, &addrs, &mut Vec::new())?;
+    let walk = Walk { p, addrs: &addrs, slots: &slots, loaded: &loaded };
+    walk.steps(dev, &p.steps, &mut Vec::new())?;
     let mut outs: Vec<(u32, Vec<f64>)> = Vec::new();
     for (b, addr) in p.buffers.iter().zip(&addrs) {
         if let BufKind::Output(i) = b.kind {
@@ -72,29 +153,57 @@ pub fn run_program(dev: &mut dyn Device, p: &Program, arch: Arch, inputs: &[Tens
     Ok(outs.into_iter().map(|(_, d)| d).collect())
 }
 
-fn steps(dev: &mut dyn Device, p: &Program, st: &[Step], addrs: &[u64], counters: &mut Vec<u64>) -> Result<(), RuntimeError> {
-    let at = |v: &View, counters: &[u64]| {
-        let b = &p.buffers[v.buf.0 as usize];
-        addrs[v.buf.0 as usize] + v.offset.eval(counters) * b.dtype.size_bytes() as u64
-    };
-    for s in st {
-        match s {
-            Step::Launch { kernel, args } => {
-                let a: Vec<u64> = args.iter().map(|v| at(v, counters)).collect();
-                dev.launch(kernel.0 as usize, &a)?;
-            }
-            Step::Repeat { count, body, .. } => {
-                for i in 0..*count {
-                    counters.push(i);
-                    steps(dev, p, body, addrs, counters)?;
-                    counters.pop();
+/// The host side of a run: addresses and what each launch does.
+struct Walk<'a> {
+    p: &'a Program,
+    addrs: &'a [u64],
+    slots: &'a [Slot],
+    loaded: &'a [Option<Loaded>],
+}
+
+impl Walk<'_> {
+    /// The device address where view `v` starts.
+    fn at(&self, v: &View, counters: &[u64]) -> u64 {
+        let b = &self.p.buffers[v.buf.0 as usize];
+        self.addrs[v.buf.0 as usize] + v.offset.eval(counters) * b.dtype.size_bytes() as u64
+    }
+
+    fn steps(&self, dev: &mut dyn Device, st: &[Step], counters: &mut Vec<u64>) -> Result<(), RuntimeError> {
+        for s in st {
+            match s {
+                Step::Launch { kernel, args } => match self.slots[kernel.0 as usize] {
+                    Slot::Generic(k) => {
+                        let a: Vec<u64> = args.iter().map(|v| self.at(v, counters)).collect();
+                        dev.launch(k, &a)?;
+                    }
+                    Slot::Flash(x) => {
+                        let l = self.loaded[x].as_ref().expect("a substituted intrinsic is loaded");
+                        for (k, args) in &l.launches {
+                            let a: Vec<u64> = args
+                                .iter()
+                                .map(|a| match a {
+                                    FlashArg::View(TensorView { buf, offset, .. }) => self.at(&View { buf: *buf, offset: offset.clone() }, counters),
+                                    FlashArg::Workspace => l.workspace,
+                                })
+                                .collect();
+                            dev.launch(*k, &a)?;
+                        }
+                    }
+                    Slot::Skip => {}
+                },
+                Step::Repeat { count, body, .. } => {
+                    for i in 0..*count {
+                        counters.push(i);
+                        self.steps(dev, body, counters)?;
+                        counters.pop();
+                    }
+                }
+                Step::Copy { dst, src, len } => {
+                    let size = self.p.buffers[dst.buf.0 as usize].dtype.size_bytes() as u64;
+                    dev.copy(self.at(dst, counters), self.at(src, counters), len * size)?;
                 }
             }
-            Step::Copy { dst, src, len } => {
-                let size = p.buffers[dst.buf.0 as usize].dtype.size_bytes() as u64;
-                dev.copy(at(dst, counters), at(src, counters), len * size)?;
-            }
         }
+        Ok(())
     }
-    Ok(())
 }

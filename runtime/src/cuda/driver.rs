@@ -1,10 +1,10 @@
 //! The CUDA driver as a [`Device`] (cudarc, loaded at run time: a machine
 //! without a driver gets an error, never a panic).
 
-use super::device::{run_program, Device};
+use super::device::{run_program, Device, Launchable};
 use crate::{RuntimeError, Tensor};
 use cudarc::driver::{result, sys, CudaContext};
-use kiln_codegen::ptx::{Arch, Manifest, PtxKernel};
+use kiln_codegen::ptx::{Arch, MAX_SHARED_BYTES};
 use kiln_ir::{Function, Module};
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CString};
@@ -17,7 +17,8 @@ pub struct CudaDevice {
     arch: Arch,
     allocs: Vec<sys::CUdeviceptr>,
     modules: Vec<sys::CUmodule>,
-    kernels: Vec<(sys::CUfunction, Manifest)>,
+    /// Each loaded kernel with its launch shape (PTX text dropped).
+    kernels: Vec<(sys::CUfunction, Launchable)>,
     stats: CudaStats,
 }
 
@@ -30,6 +31,9 @@ pub struct CudaStats {
     pub launches: u64,
     /// Wall time from each launch to its completion, summed.
     pub kernel_time: Duration,
+    /// Attention nodes that ran on the FlashAttention kernels (the rest
+    /// ran on their generic kernels).
+    pub flash_nodes: usize,
 }
 
 fn driver(e: result::DriverError) -> RuntimeError {
@@ -56,6 +60,54 @@ impl CudaDevice {
     /// The architecture kernels are rendered for.
     pub fn arch(&self) -> Arch {
         self.arch
+    }
+
+    /// What the runs so far did.
+    pub fn stats(&self) -> &CudaStats {
+        &self.stats
+    }
+
+    /// Queues loaded kernel `k` on the default stream without waiting.
+    fn enqueue(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
+        let (f, l) = self.kernels.get(k).ok_or_else(|| RuntimeError::Invalid(format!("no loaded kernel {k}")))?;
+        let mut values: Vec<u64> = args.to_vec();
+        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        let (g, b) = (l.grid, l.block);
+        // SAFETY: one `.u64` parameter per argument, as rendered; the grid,
+        // block and dynamic shared memory are the kernel's own.
+        unsafe { result::launch_kernel(*f, (g[0], g[1], g[2]), (b[0], b[1], b[2]), l.dynamic_shared, std::ptr::null_mut(), &mut params) }.map_err(driver)
+    }
+
+    /// Seconds per run of `launches` (loaded kernels with their
+    /// arguments, in order), run `reps` times back to back between two
+    /// CUDA events after one untimed warm-up run.
+    pub fn time_launches(&mut self, launches: &[(usize, Vec<u64>)], reps: u32) -> Result<f64, RuntimeError> {
+        self.ctx.bind_to_thread().map_err(driver)?;
+        for (k, args) in launches {
+            self.enqueue(*k, args)?;
+        }
+        let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let (start, end) = (result::event::create(flags).map_err(driver)?, result::event::create(flags).map_err(driver)?);
+        let timed = (|| {
+            // SAFETY: both events were just created in this context; the
+            // default stream orders them around the launches.
+            unsafe { result::event::record(start, std::ptr::null_mut()) }.map_err(driver)?;
+            for _ in 0..reps.max(1) {
+                for (k, args) in launches {
+                    self.enqueue(*k, args)?;
+                }
+            }
+            // SAFETY: as above.
+            unsafe { result::event::record(end, std::ptr::null_mut()) }.map_err(driver)?;
+            self.ctx.synchronize().map_err(driver)?;
+            // SAFETY: both events are recorded and complete.
+            unsafe { result::event::elapsed(start, end) }.map_err(driver)
+        })();
+        for e in [start, end] {
+            // SAFETY: created above, destroyed once; nothing waits on them any more.
+            let _ = unsafe { result::event::destroy(e) };
+        }
+        Ok(f64::from(timed?) / 1e3 / f64::from(reps.max(1)))
     }
 }
 
@@ -100,29 +152,30 @@ impl Device for CudaDevice {
         unsafe { result::memcpy_dtod_sync(dst, src, len as usize) }.map_err(driver)
     }
 
-    fn load(&mut self, kernels: &[PtxKernel]) -> Result<(), RuntimeError> {
+    fn load(&mut self, kernels: &[Launchable]) -> Result<(), RuntimeError> {
         self.ctx.bind_to_thread().map_err(driver)?;
         for k in kernels {
             let text = CString::new(k.ptx.as_str()).map_err(|_| RuntimeError::Invalid("PTX text with a NUL byte".into()))?;
-            let name = CString::new(k.manifest.name.as_str()).map_err(|_| RuntimeError::Invalid("kernel name with a NUL byte".into()))?;
+            let name = CString::new(k.name.as_str()).map_err(|_| RuntimeError::Invalid("kernel name with a NUL byte".into()))?;
             // SAFETY: a NUL-terminated PTX image; the driver copies it.
             let m = unsafe { result::module::load_data(text.as_ptr() as *const c_void) }.map_err(driver)?;
             self.modules.push(m);
             // SAFETY: `m` was just loaded.
             let f = unsafe { result::module::get_function(m, name) }.map_err(driver)?;
-            self.kernels.push((f, k.manifest.clone()));
+            if u64::from(k.dynamic_shared) > MAX_SHARED_BYTES {
+                // Above 48 KiB of dynamic shared memory a kernel must opt in.
+                let attr = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+                // SAFETY: `f` is a function of a loaded module.
+                unsafe { result::function::set_function_attribute(f, attr, k.dynamic_shared as i32) }.map_err(driver)?;
+            }
+            self.kernels.push((f, Launchable { ptx: String::new(), ..k.clone() }));
         }
         Ok(())
     }
 
     fn launch(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
-        let (f, m) = &self.kernels[k];
-        let mut values: Vec<u64> = args.to_vec();
-        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
         let start = Instant::now();
-        // SAFETY: one `.u64` parameter per argument, as rendered; the grid
-        // and block come from the kernel's manifest.
-        unsafe { result::launch_kernel(*f, (m.grid as u32, 1, 1), (m.block, 1, 1), 0, std::ptr::null_mut(), &mut params) }.map_err(driver)?;
+        self.enqueue(k, args)?;
         self.ctx.synchronize().map_err(driver)?;
         self.stats.launches += 1;
         self.stats.kernel_time += start.elapsed();
@@ -138,5 +191,6 @@ pub fn run_cuda(m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], 
     let arch = dev.arch();
     let outs = run_program(&mut dev, &program, arch, inputs, params)?;
     let outs = outs.into_iter().zip(shapes).zip(&f.graph.outputs).map(|((data, shape), o)| Tensor { dtype: f.graph.tensor_type(*o).dtype, shape, data }).collect();
-    Ok((outs, dev.stats.clone()))
+    let flash_nodes = program.intrinsics.iter().filter(|x| super::flash::substitute(&program, x, arch).is_ok()).count();
+    Ok((outs, CudaStats { flash_nodes, ..dev.stats.clone() }))
 }

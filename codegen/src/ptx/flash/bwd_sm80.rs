@@ -91,6 +91,7 @@ fn prep(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         block: [THREADS, 1, 1],
         shared_bytes: 0,
         params: PREP_PARAMS.to_vec(),
+        tensor_maps: Vec::new(),
     }
 }
 
@@ -186,6 +187,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.lane_offset("%kok", BLayout::RowsK, pq);
     a.lane_offset("%von", BLayout::RowsN, pv);
     mask::row_limits(&mut a, cfg);
+    mask::tile_count(&mut a, cfg, "%q0", BLOCK_M);
     // per lane row: lse · log2 e and Δ (rows past sq: zeros, never stored)
     a.lane_row("%z", "%q0");
     for h in 0..2 {
@@ -235,6 +237,7 @@ fn dq(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         block: [THREADS, 1, 1],
         shared_bytes: shared,
         params: DQ_PARAMS.to_vec(),
+        tensor_maps: Vec::new(),
     }
 }
 
@@ -389,5 +392,6 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         block: [THREADS, 1, 1],
         shared_bytes: sst + BLOCK_M * 8,
         params: DKV_PARAMS.to_vec(),
+        tensor_maps: Vec::new(),
     }
 }

@@ -13,13 +13,11 @@
 //! stays a per-lane partial until the end; O is normalized once, and
 //! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
 
-use super::asm::{f32_imm, module, row_regs, Asm, BLayout, NEG_INF};
-use super::{mask, pipeline};
+use super::asm::{module, Asm, BLayout, NEG_INF};
+use super::{mask, pipeline, softmax};
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::FlashKernel;
 use crate::ptx::Arch;
-
-const LN2: f32 = std::f32::consts::LN_2;
 
 /// The pointer parameters, in order.
 const PARAMS: [&str; 5] = ["q", "k", "v", "o", "lse"];
@@ -32,7 +30,6 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     let (q_bytes, k_bytes, v_bytes) = (BLOCK_M * pq, BLOCK_N * pq, BLOCK_N * pv);
     let shared = q_bytes + 2 * k_bytes + 2 * v_bytes;
     let s_tiles = BLOCK_N / 8;
-    let sl2 = cfg.scale * std::f32::consts::LOG2_E;
 
     let mut a = Asm::default();
     let name = kernel_name(cfg, arch);
@@ -57,6 +54,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
 
     // ---- which keys each lane row sees, and how many K/V tiles to visit
     mask::row_limits(&mut a, cfg);
+    mask::tile_count(&mut a, cfg, "%q0", BLOCK_M);
 
     // accumulators start empty; with no visible tile they stay so, and
     // l = 0 gives NaN rows and NaN lse, as the naive softmax
@@ -72,34 +70,11 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         a.i("add.u32 %vb, %vb, %vofs;");
         // S = Q Kᵀ (K rows are the n of the B operand)
         a.warp_gemm(dt, "s", true, "qa", "%kb", pq, BLOCK_N, d, BLayout::RowsN);
-        for r in 0..4 * s_tiles {
-            a.i(format!("mul.f32 %s{r}, %s{r}, {};", f32_imm(sl2)));
-        }
+        softmax::scale_scores(a, "s", cfg);
         mask::mask_tile(a, "s");
         // online softmax, per lane row h (g or g + 8)
         for h in 0..2 {
-            let row = row_regs("s", h, BLOCK_N);
-            a.i(format!("max.f32 %mx, {}, {};", row[0], row[1]));
-            for r in &row[2..] {
-                a.i(format!("max.f32 %mx, %mx, {r};"));
-            }
-            a.quad_reduce("%mx", "max", "%ft");
-            a.i(format!("max.f32 %mx, %mx, %m{h};"));
-            // a row with nothing visible yet subtracts 0, not -inf (no NaN)
-            a.i(format!("setp.eq.f32 %p1, %mx, {NEG_INF};"));
-            a.i("selp.f32 %base, 0f00000000, %mx, %p1;");
-            a.i(format!("sub.f32 %al, %m{h}, %base;"));
-            a.i("ex2.approx.ftz.f32 %al, %al;");
-            a.i(format!("mov.f32 %m{h}, %mx;"));
-            for r in &row {
-                a.i(format!("sub.f32 {r}, {r}, %base;"));
-                a.i(format!("ex2.approx.ftz.f32 {r}, {r};"));
-            }
-            a.i(format!("add.f32 %rs, {}, {};", row[0], row[1]));
-            for r in &row[2..] {
-                a.i(format!("add.f32 %rs, %rs, {r};"));
-            }
-            a.i(format!("fma.rn.f32 %l{h}, %l{h}, %al, %rs;"));
+            softmax::update_row(a, "s", h, "%al");
             a.scale_row("o", h, dv, "%al");
         }
         // P as A fragments straight from the S accumulators, then O += P V
@@ -109,29 +84,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     });
 
     // ---- epilogue: normalize, store o (halves) and lse (f32) for rows < sq
-    a.lane_row("%z", "%q0");
-    for h in 0..2 {
-        a.quad_reduce(&format!("%l{h}"), "add", "%ft");
-        a.i(format!("rcp.rn.f32 %al, %l{h};"));
-        a.scale_row("o", h, dv, "%al");
-        let skip = a.label("row_out");
-        a.i(format!("add.u32 %x, %z, {};", 8 * h));
-        a.i(format!("setp.ge.u32 %p0, %x, {};", cfg.sq));
-        a.i(format!("@%p0 bra {skip};"));
-        a.store_row(dt, "o", h, dv, "%x", "%go");
-        a.i("setp.ne.u32 %p0, %t, 0;");
-        a.i(format!("@%p0 bra {skip};"));
-        a.i(format!("lg2.approx.ftz.f32 %ft, %l{h};"));
-        a.i(format!("add.f32 %ft, %ft, %m{h};"));
-        a.i(format!("mul.f32 %ft, %ft, {};", f32_imm(LN2)));
-        // l = 0 only when every key is hidden: NaN, as log Σ exp over nothing max-subtracted
-        a.i(format!("setp.eq.f32 %p1, %l{h}, 0f00000000;"));
-        a.i("selp.f32 %ft, 0f7FC00000, %ft, %p1;");
-        a.i("mul.wide.u32 %cd0, %x, 4;");
-        a.i("add.s64 %cd0, %cd0, %gl;");
-        a.i("st.global.f32 [%cd0], %ft;");
-        a.place(&skip);
-    }
+    softmax::finish(&mut a, cfg);
     a.i("ret;");
 
     let decls = format!(
@@ -149,6 +102,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
         block: [THREADS, 1, 1],
         shared_bytes: shared,
         params: PARAMS.to_vec(),
+        tensor_maps: Vec::new(),
     }
 }
 

@@ -4,11 +4,11 @@
 //! skipped), and masking of one S tile.
 
 use super::asm::{Asm, NEG_INF};
-use super::config::{FlashConfig, BLOCK_M, BLOCK_N};
+use super::config::{FlashConfig, BLOCK_N};
 
-/// Sets `%lim0`/`%lim1` (the last key lane rows `g` and `g + 8` see, s32),
-/// `%minlim` (the last key every row of the block sees) and `%nt` (K/V
-/// tiles to visit). Needs `%warp`, `%g`, `%q0`; clobbers `%x`, `%z`.
+/// Sets `%lim0`/`%lim1` (the last key lane rows `g` and `g + 8` see, s32)
+/// and `%minlim` (the last key every row of the block sees). Needs
+/// `%warp`, `%g`, `%q0` (the first row of the 64-row block); clobbers `%z`.
 pub fn row_limits(a: &mut Asm, cfg: &FlashConfig) {
     let last_key = cfg.sk as i32 - 1;
     a.lane_row("%z", "%q0");
@@ -23,11 +23,24 @@ pub fn row_limits(a: &mut Asm, cfg: &FlashConfig) {
         }
     }
     match causal {
+        // the block's first row sees the fewest keys
         Some(c) => {
-            // the block's first row sees the fewest keys, its last valid row the most
             a.i(format!("add.s32 %minlim, %q0, {c};"));
             a.i(format!("min.s32 %minlim, %minlim, {last_key};"));
-            a.i(format!("add.u32 %x, %q0, {};", BLOCK_M - 1));
+        }
+        None => a.i(format!("mov.u32 %minlim, {last_key};")),
+    }
+}
+
+/// Sets `%nt` to the K/V tiles the `rows` query rows from `first` (a
+/// register) need: tiles wholly above the causal diagonal are skipped.
+/// Clobbers `%x`.
+pub fn tile_count(a: &mut Asm, cfg: &FlashConfig, first: &str, rows: u32) {
+    let last_key = cfg.sk as i32 - 1;
+    match cfg.causal_i32() {
+        // the block's last valid row sees the most keys
+        Some(c) => {
+            a.i(format!("add.u32 %x, {first}, {};", rows - 1));
             a.i(format!("min.u32 %x, %x, {};", cfg.sq - 1));
             a.i(format!("add.s32 %x, %x, {c};"));
             a.i(format!("min.s32 %x, %x, {last_key};"));
@@ -35,10 +48,7 @@ pub fn row_limits(a: &mut Asm, cfg: &FlashConfig) {
             a.i(format!("add.s32 %x, %x, {BLOCK_N};"));
             a.i(format!("div.u32 %nt, %x, {BLOCK_N};"));
         }
-        None => {
-            a.i(format!("mov.u32 %minlim, {last_key};"));
-            a.i(format!("mov.u32 %nt, {};", cfg.sk.div_ceil(BLOCK_N)));
-        }
+        None => a.i(format!("mov.u32 %nt, {};", cfg.sk.div_ceil(BLOCK_N))),
     }
 }
 

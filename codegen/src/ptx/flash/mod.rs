@@ -3,30 +3,42 @@
 //!
 //! The generic renderer (`super::render`) turns kernel IR into correct but
 //! slow PTX; attention needs tiles kept in registers and shared memory,
-//! `mma.sync` and an online softmax, so these kernels are written directly.
-//! Each generator is specialized to one [`FlashConfig`] (shapes, scale and
-//! causal offset become immediates).
+//! tensor-core instructions and an online softmax, so these kernels are
+//! written directly. Each generator is specialized to one [`FlashConfig`]
+//! (shapes, scale and causal offset become immediates).
 //!
 //! Supported: any `heads`, `group` dividing it, `sq, sk >= 1` (partial
 //! blocks are masked), `d` in {32, 64, 96, 128}, `dv` a multiple of 16 up
 //! to 128 (of 32 for the backward), bf16 or f16, any finite scale, causal
 //! with any offset. Anything else is a [`FlashError`]. Kernels use dynamic
-//! shared memory (`FlashKernel::shared_bytes`, up to 85 KiB at d = dv =
-//! 128). The sm_90a target gets the same mma.sync kernels for now: a
-//! wgmma/TMA-style kernel (FA3) is not written yet.
+//! shared memory (`FlashKernel::shared_bytes`, up to 96 KiB).
+//!
+//! sm_80 gets FlashAttention-2 kernels (`mma.sync`, `ldmatrix`, `cp.async`;
+//! they run on sm_90a too). The sm_90a forward is FlashAttention-3-style
+//! (TMA, mbarriers, warp specialization, `wgmma`, ping-pong consumers) for
+//! `d`, `dv` in {64, 128}; it takes Q, K and V as tensor maps
+//! ([`FlashKernel::tensor_maps`], [`TensorMapParam`]). The sm_90a backward
+//! is the sm_80 one.
 //!
 //! Files: `config.rs` (validation, tile sizes, shared-memory layout),
 //! `asm.rs` (PTX text and fragment helpers), `mask.rs` (causal and length
-//! masking), `pipeline.rs` (the double-buffered K/V loop), `fwd_sm80.rs` (FA2 forward), `bwd_sm80.rs` (FA2 backward).
+//! masking), `softmax.rs` (the forwards' online softmax and epilogue),
+//! `pipeline.rs` (the double-buffered K/V loop), `tma.rs` (tensor-map
+//! parameters, TMA loads, mbarrier waits), `fwd_sm80.rs` (FA2 forward),
+//! `fwd_sm90.rs` (FA3-style forward), `bwd_sm80.rs` (FA2 backward).
 
 mod asm;
 mod bwd_sm80;
 mod config;
 mod fwd_sm80;
+mod fwd_sm90;
 mod mask;
 mod pipeline;
+mod softmax;
+mod tma;
 
 pub use config::{FlashConfig, Half};
+pub use tma::{TensorMapParam, TmaSwizzle};
 
 use super::Arch;
 
@@ -44,8 +56,13 @@ pub struct FlashKernel {
     /// Dynamic shared memory to launch with, in bytes (above 48 KiB the
     /// launcher must raise `MAX_DYNAMIC_SHARED_SIZE_BYTES` first).
     pub shared_bytes: u32,
-    /// The pointer parameters, in order (each a `.u64` global address).
+    /// The parameters, in order: each the `.u64` global address of the
+    /// tensor of that name (`q`, `o`, `lse`, ...), except those described
+    /// in `tensor_maps`.
     pub params: Vec<&'static str>,
+    /// The parameters that are 128-byte tensor maps passed by value (sm_90a
+    /// forward: `tmap_q`, `tmap_k`, `tmap_v`), with what to build them from.
+    pub tensor_maps: Vec<TensorMapParam>,
 }
 
 /// Why no flash kernel was generated (the caller falls back to the
@@ -57,13 +74,20 @@ pub enum FlashError {
     Unsupported(String),
 }
 
-/// The forward kernel: `q, k, v -> o, lse` (parameters in that order; `o`
-/// in the input dtype, `lse` f32).
+/// The forward kernel: `q, k, v -> o, lse` (`o` in the input dtype, `lse`
+/// f32). For sm_80 the parameters are the pointers `q, k, v, o, lse`; for
+/// sm_90a they are the tensor maps `tmap_q, tmap_k, tmap_v` (see
+/// [`FlashKernel::tensor_maps`]) and the pointers `o, lse`. The sm_90a
+/// kernel needs `d` and `dv` in {64, 128}; for other sizes the sm_80 kernel
+/// (`forward(cfg, Arch::Sm80)`) also runs on sm_90a.
 pub fn forward(cfg: &FlashConfig, arch: Arch) -> Result<FlashKernel, FlashError> {
     cfg.validate()?;
     match arch {
-        // mma.sync, ldmatrix and cp.async run on sm_90a too
-        Arch::Sm80 | Arch::Sm90a => Ok(fwd_sm80::generate(cfg, arch)),
+        Arch::Sm80 => Ok(fwd_sm80::generate(cfg, arch)),
+        Arch::Sm90a => {
+            fwd_sm90::supports(cfg)?;
+            Ok(fwd_sm90::generate(cfg))
+        }
     }
 }
 
