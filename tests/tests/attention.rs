@@ -540,7 +540,7 @@ fn merged_head_axes_are_read_from_a_dense_copy() {
 fn attention_nodes_are_recorded_as_intrinsics() {
     use kiln_ir::kernel::IntrinsicOp;
     for bshd in [false, true] {
-        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), seed: 1 };
+        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), seed: 1, dropout: 0.0 };
         let m = module(&c, true, DType::BF16);
         let opts = ScheduleOptions { attention_blocks: Some(c.blocks), ..Default::default() };
         let fwd = schedule(&m, &m.functions[0], &|_| None, &opts).expect("schedule");
@@ -566,12 +566,13 @@ fn attention_nodes_are_recorded_as_intrinsics() {
 /// The PTX backend runs attention on the tensor-core FlashAttention
 /// kernels (in the emulator) when they apply: bf16 and f16, causal or not,
 /// GQA, awkward lengths, forward and gradients; and on the generic kernels
-/// otherwise (f32, a mask, transposed operands, an unsupported head size).
+/// otherwise (f32, a mask, transposed operands, an unsupported head size,
+/// dropout).
 /// Either way it matches the f64 reference within the differential
 /// suite's tolerance for the dtype.
 #[test]
 fn ptx_backend_uses_flash_kernels_when_they_apply() {
-    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), seed: 5 };
+    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), seed: 5, dropout: 0.0 };
     let flash = [
         (DType::BF16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
         (DType::F16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
@@ -584,6 +585,7 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
         (DType::BF16, case(1, 1, 1, 9, 13, 32, None, AttnMask::Bias, false)),
         (DType::F16, case(1, 1, 2, 9, 13, 32, Some(4), AttnMask::None, true)),
         (DType::BF16, case(1, 1, 1, 9, 13, 16, Some(0), AttnMask::None, false)),
+        (DType::BF16, Case { dropout: 0.1, ..case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false) }),
     ];
     for (dtype, c, want_flash) in flash.iter().map(|(d, c)| (*d, c, true)).chain(generic.iter().map(|(d, c)| (*d, c, false))) {
         let m = module(c, true, dtype);

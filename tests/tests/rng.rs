@@ -42,6 +42,7 @@ fn program() -> Program {
         buffers: vec![buf(DType::I64, n, BufKind::Input(0)), buf(DType::F32, n * N, BufKind::Output(0)), buf(DType::F32, n * N, BufKind::Output(1))],
         kernels: vec![kernel],
         steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+        intrinsics: vec![],
     }
 }
 

@@ -32,7 +32,7 @@ fn mentions(e: &Expr, dep: &dyn Fn(Var) -> bool) -> bool {
         Expr::Const(..) | Expr::Tile => false,
         Expr::Var(x) => dep(*x),
         Expr::Load(_, x) | Expr::Unary(_, x) | Expr::Cast(_, x) => mentions(x, dep),
-        Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) => mentions(a, dep) || mentions(b, dep),
+        Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) | Expr::Rand(a, b) => mentions(a, dep) || mentions(b, dep),
         Expr::Select(c, a, b) => mentions(c, dep) || mentions(a, dep) || mentions(b, dep),
     }
 }
@@ -46,7 +46,7 @@ fn loads<'e>(e: &'e Expr, out: &mut Vec<(Mem, &'e Expr)>) {
             loads(i, out);
         }
         Expr::Unary(_, x) | Expr::Cast(_, x) => loads(x, out),
-        Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) => {
+        Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) | Expr::Rand(a, b) => {
             loads(a, out);
             loads(b, out);
         }

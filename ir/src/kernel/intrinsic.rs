@@ -33,9 +33,9 @@ pub struct Intrinsic {
 /// The nodes that are recorded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum IntrinsicOp {
-    /// `attention(q, k, v[, mask]) -> (o, lse)` (see [`crate::attention`]).
+    /// `attention(q, k, v[, mask][, seed]) -> (o, lse)` (see [`crate::attention`]).
     Attention(AttentionCall),
-    /// `attention_grad(q, k, v[, mask], o, lse, do) -> (dq, dk, dv)`.
+    /// `attention_grad(q, k, v[, mask][, seed], o, lse, do) -> (dq, dk, dv)`.
     AttentionGrad(AttentionCall),
 }
 
@@ -52,6 +52,8 @@ pub struct AttentionCall {
     pub group: u32,
     /// The mask argument, if any.
     pub mask: AttnMask,
+    /// Dropout on the probabilities (0: none; else a seed argument follows).
+    pub dropout: f64,
 }
 
 /// A strided tensor in a buffer: element `idx` is at

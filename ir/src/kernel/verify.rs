@@ -269,7 +269,7 @@ mod tests {
         use crate::kernel::{AttentionCall, BufId, BufKind, Buffer, Intrinsic, IntrinsicOp, KernelId, TensorView, View};
         let view = || View { buf: BufId(0), offset: Default::default() };
         let launch = |k: u32| Step::Launch { kernel: KernelId(k), args: vec![view()] };
-        let call = AttentionCall { scale: 1.0, causal: None, group: 1, mask: crate::AttnMask::None };
+        let call = AttentionCall { scale: 1.0, causal: None, group: 1, mask: crate::AttnMask::None, dropout: 0.0 };
         let program = |steps: Vec<Step>, shape: Vec<u64>| Program {
             buffers: vec![Buffer { dtype: DType::F32, len: 4, kind: BufKind::Temp, name: "b".into() }],
             kernels: vec![with_body(vec![]), with_body(vec![]), with_body(vec![])],

@@ -104,7 +104,7 @@ pub(crate) fn emit(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[S
     }
     let args = node.args.iter().map(|&x| super::intrinsic::arg_view(cx, gs, at.dense.get(&x), x)).collect::<Result<_, _>>()?;
     let shapes = if backward { (0..3).map(|k| gs.shapes[node.args[k].index()].clone()).collect() } else { vec![at.o_shape.clone(), at.lse_shape.clone()] };
-    let call = AttentionCall { scale: a.scale, causal: at.causal, group: a.group, mask: a.mask };
+    let call = AttentionCall { scale: a.scale, causal: at.causal, group: a.group, mask: a.mask, dropout: a.dropout };
     cx.prog.intrinsics.push(Intrinsic {
         op: if backward { IntrinsicOp::AttentionGrad(call) } else { IntrinsicOp::Attention(call) },
         kernels: first..cx.prog.kernels.len() as u32,

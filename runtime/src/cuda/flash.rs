@@ -3,7 +3,7 @@
 //! and what each flash kernel gets as arguments.
 //!
 //! A node is substituted when the flash generators accept its
-//! configuration (bf16/f16, no mask, head sizes they support) and every
+//! configuration (bf16/f16, no mask, no dropout, head sizes they support) and every
 //! tensor they touch is a dense `[heads, rows, cols]` array (any batch and
 //! head axes merged) whose start is 16-byte aligned (`cp.async` copies 16
 //! bytes at a time). Anything else keeps the generic kernels.
@@ -40,6 +40,9 @@ pub fn substitute(p: &Program, x: &Intrinsic, arch: Arch) -> Result<Substitute, 
     };
     if call.mask != AttnMask::None {
         return Err("a mask argument".into());
+    }
+    if call.dropout != 0.0 {
+        return Err("dropout".into());
     }
     let arg = |i: usize| x.args.get(i).cloned().flatten().ok_or_else(|| format!("argument {i} is not in memory"));
     let (q, k, v) = (arg(0)?, arg(1)?, arg(2)?);
@@ -125,7 +128,7 @@ mod tests {
             TensorView::dense(BufId(p.buffers.len() as u32 - 1), HostOffset { constant: offset, terms: vec![] }, shape)
         };
         let (q, k, v) = (view(dtype, shape.clone(), q_offset), view(dtype, shape.clone(), 0), view(dtype, shape.clone(), 0));
-        let call = AttentionCall { scale: 0.125, causal: Some(0), group: 1, mask: AttnMask::None };
+        let call = AttentionCall { scale: 0.125, causal: Some(0), group: 1, mask: AttnMask::None, dropout: 0.0 };
         let x = if backward {
             let (o, lse, dout) = (view(dtype, shape.clone(), 0), view(DType::F32, shape[..3].to_vec(), 0), view(dtype, shape.clone(), 0));
             let results = (0..3).map(|_| view(dtype, shape.clone(), 0)).collect();
@@ -177,5 +180,10 @@ mod tests {
             c.mask = AttnMask::Keep;
         }
         assert_eq!(reason((p, x)), "a mask argument");
+        let (p, mut x) = node(DType::BF16, 64, 0, true);
+        if let IntrinsicOp::AttentionGrad(c) = &mut x.op {
+            c.dropout = 0.1;
+        }
+        assert_eq!(reason((p, x)), "dropout");
     }
 }
