@@ -9,6 +9,7 @@
 //! At tiny shapes the scheduled program also runs on the kernel IR's
 //! evaluator.
 
+use kiln_codegen::ptx::Arch;
 use kiln_ir::autodiff::{grad, Wrt};
 use kiln_ir::interp::{Precision, Tensor};
 use kiln_ir::schedule::{schedule, ScheduleOptions};
@@ -577,12 +578,15 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
             let f = &m.functions[fi];
             let x = inputs(c, f);
             let want = reference(&m, f, &x);
-            let (got, launched) = kiln_tests::backends::PtxEmu(kiln_codegen::ptx::Arch::Sm80).run_traced(&m, f, &[], &x, &BTreeMap::new()).unwrap_or_else(|e| panic!("{dtype} {c:?}: {e}"));
-            let flash_names: Vec<&str> = if fi == 0 { vec!["flash_fwd_"] } else { vec!["flash_fwd_", "flash_bwd_prep_", "flash_bwd_dq_", "flash_bwd_dkv_"] };
+            for arch in [Arch::Sm80, Arch::Sm90a] {
+            let (got, launched) = kiln_tests::backends::PtxEmu(arch).run_traced(&m, f, &[], &x, &BTreeMap::new()).unwrap_or_else(|e| panic!("{dtype} {c:?} {arch:?}: {e}"));
+            // sm_90a runs the FA3-style forward where it applies (d = 64, 128)
+            let fwd = if arch == Arch::Sm90a && c.d == 64 { "flash3_fwd_sm_90a" } else { "flash_fwd_" };
+            let flash_names: Vec<&str> = if fi == 0 { vec![fwd] } else { vec![fwd, "flash_bwd_prep_", "flash_bwd_dq_", "flash_bwd_dkv_"] };
             for name in flash_names {
-                assert_eq!(launched.iter().any(|l| l.starts_with(name)), want_flash, "{name} in {launched:?} for {dtype} {c:?}");
+                assert_eq!(launched.iter().any(|l| l.starts_with(name)), want_flash, "{name} in {launched:?} for {dtype} {c:?} {arch:?}");
             }
-            assert_eq!(launched.iter().any(|l| l.contains("attention")), !want_flash, "generic attention kernels in {launched:?} for {dtype} {c:?}");
+            assert_eq!(launched.iter().any(|l| l.contains("attention")), !want_flash, "generic attention kernels in {launched:?} for {dtype} {c:?} {arch:?}");
             let tol = match dtype {
                 DType::F32 => 2e-5,
                 DType::F16 => 4e-3,
@@ -591,7 +595,8 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
             // the loss (output 0 of the gradient) is a long sum, not an attention output
             for (k, (g, w)) in got.iter().zip(&want).enumerate().skip(fi / 2) {
                 let scale = w.data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-                assert!(max_err(g, w) <= tol * scale, "{dtype} {c:?} function {fi} output {k}: error {} > {}", max_err(g, w), tol * scale);
+                assert!(max_err(g, w) <= tol * scale, "{dtype} {c:?} {arch:?} function {fi} output {k}: error {} > {}", max_err(g, w), tol * scale);
+            }
             }
         }
     }
@@ -624,9 +629,12 @@ fn check_flash_on_source(c: &kiln_lang::Compiled) {
         let dims: BTreeMap<String, i64> = [("B".to_string(), 2), ("T".to_string(), t)].into_iter().collect();
         let x: Vec<Tensor> = (0..naive.arg_names.len()).map(|i| kiln_runtime::random_input(naive, i, &|n| dims.get(n).copied(), 40 + i as u64).expect("input")).collect();
         let want = kiln_runtime::run_reference(&c.module, naive, &[], &x, &dims, Precision::F64).expect("reference");
-        let (got, launched) = kiln_tests::backends::PtxEmu(kiln_codegen::ptx::Arch::Sm80).run_traced(&m, &m.functions[0], &[], &x, &dims).expect("ptx-emu");
-        assert!(launched.iter().any(|l| l.starts_with("flash_fwd_")), "{launched:?}");
-        let scale = want[0].data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-        assert!(max_err(&got[0], &want[0]) <= 3e-2 * scale, "T = {t}: error {} > {}", max_err(&got[0], &want[0]), 3e-2 * scale);
+        for arch in [Arch::Sm80, Arch::Sm90a] {
+            let (got, launched) = kiln_tests::backends::PtxEmu(arch).run_traced(&m, &m.functions[0], &[], &x, &dims).expect("ptx-emu");
+            let fwd = if arch == Arch::Sm90a { "flash3_fwd_sm_90a" } else { "flash_fwd_sm_80" };
+            assert!(launched.iter().any(|l| l.starts_with(fwd)), "{launched:?}");
+            let scale = want[0].data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+            assert!(max_err(&got[0], &want[0]) <= 3e-2 * scale, "T = {t} {arch:?}: error {} > {}", max_err(&got[0], &want[0]), 3e-2 * scale);
+        }
     }
 }

@@ -245,6 +245,7 @@ fn staged_gemm(dt: kiln_ir::DType, [m, n, k]: [u64; 3], [la, lb]: [Layout; 2], a
         buffers: vec![buf(dt, alen, BufKind::Input(0)), buf(dt, blen, BufKind::Input(1)), buf(DType::F32, clen, BufKind::Output(0))],
         kernels: vec![kernel],
         steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+        intrinsics: vec![],
     };
     let input = |dtype, len: u64, s: u64| Tensor { dtype, shape: vec![len as usize], data: (0..len).map(|i| ((i * s + i / 7) % 7) as f64 - 3.0).collect() };
     (p, vec![input(dt, alen, 5), input(dt, blen, 3)])
@@ -352,6 +353,7 @@ fn vector_loads_and_stores_match_the_kernel_evaluator() {
                 buffers: vec![buf(n, BufKind::Input(0)), buf(e / 3 + 1, BufKind::Input(1)), buf(n, BufKind::Output(0))],
                 kernels: vec![kernel],
                 steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
+                intrinsics: vec![],
             };
             let ptx = ptx::render(&p.kernels[0], Arch::Sm80).expect("render").ptx;
             let (ld, st) = if dt == DType::F32 { ("ld.global.v4.f32", "st.global.v4.f32") } else { ("ld.global.v4.b32", "st.global.v4.b32") };
