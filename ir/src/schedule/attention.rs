@@ -14,17 +14,29 @@
 //!   Normalization is deferred to the end (`o = O / l`,
 //!   `lse = m + log l`). Blocks entirely above the causal diagonal are
 //!   skipped by a [`Stmt::If`].
-//! - **FA1 forward**: the paper's loop order — one tile per (batch, query
+//! - **FA1 forward**: the paper's algorithm — one tile per (batch, query
 //!   head), the outer loop over K/V blocks, the inner over Q blocks, with
-//!   `O`, `l` and `m` kept in memory (temporaries) between iterations. The
-//!   same online update as FA2 (normalization also deferred to the end).
-//! - **Backward** (both variants): `Δ = rowsum(dO ∘ O)` first; then one
-//!   kernel with a tile per (batch, key/value head, K block) accumulates
-//!   `dK` and `dV` over every query head of its group and every Q block,
-//!   and one with a tile per (batch, query head, Q block) accumulates `dQ`
-//!   over the K blocks. Both recompute `P = exp(S − lse)` block by block
-//!   (it is never stored) and skip causally invisible blocks; tiles write
-//!   disjoint outputs, so no atomics are needed.
+//!   `O`, `l` and `m` kept in memory (temporaries) between iterations, and
+//!   `O` normalized after every step:
+//!   `O ← diag(l_new)⁻¹ (diag(l_old)·e^{m_old − m_new}·O + e^{m̃ − m_new}·P̃·V)`
+//!   (`P` is computed as `e^{S − m_new}` directly, which is the last term's
+//!   `e^{m̃ − m_new}·P̃`). Rows with `l_new = 0` (every key so far masked)
+//!   keep `O = 0` instead of dividing by zero.
+//! - **Backward** (both variants): `Δ = rowsum(dO ∘ O)` first, then one of
+//!   two schedules ([`AttnBackward`], chosen by the number of heads):
+//!   *one pass* — a tile per (batch, key/value head) loops over K blocks
+//!   outside and the group's query heads and Q blocks inside (FA1's
+//!   backward order), so `P` and `dS` are computed once per block pair for
+//!   `dK`, `dV` (in scratch) and `dQ` (f32 rows the tile's heads own);
+//!   or *split* — a kernel with a tile per (batch, key/value head, K block)
+//!   for `dK`, `dV` and one with a tile per (batch, query head, Q block)
+//!   for `dQ`, each recomputing `P` and `dS`, for when heads are too few
+//!   to keep the threads busy. Either way `P = exp(S − lse)` is recomputed
+//!   block by block (never stored), causally invisible blocks are skipped,
+//!   and tiles write disjoint outputs, so no atomics are needed.
+//!
+//! Every kernel turns scores into probabilities in one function,
+//! `probability`, per (Q block, K block) pair.
 //!
 //! Rows whose keys are all masked keep `m = −∞`; the update subtracts 0
 //! instead of `m` there, so a fully masked block adds nothing rather than
@@ -40,8 +52,13 @@
 //! the per-core L2 (the other half holds the GEMM's packed panels and the
 //! streamed operands; one score row, `4·Bk` bytes, is what the softmax
 //! loops touch, always far below L1), and whose per-tile scratch fits
-//! [`SCRATCH_BUDGET`]. Then `Bq` halves (down to 16) until there are at
-//! least two tiles per thread. Blocks never exceed the sequence lengths.
+//! [`SCRATCH_BUDGET`]. Then, where tiles own Q blocks (the FA2 forward and
+//! the split backward), `Bq` halves (down to 16) until there are at least
+//! two tiles per thread. With causal masking `B` is also at most a
+//! quarter of the longer sequence: the blocks that straddle the diagonal
+//! compute about half of their scores in vain, a fraction `B / 2S` of the
+//! work (at most 1/8 then; at `S = 256`, 64 measured faster than 128).
+//! Blocks never exceed the sequence lengths.
 
 use super::builder::{KernelBuilder, Src};
 use super::emit::{destination, launch, linear_aff, operand, pointwise, regions};
@@ -202,7 +219,7 @@ impl<'a> Attn<'a> {
             Some(p) => p == AttnBackward::Split,
             None => a.variant == AttnVariant::Fa2,
         };
-        let (bq, bk) = block_sizes(cx.opts, (sq, sk, d, dv), per_q_block.then_some(q_tiles), backward);
+        let (bq, bk) = block_sizes(cx.opts, (sq, sk, d, dv), per_q_block.then_some(q_tiles), backward, causal.is_some());
         Ok(Attn { a, args, lead, hkv, group: a.group as u64, sq, sk, d, dv, bq, bk, plan, causal, o_shape, lse_shape, dense: HashMap::new() })
     }
 
@@ -772,7 +789,7 @@ fn backward_plan(opts: &ScheduleOptions, kv_tiles: u64) -> AttnBackward {
 /// `(Bq, Bk)` from the cost model in the module docs (or the override).
 /// `q_tiles` is the number of tiles per Q block when a kernel's tiles
 /// each own one (`None` when its tiles own whole heads).
-fn block_sizes(opts: &ScheduleOptions, (sq, sk, d, dv): (u64, u64, u64, u64), q_tiles: Option<u64>, backward: bool) -> (u64, u64) {
+fn block_sizes(opts: &ScheduleOptions, (sq, sk, d, dv): (u64, u64, u64, u64), q_tiles: Option<u64>, backward: bool, causal: bool) -> (u64, u64) {
     if let Some((bq, bk)) = opts.attention_blocks {
         return (bq.clamp(1, sq.max(1)), bk.clamp(1, sk.max(1)));
     }
@@ -785,7 +802,7 @@ fn block_sizes(opts: &ScheduleOptions, (sq, sk, d, dv): (u64, u64, u64, u64), q_
         }
     };
     let mut b = 128;
-    while b > 16 && (working_set(b, b) > opts.cache.l2 / 2 || scratch(b, b) > SCRATCH_BUDGET) {
+    while b > 16 && (working_set(b, b) > opts.cache.l2 / 2 || scratch(b, b) > SCRATCH_BUDGET || (causal && 4 * b > sq.max(sk))) {
         b /= 2;
     }
     let bk = b.min(sk.max(1));
@@ -813,22 +830,25 @@ mod tests {
         let dims = (4096, 4096, 64, 64);
         // 1 MiB L2: a 128 x 128 forward working set (192 KiB) fits half of it;
         // the backward's scratch (224 KiB) does not fit the budget, 64 does.
-        assert_eq!(block_sizes(&opts(1024, 2), dims, Some(8), false), (128, 128));
-        assert_eq!(block_sizes(&opts(1024, 2), dims, Some(8), true), (64, 64));
+        assert_eq!(block_sizes(&opts(1024, 2), dims, Some(8), false, false), (128, 128));
+        assert_eq!(block_sizes(&opts(1024, 2), dims, Some(8), true, false), (64, 64));
         // 256 KiB L2: 128 KiB for the working set, which 64 x 64 (80 KiB) fits.
-        assert_eq!(block_sizes(&opts(256, 2), dims, Some(8), false), (64, 64));
+        assert_eq!(block_sizes(&opts(256, 2), dims, Some(8), false, false), (64, 64));
         // D = 128 doubles the operand blocks: 128 x 128 needs 320 KiB.
-        assert_eq!(block_sizes(&opts(512, 2), (4096, 4096, 128, 128), Some(8), false), (64, 64));
+        assert_eq!(block_sizes(&opts(512, 2), (4096, 4096, 128, 128), Some(8), false, false), (64, 64));
         // One head and a short sequence: Q blocks shrink until 16 threads
         // have two tiles each (256 / 16 = 16 tiles of 16 rows).
-        assert_eq!(block_sizes(&opts(1024, 16), (256, 256, 64, 64), Some(1), false), (16, 128));
+        assert_eq!(block_sizes(&opts(1024, 16), (256, 256, 64, 64), Some(1), false, false), (16, 128));
+        // Causal at 256: blocks of 64, a quarter of the sequence.
+        assert_eq!(block_sizes(&opts(1024, 2), (256, 256, 64, 64), Some(8), false, true), (64, 64));
+        assert_eq!(block_sizes(&opts(1024, 2), (512, 512, 64, 64), Some(8), false, true), (128, 128));
         // Tiles that own whole heads need no smaller Q blocks.
-        assert_eq!(block_sizes(&opts(1024, 16), (256, 256, 64, 64), None, false), (128, 128));
+        assert_eq!(block_sizes(&opts(1024, 16), (256, 256, 64, 64), None, false, false), (128, 128));
         // Never longer than the sequences.
-        assert_eq!(block_sizes(&opts(1024, 2), (5, 3, 64, 64), Some(8), false), (5, 3));
+        assert_eq!(block_sizes(&opts(1024, 2), (5, 3, 64, 64), Some(8), false, false), (5, 3));
         // An override wins (clamped to the sequences).
         let forced = ScheduleOptions { attention_blocks: Some((4, 100)), ..opts(1024, 2) };
-        assert_eq!(block_sizes(&forced, (10, 9, 64, 64), Some(8), true), (4, 9));
+        assert_eq!(block_sizes(&forced, (10, 9, 64, 64), Some(8), true, false), (4, 9));
     }
 
     #[test]
