@@ -271,6 +271,19 @@ impl<'a> Attn<'a> {
         QTile { kb, body, grid: dims.iter().product(), h, q0 }
     }
 
+    /// A kernel `name` with a tile per (batch, query head): the builder,
+    /// the statements that define the tile's coordinates, the grid and
+    /// the tile's heads.
+    fn head_tile(&self, name: &str) -> (KernelBuilder, Vec<Stmt>, u64, Heads) {
+        let mut kb = KernelBuilder::default();
+        kb.note(name.into());
+        let mut body = Vec::new();
+        let dims = self.q_head_dims();
+        let coords = kb.tile_coords(&dims, &mut body);
+        let h = self.q_heads(&coords);
+        (kb, body, dims.iter().product(), h)
+    }
+
     /// Heads of a tile over [`Attn::q_head_dims`].
     fn q_heads(&self, coords: &[Ix]) -> Heads {
         if self.gqa() {
@@ -468,12 +481,7 @@ impl<'a> Attn<'a> {
         let m = cx.buffer(DType::F32, rows, BufKind::Temp, "attention.m".into());
         let l = cx.buffer(DType::F32, rows, BufKind::Temp, "attention.l".into());
         let acc = cx.buffer(DType::F32, rows * self.dv, BufKind::Temp, "attention.o".into());
-        let mut kb = KernelBuilder::default();
-        kb.note("attention_fa1".into());
-        let mut body = Vec::new();
-        let dims = self.q_head_dims();
-        let coords = kb.tile_coords(&dims, &mut body);
-        let h = self.q_heads(&coords);
+        let (mut kb, mut body, grid, h) = self.head_tile("attention_fa1");
         let (hq, lse_shape) = (h.q.clone(), self.lse_shape.clone());
         let base_of = move |q0: &Ix| {
             let idx: Vec<Ix> = hq.iter().cloned().chain([q0.clone()]).collect();
@@ -495,7 +503,7 @@ impl<'a> Attn<'a> {
             body.extend(wrap(kv, sk / bk, None, outer));
         }
         body.extend(self.finish_rows(&mut kb, &h, (&Ix::constant(0), sq), &whole, (o, lse), true));
-        launch(cx, kb, dims.iter().product(), body);
+        launch(cx, kb, grid, body);
         Ok(())
     }
 
@@ -514,12 +522,7 @@ impl<'a> Attn<'a> {
         let nf = self.a.forward_arity();
         let rows: u64 = self.lse_shape.iter().product();
         let delta = cx.buffer(DType::F32, rows, BufKind::Temp, "attention.delta".into());
-        let mut kb = KernelBuilder::default();
-        kb.note("attention_delta".into());
-        let mut body = Vec::new();
-        let dims = self.q_head_dims();
-        let coords = kb.tile_coords(&dims, &mut body);
-        let h = self.q_heads(&coords);
+        let (mut kb, mut body, grid, h) = self.head_tile("attention_delta");
         let (i, e, sum) = (kb.var(self.sq), kb.var(self.dv), kb.var(1));
         let idx: Vec<Ix> = h.q.iter().cloned().chain([Ix::var(i), Ix::var(e)]).collect();
         let x = gs.value(cx, &mut kb, self.args[nf + 2], &idx)?;
@@ -531,7 +534,7 @@ impl<'a> Attn<'a> {
             Stmt::Store { mem: dm, index: linearize(&li, &self.lse_shape).to_expr(), value: Expr::Var(sum) },
         ];
         body.push(Stmt::Loop { var: i, extent: self.sq, vector: false, body: rb });
-        launch(cx, kb, dims.iter().product(), body);
+        launch(cx, kb, grid, body);
         Ok(delta)
     }
 
