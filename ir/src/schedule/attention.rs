@@ -562,23 +562,9 @@ impl<'a> Attn<'a> {
         body.push(Stmt::Loop { var: z, extent: n, vector: true, body: vec![Stmt::Store { mem: dq, index: rows0.add(&Ix::var(z)).to_expr(), value: f(0.0) }] });
         let (s, dp) = (kb.scratch(DType::F32, bq * bk), kb.scratch(DType::F32, bq * bk));
         let (dk, dv) = (kb.scratch(DType::F32, bk * d), kb.scratch(DType::F32, bk * self.dv));
+        let dq_rows = |h: &Heads, q0: &Ix| dense(dq, row0(h, q0).to_expr(), d);
         for (kv, k0, ksz) in block_starts(&mut kb, sk, bk) {
-            let mut outer = zero(&mut kb, dk, ksz * d);
-            outer.extend(zero(&mut kb, dv, ksz * self.dv));
-            let g = self.gqa().then(|| kb.var(self.group));
-            let h = self.heads(&kvc, g.map(Ix::var).as_ref());
-            let mut per_head = Vec::new();
-            for (qv, q0, qsz) in block_starts(&mut kb, sq, bq) {
-                let cond = self.visible(&q0, qsz, &k0);
-                let p = Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s };
-                let mut inner = self.grad_block(cx, gs, &mut kb, &p, dp, delta)?;
-                inner.extend(self.kv_grads(cx, gs, &mut kb, &p, dp, (dk, dv))?);
-                inner.push(self.q_grad(cx, gs, &mut kb, &p, dp, dense(dq, row0(&h, &q0).to_expr(), d))?);
-                per_head.extend(wrap(qv, sq / bq, cond, inner));
-            }
-            outer.extend(group_loop(g, self.group, per_head));
-            outer.extend(self.write_rows(&mut kb, &out[1], &h.kv, (&k0, ksz), (dk, Ix::constant(0)), 1));
-            outer.extend(self.write_rows(&mut kb, &out[2], &h.kv, (&k0, ksz), (dv, Ix::constant(0)), 2));
+            let outer = self.kv_block(cx, gs, &mut kb, &kvc, (&k0, ksz), (s, dp, dk, dv), (delta, out), Some(&dq_rows))?;
             body.extend(wrap(kv, sk / bk, None, outer));
         }
         let g = self.gqa().then(|| kb.var(self.group));
@@ -605,21 +591,7 @@ impl<'a> Attn<'a> {
             let k0 = kbc[0].scale(bk as i64).add(&Ix::constant(first as i64));
             let (s, dp) = (kb.scratch(DType::F32, bq * bk), kb.scratch(DType::F32, bq * bk));
             let (dk, dv) = (kb.scratch(DType::F32, ksz * self.d), kb.scratch(DType::F32, ksz * self.dv));
-            body.extend(zero(&mut kb, dk, ksz * self.d));
-            body.extend(zero(&mut kb, dv, ksz * self.dv));
-            let g = self.gqa().then(|| kb.var(self.group));
-            let h = self.heads(kvc, g.map(Ix::var).as_ref());
-            let mut per_head = Vec::new();
-            for (qv, q0, qsz) in block_starts(&mut kb, sq, bq) {
-                let cond = self.visible(&q0, qsz, &k0);
-                let p = Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s };
-                let mut inner = self.grad_block(cx, gs, &mut kb, &p, dp, delta)?;
-                inner.extend(self.kv_grads(cx, gs, &mut kb, &p, dp, (dk, dv))?);
-                per_head.extend(wrap(qv, sq / bq, cond, inner));
-            }
-            body.extend(group_loop(g, self.group, per_head));
-            body.extend(self.write_rows(&mut kb, &out[1], &h.kv, (&k0, ksz), (dk, Ix::constant(0)), 1));
-            body.extend(self.write_rows(&mut kb, &out[2], &h.kv, (&k0, ksz), (dv, Ix::constant(0)), 2));
+            body.extend(self.kv_block(cx, gs, &mut kb, kvc, (&k0, ksz), (s, dp, dk, dv), (delta, out), None)?);
             launch(cx, kb, dims.iter().product(), body);
         }
         for (first, qsz, count) in regions(sq, bq) {
@@ -638,6 +610,45 @@ impl<'a> Attn<'a> {
             launch(cx, kb, grid, body);
         }
         Ok(())
+    }
+
+    /// One K block of the key/value heads `kvc`: `dK`, `dV` zeroed in
+    /// scratch, accumulated over the group's query heads and their visible
+    /// Q blocks, and written out; with `dq`, also `dQ += dS·K` into the
+    /// rows `dq(heads, q0)` of each Q block. Scratch: scores, `dS`, `dK`,
+    /// `dV`.
+    #[allow(clippy::too_many_arguments)]
+    fn kv_block(
+        &mut self,
+        cx: &mut Cx,
+        gs: &GraphState,
+        kb: &mut KernelBuilder,
+        kvc: &[Ix],
+        (k0, ksz): (&Ix, u64),
+        (s, dp, dk, dv): (Mem, Mem, Mem, Mem),
+        (delta, out): (&Src, &[Src]),
+        dq: Option<&dyn Fn(&Heads, &Ix) -> Operand>,
+    ) -> Result<Vec<Stmt>, ScheduleError> {
+        let (sq, bq) = (self.sq, self.bq);
+        let mut body = zero(kb, dk, ksz * self.d);
+        body.extend(zero(kb, dv, ksz * self.dv));
+        let g = self.gqa().then(|| kb.var(self.group));
+        let h = self.heads(kvc, g.map(Ix::var).as_ref());
+        let mut per_head = Vec::new();
+        for (qv, q0, qsz) in block_starts(kb, sq, bq) {
+            let cond = self.visible(&q0, qsz, k0);
+            let p = Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s };
+            let mut inner = self.grad_block(cx, gs, kb, &p, dp, delta)?;
+            inner.extend(self.kv_grads(cx, gs, kb, &p, dp, (dk, dv))?);
+            if let Some(dq) = dq {
+                inner.push(self.q_grad(cx, gs, kb, &p, dp, dq(&h, &q0))?);
+            }
+            per_head.extend(wrap(qv, sq / bq, cond, inner));
+        }
+        body.extend(group_loop(g, self.group, per_head));
+        body.extend(self.write_rows(kb, &out[1], &h.kv, (k0, ksz), (dk, Ix::constant(0)), 1));
+        body.extend(self.write_rows(kb, &out[2], &h.kv, (k0, ksz), (dv, Ix::constant(0)), 2));
+        Ok(body)
     }
 
     /// `dV += Pᵀ·dO` and `dK += dSᵀ·Q` for one block pair (`P` in its
