@@ -12,7 +12,7 @@
 use kiln_codegen::ptx::Arch;
 use kiln_ir::autodiff::{grad, Wrt};
 use kiln_ir::interp::{Precision, Tensor};
-use kiln_ir::schedule::{schedule, ScheduleOptions};
+use kiln_ir::schedule::{schedule, AttnBackward, ScheduleOptions};
 use kiln_ir::{AttnMask, AttnVariant, Attention, BinaryOp, CmpOp, DType, DimExpr, Function, Graph, Module, Op, ReduceOp, TensorType, Type, UnaryOp, ValueId};
 use kiln_runtime::{Cache, Pool};
 use proptest::prelude::*;
@@ -35,6 +35,8 @@ struct Case {
     bshd: bool,
     /// Forced block sizes.
     blocks: (u64, u64),
+    /// The backward schedule (forced where blocks are).
+    backward: AttnBackward,
     seed: u64,
 }
 
@@ -297,10 +299,20 @@ fn inputs(c: &Case, f: &Function) -> Vec<Tensor> {
         .collect()
 }
 
-fn cpu(m: &Module, f: &Function, inputs: &[Tensor], blocks: Option<(u64, u64)>) -> Vec<Tensor> {
-    let opts = ScheduleOptions { attention_blocks: blocks, ..Default::default() };
+/// Runs on the CPU backend; `forced` imposes a case's block sizes and
+/// backward schedule (else the cost model and the rule choose).
+fn cpu(m: &Module, f: &Function, inputs: &[Tensor], forced: Option<&Case>) -> Vec<Tensor> {
+    let opts = match forced {
+        Some(c) => options(c),
+        None => ScheduleOptions::default(),
+    };
     let cache = Cache::with_pool(Arc::new(Pool::global()), opts);
     kiln_runtime::run_cpu(m, f, &[], inputs, &BTreeMap::new(), &cache).expect("cpu").0
+}
+
+/// Scheduler options that force `c`'s block sizes and backward schedule.
+fn options(c: &Case) -> ScheduleOptions {
+    ScheduleOptions { attention_blocks: Some(c.blocks), attention_backward: Some(c.backward), ..Default::default() }
 }
 
 fn reference(m: &Module, f: &Function, inputs: &[Tensor]) -> Vec<Tensor> {
@@ -322,13 +334,17 @@ fn check(c: &Case) {
         let (ff, nf) = (&fused.functions[fi], &naive.functions[fi]);
         let x = inputs(c, ff);
         let want = reference(&fused, ff, &x);
-        let got = cpu(&fused, ff, &x, Some(c.blocks));
+        let got = cpu(&fused, ff, &x, Some(c));
         let base = cpu(&naive, nf, &x, None);
         for (k, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
             let (e, en) = (max_err(&got[k], &want[k]), max_err(&base[k], &want[k]));
             assert!(e.is_finite() && e <= 2.0 * en + 1e-6, "{name}: fused error {e:e} vs naive {en:e} in {c:?}");
         }
     }
+}
+
+fn backward() -> impl Strategy<Value = AttnBackward> {
+    prop_oneof![Just(AttnBackward::OnePass), Just(AttnBackward::Split)]
 }
 
 fn variant() -> impl Strategy<Value = AttnVariant> {
@@ -343,9 +359,9 @@ fn case() -> impl Strategy<Value = Case> {
     (1..=2usize, 1..=2usize, 1..=3usize, 1..=19usize, 1..=23usize, prop::sample::select(vec![16usize, 32, 64, 80, 96, 128]))
         .prop_flat_map(|(b, hkv, group, sq, sk, d)| {
             let causal = prop_oneof![Just(None), Just(Some(0)), Just(Some(sk as i64 - sq as i64).filter(|c| *c >= 0))];
-            (Just((b, hkv, group, sq, sk, d)), causal, mask(), variant(), any::<bool>(), 1..=8u64, 1..=8u64, any::<u64>())
+            (Just((b, hkv, group, sq, sk, d)), causal, mask(), variant(), any::<bool>(), (1..=8u64, 1..=8u64), backward(), any::<u64>())
         })
-        .prop_map(|((b, hkv, group, sq, sk, d), causal, mask, variant, bshd, bq, bk, seed)| Case { b, hkv, group, sq, sk, d, causal, mask, variant, bshd, blocks: (bq, bk), seed })
+        .prop_map(|((b, hkv, group, sq, sk, d), causal, mask, variant, bshd, blocks, backward, seed)| Case { b, hkv, group, sq, sk, d, causal, mask, variant, bshd, blocks, backward, seed })
 }
 
 proptest! {
@@ -361,19 +377,20 @@ proptest! {
 /// blocks and leaves a partial one.
 #[test]
 fn default_blocks_at_a_longer_sequence() {
-    for variant in [AttnVariant::Fa1, AttnVariant::Fa2] {
-        let c = Case { b: 1, hkv: 2, group: 2, sq: 300, sk: 300, d: 64, causal: Some(0), mask: AttnMask::None, variant, bshd: true, blocks: (0, 0), seed: 7 };
+    for (variant, backward) in [(AttnVariant::Fa1, AttnBackward::OnePass), (AttnVariant::Fa2, AttnBackward::Split)] {
+        let c = Case { b: 1, hkv: 2, group: 2, sq: 300, sk: 300, d: 64, causal: Some(0), mask: AttnMask::None, variant, bshd: true, blocks: (0, 0), backward, seed: 7 };
         let fused = module(&c, true, DType::F32);
         let naive = module(&c, false, DType::F32);
         for fi in [0, 2] {
             // The score matrix never reaches memory, forward or backward.
-            let p = schedule(&fused, &fused.functions[fi], &|_| None, &ScheduleOptions::default()).expect("schedule");
+            let opts = ScheduleOptions { attention_backward: Some(backward), ..Default::default() };
+            let p = schedule(&fused, &fused.functions[fi], &|_| None, &opts).expect("schedule");
             let scores = (c.b * c.hq() * c.sq * c.sk) as u64;
             assert!(p.buffers.iter().all(|b| b.len < scores), "a score-sized buffer: {:?}", p.buffers);
             assert!(p.kernels.iter().any(|k| k.name.contains("attention")));
             let x = inputs(&c, &fused.functions[fi]);
             let want = reference(&fused, &fused.functions[fi], &x);
-            let got = cpu(&fused, &fused.functions[fi], &x, None);
+            let got = kiln_runtime::run_cpu(&fused, &fused.functions[fi], &[], &x, &BTreeMap::new(), &Cache::with_pool(Arc::new(Pool::global()), opts)).expect("cpu").0;
             let base = cpu(&naive, &naive.functions[fi], &x, None);
             for k in (fi / 2)..got.len() {
                 let (e, en) = (max_err(&got[k], &want[k]), max_err(&base[k], &want[k]));
@@ -387,14 +404,20 @@ fn default_blocks_at_a_longer_sequence() {
 /// the storage rounding of the f64 result.
 #[test]
 fn half_precision_storage() {
-    for (dtype, variant) in [(DType::BF16, AttnVariant::Fa2), (DType::F16, AttnVariant::Fa2), (DType::BF16, AttnVariant::Fa1)] {
-        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), seed: 3 };
+    let cases = [
+        (DType::BF16, AttnVariant::Fa2, AttnBackward::OnePass),
+        (DType::F16, AttnVariant::Fa2, AttnBackward::Split),
+        (DType::BF16, AttnVariant::Fa1, AttnBackward::Split),
+        (DType::F16, AttnVariant::Fa1, AttnBackward::OnePass),
+    ];
+    for (dtype, variant, backward) in cases {
+        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), backward, seed: 3 };
         let m = module(&c, true, dtype);
         for fi in [0, 2] {
             let f = &m.functions[fi];
             let x = inputs(&c, f);
             let want = reference(&m, f, &x);
-            let got = cpu(&m, f, &x, Some(c.blocks));
+            let got = cpu(&m, f, &x, Some(&c));
             for (g, w) in got.iter().zip(&want) {
                 let scale = w.data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
                 let tol = if dtype == DType::BF16 { 2e-2 } else { 4e-3 };
@@ -409,12 +432,12 @@ fn half_precision_storage() {
 #[test]
 fn kernel_evaluator_matches_the_interpreter() {
     let mut n = 0;
-    for variant in [AttnVariant::Fa1, AttnVariant::Fa2] {
+    for (variant, backward) in [(AttnVariant::Fa1, AttnBackward::Split), (AttnVariant::Fa2, AttnBackward::OnePass), (AttnVariant::Fa2, AttnBackward::Split)] {
         // Offset -1 leaves query 0 without keys: o and lse are NaN there,
         // as in the reference (its gradients are NaN too, but the reference
         // spreads that NaN over keys the kernels rightly skip: forward only).
         for (mask, causal) in [(AttnMask::None, Some(2)), (AttnMask::Bias, None), (AttnMask::Keep, Some(0)), (AttnMask::None, Some(-1))] {
-            let c = Case { b: 1, hkv: 1, group: 2, sq: 5, sk: 7, d: 16, causal, mask, variant, bshd: true, blocks: (2, 3), seed: 11 + n };
+            let c = Case { b: 1, hkv: 1, group: 2, sq: 5, sk: 7, d: 16, causal, mask, variant, bshd: true, blocks: (2, 3), backward, seed: 11 + n };
             n += 1;
             let m = module(&c, true, DType::F32);
             let functions: &[usize] = if causal == Some(-1) { &[0] } else { &[0, 2] };
@@ -422,13 +445,13 @@ fn kernel_evaluator_matches_the_interpreter() {
                 let f = &m.functions[fi];
                 let x = inputs(&c, f);
                 let want = reference(&m, f, &x);
-                let opts = ScheduleOptions { threads: 2, attention_blocks: Some(c.blocks), ..Default::default() };
+                let opts = ScheduleOptions { threads: 2, ..options(&c) };
                 let p = schedule(&m, f, &|_| None, &opts).expect("schedule");
                 let got = kiln_ir::kernel::eval::run(&p, &x, &[]).expect("eval");
                 for (g, w) in got.iter().zip(&want) {
                     for (a, b) in g.iter().zip(&w.data) {
                         let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * (1.0 + b.abs());
-                        assert!(same, "{variant:?} {mask:?} {causal:?}: {a} vs {b}");
+                        assert!(same, "{variant:?} {backward:?} {mask:?} {causal:?}: {a} vs {b}");
                     }
                 }
             }
@@ -451,7 +474,7 @@ fn fused_kernel_programs() {
         let shapes: Vec<Vec<usize>> = naive.graph.inputs.iter().map(|t| t.shape.iter().map(|d| d.eval(&|n| env.get(n).copied()).expect("bound") as usize).collect()).collect();
         let args: Vec<ValueId> = shapes.iter().map(|s| g.input(DType::F32, s)).collect();
         let (b, h, t, d) = (shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3]);
-        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 0 };
+        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), backward: AttnBackward::OnePass, seed: 0 };
         let (o, _) = forward(&case, &mut g, &args, true);
         g.g.outputs = vec![o];
         let fused = function("attn", g.g, &["o"]);
@@ -470,7 +493,7 @@ fn fused_kernel_programs() {
 /// The lse result and a bias mask have no gradient: clear errors.
 #[test]
 fn nondifferentiable_parts_are_errors() {
-    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 3, d: 16, causal: None, mask: AttnMask::Bias, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), seed: 1 };
+    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 3, d: 16, causal: None, mask: AttnMask::Bias, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), backward: AttnBackward::OnePass, seed: 1 };
     let build = |use_lse: bool| {
         let mut g = G { g: Graph::default() };
         let args = operands(&c, &mut g, DType::F32);
@@ -497,7 +520,7 @@ fn nondifferentiable_parts_are_errors() {
 #[test]
 fn merged_head_axes_are_read_from_a_dense_copy() {
     let (b, s, h, d) = (2, 6, 3, 16);
-    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 5 };
+    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), backward: AttnBackward::OnePass, seed: 5 };
     let mut g = G { g: Graph::default() };
     let args: Vec<ValueId> = (0..3)
         .map(|_| {
@@ -516,7 +539,7 @@ fn merged_head_axes_are_read_from_a_dense_copy() {
     let p = schedule(&m, f, &|_| None, &ScheduleOptions { attention_blocks: Some(c.blocks), ..Default::default() }).expect("schedule");
     assert!(p.buffers.iter().any(|b| b.name.ends_with(".dense")), "expected dense copies: {:?}", p.buffers);
     let x = inputs(&c, f);
-    let (want, got) = (reference(&m, f, &x), cpu(&m, f, &x, Some(c.blocks)));
+    let (want, got) = (reference(&m, f, &x), cpu(&m, f, &x, Some(&c)));
     assert!(max_err(&got[0], &want[0]) < 1e-5, "{}", max_err(&got[0], &want[0]));
 }
 
@@ -527,7 +550,7 @@ fn merged_head_axes_are_read_from_a_dense_copy() {
 fn attention_nodes_are_recorded_as_intrinsics() {
     use kiln_ir::kernel::IntrinsicOp;
     for bshd in [false, true] {
-        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), seed: 1 };
+        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), backward: AttnBackward::Split, seed: 1 };
         let m = module(&c, true, DType::BF16);
         let opts = ScheduleOptions { attention_blocks: Some(c.blocks), ..Default::default() };
         let fwd = schedule(&m, &m.functions[0], &|_| None, &opts).expect("schedule");
@@ -558,7 +581,7 @@ fn attention_nodes_are_recorded_as_intrinsics() {
 /// suite's tolerance for the dtype.
 #[test]
 fn ptx_backend_uses_flash_kernels_when_they_apply() {
-    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), seed: 5 };
+    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), backward: AttnBackward::Split, seed: 5 };
     let flash = [
         (DType::BF16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
         (DType::F16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),

@@ -6,6 +6,7 @@ use crate::{RuntimeError, Tensor};
 use cudarc::driver::{result, sys, CudaContext};
 use kiln_codegen::ptx::flash::{Half, TensorMapParam, TmaSwizzle};
 use kiln_codegen::ptx::{Arch, MAX_SHARED_BYTES};
+use kiln_ir::schedule::{AttnBackward, ScheduleOptions};
 use kiln_ir::{Function, Module};
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CString};
@@ -206,7 +207,10 @@ impl Device for CudaDevice {
 /// CPU (each launch is synchronized, so kernel times are exact).
 pub fn run_cuda(m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<(Vec<Tensor>, CudaStats), RuntimeError> {
     let mut dev = CudaDevice::open()?;
-    let (program, shapes) = crate::cpu::schedule_entry(m, f, dims, &Default::default())?;
+    // a GPU has far more threads than heads: the backward's generic
+    // kernels (when the flash kernels don't apply) split over query blocks
+    let opts = ScheduleOptions { attention_backward: Some(AttnBackward::Split), ..Default::default() };
+    let (program, shapes) = crate::cpu::schedule_entry(m, f, dims, &opts)?;
     let arch = dev.arch();
     let outs = run_program(&mut dev, &program, arch, inputs, params)?;
     let outs = outs.into_iter().zip(shapes).zip(&f.graph.outputs).map(|((data, shape), o)| Tensor { dtype: f.graph.tensor_type(*o).dtype, shape, data }).collect();
