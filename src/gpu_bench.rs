@@ -6,7 +6,7 @@
 
 use kiln_codegen::ptx::flash::{self, FlashConfig, FlashKernel, Half};
 use kiln_codegen::ptx::Arch;
-use kiln_runtime::cuda::{CudaDevice, Device, Launchable};
+use kiln_runtime::cuda::{CudaDevice, Device, KernelArg, Launchable};
 use std::fmt::Write;
 
 /// Batch and heads of every benchmark (B·H = 16·16).
@@ -151,7 +151,7 @@ fn fill(dev: &mut CudaDevice, addr: u64, bytes: u64, seed: u64) -> Result<(), St
 
 /// Seconds per call of `launches`: as many back-to-back repetitions as fit
 /// about a quarter second (1 to 20), after a one-call estimate.
-fn time(dev: &mut CudaDevice, launches: &[(usize, Vec<u64>)]) -> Result<f64, String> {
+fn time(dev: &mut CudaDevice, launches: &[(usize, Vec<KernelArg>)]) -> Result<f64, String> {
     let once = dev.time_launches(launches, 1).map_err(|e| e.to_string())?;
     if once >= 0.25 {
         return Ok(once);
@@ -193,7 +193,7 @@ pub fn run(arch: Arch, quick: bool, json: bool) -> Result<(), String> {
                 .iter()
                 .enumerate()
                 .map(|(i, k)| {
-                    let args = k.params.iter().map(|n| buffers.iter().find(|(b, _)| b == n).map(|b| b.1).ok_or_else(|| format!("no buffer for `{n}`"))).collect::<Result<Vec<_>, _>>()?;
+                    let args = KernelArg::for_flash(k, |n| buffers.iter().find(|(b, _)| *b == n).map(|b| b.1))?;
                     Ok((loaded + i, args))
                 })
                 .collect::<Result<Vec<_>, String>>()?;

@@ -150,6 +150,36 @@ fn vector_loops_with_lets_ints_and_bools() {
     }
 }
 
+#[test]
+fn index_comparisons_stay_exact_in_vector_lanes() {
+    // `s·j + 2 op t + 5` (an index affine in the loop variable against one
+    // uniform per tile, either side) selecting 1 or 0, for every
+    // comparison, strides 1, -1, 3 and one too large for i32 lanes, at an
+    // extent that leaves a tail; the oracle is integer arithmetic.
+    let n = 17u64;
+    for op in [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge] {
+        for s in [1i64, -1, 3, 1 << 40] {
+            for flip in [false, true] {
+                let (x, y) = (add(mul(v(0), i(s)), i(2)), add(tile(), i(5)));
+                let c = if flip { cmp(op, y, x) } else { cmp(op, x, y) };
+                let body = vec![lp(0, n, true, vec![store(0, add(mul(tile(), i(n as i64)), v(0)), sel(c, f(1.0), f(0.0)))])];
+                let kk = kernel(&[(DType::F32, 8 * n)], 8, body);
+                for opts in all_options() {
+                    let mut o = Buf::zeros(DType::F32, 8 * n as usize);
+                    run_opts(&kk, &opts, &mut [&mut o], 0..8);
+                    for t in 0..8 {
+                        for j in 0..n {
+                            let (xv, yv) = ((s * j as i64 + 2) as f64, (t + 5) as f64);
+                            let want = if flip { op.holds(yv, xv) } else { op.holds(xv, yv) };
+                            assert_eq!(o.get()[(t * n + j) as usize], want as u8 as f64, "{op:?} s={s} flip={flip} t={t} j={j}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Runs a reduction of `value(a[j])` over `a` (f32, or `d`) and returns
 /// the result (stored as f32 or i64).
 fn reduce_run(op: RedOp, d: DType, vals: &[f64], vector: bool, opts: &Options, value: &dyn Fn(Expr) -> Expr) -> f64 {

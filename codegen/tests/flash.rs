@@ -360,10 +360,11 @@ fn unsupported_configurations_are_errors() {
     ] {
         assert!(matches!(flash::forward(&bad, Arch::Sm80), Err(FlashError::Unsupported(_))), "{bad:?}");
     }
-    // the sm_90a forward takes head sizes 64 and 128 only
-    for (d, dv) in [(32, 64), (64, 96), (96, 128)] {
-        let err = flash::forward(&FlashConfig { d, dv, ..base.clone() }, Arch::Sm90a).unwrap_err();
-        assert!(err.to_string().contains("sm_90a"), "{err}");
+    // the FA3-style sm_90a forward takes head sizes 64 and 128; other sizes
+    // get the mma.sync kernel (no tensor maps)
+    for (d, dv, fa3) in [(32, 64, false), (64, 96, false), (96, 128, false), (64, 128, true)] {
+        let k = flash::forward(&FlashConfig { d, dv, ..base.clone() }, Arch::Sm90a).expect("a kernel");
+        assert_eq!(k.tensor_maps.is_empty(), !fa3, "d = {d}, dv = {dv}: {}", k.name);
     }
     let err = flash::backward(&FlashConfig { dv: 48, ..base }, Arch::Sm80).unwrap_err();
     assert!(err.to_string().contains("backward"), "{err}");

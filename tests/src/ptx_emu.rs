@@ -1,7 +1,8 @@
 //! A [`Device`] backed by the PTX emulator, so the PTX backend's kernels
 //! run (and are checked) without a GPU.
 
-use kiln_runtime::cuda::{Device, Launchable};
+use kiln_codegen::ptx::flash::{TensorMapParam, TmaSwizzle};
+use kiln_runtime::cuda::{Device, KernelArg, Launchable};
 use kiln_runtime::RuntimeError;
 
 /// Emulated device memory plus the parsed kernels.
@@ -44,13 +45,28 @@ impl Device for EmuDevice {
         Ok(())
     }
 
-    fn launch(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
+    fn launch(&mut self, k: usize, args: &[KernelArg]) -> Result<(), RuntimeError> {
         let (module, l) = &self.kernels[k];
         let launch = ptxemu::Launch { grid: l.grid, block: l.block, dynamic_shared: l.dynamic_shared };
-        let args: Vec<ptxemu::Arg> = args.iter().map(|a| ptxemu::Arg::U64(*a)).collect();
+        let args: Vec<ptxemu::Arg> = args
+            .iter()
+            .map(|a| match a {
+                KernelArg::Ptr(v) => ptxemu::Arg::U64(*v),
+                KernelArg::TensorMap(m, addr) => ptxemu::Arg::TensorMap(tensor_map(m, *addr).encode()),
+            })
+            .collect();
         let stats = module.launch(&l.name, launch, &args, &mut self.mem).map_err(emu)?;
         self.instructions += stats.instructions;
         self.launched.push(l.name.clone());
         Ok(())
     }
+}
+
+/// The emulator's tensor map for `m` over the tensor at `addr` (what
+/// `cuTensorMapEncodeTiled` builds on a GPU).
+pub fn tensor_map(m: &TensorMapParam, addr: u64) -> ptxemu::tma::TensorMap {
+    let swizzle = match m.swizzle {
+        TmaSwizzle::B128 => ptxemu::tma::Swizzle::B128,
+    };
+    ptxemu::tma::TensorMap { address: addr, element_bytes: 2, dims: m.dims.to_vec(), strides: m.strides.to_vec(), box_dims: m.box_dims.to_vec(), swizzle }
 }

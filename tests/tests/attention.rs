@@ -9,9 +9,10 @@
 //! At tiny shapes the scheduled program also runs on the kernel IR's
 //! evaluator.
 
+use kiln_codegen::ptx::Arch;
 use kiln_ir::autodiff::{grad, Wrt};
 use kiln_ir::interp::{Precision, Tensor};
-use kiln_ir::schedule::{schedule, ScheduleOptions};
+use kiln_ir::schedule::{schedule, AttnBackward, ScheduleOptions};
 use kiln_ir::{AttnMask, AttnVariant, Attention, BinaryOp, CmpOp, DType, DimExpr, Function, Graph, Module, Op, ReduceOp, TensorType, Type, UnaryOp, ValueId};
 use kiln_runtime::{Cache, Pool};
 use proptest::prelude::*;
@@ -34,6 +35,8 @@ struct Case {
     bshd: bool,
     /// Forced block sizes.
     blocks: (u64, u64),
+    /// The backward schedule (forced where blocks are).
+    backward: AttnBackward,
     seed: u64,
     /// Dropout on the probabilities (0 for none); its seed is the last input.
     dropout: f64,
@@ -308,10 +311,20 @@ fn inputs(c: &Case, f: &Function) -> Vec<Tensor> {
         .collect()
 }
 
-fn cpu(m: &Module, f: &Function, inputs: &[Tensor], blocks: Option<(u64, u64)>) -> Vec<Tensor> {
-    let opts = ScheduleOptions { attention_blocks: blocks, ..Default::default() };
+/// Runs on the CPU backend; `forced` imposes a case's block sizes and
+/// backward schedule (else the cost model and the rule choose).
+fn cpu(m: &Module, f: &Function, inputs: &[Tensor], forced: Option<&Case>) -> Vec<Tensor> {
+    let opts = match forced {
+        Some(c) => options(c),
+        None => ScheduleOptions::default(),
+    };
     let cache = Cache::with_pool(Arc::new(Pool::global()), opts);
     kiln_runtime::run_cpu(m, f, &[], inputs, &BTreeMap::new(), &cache).expect("cpu").0
+}
+
+/// Scheduler options that force `c`'s block sizes and backward schedule.
+fn options(c: &Case) -> ScheduleOptions {
+    ScheduleOptions { attention_blocks: Some(c.blocks), attention_backward: Some(c.backward), ..Default::default() }
 }
 
 fn reference(m: &Module, f: &Function, inputs: &[Tensor]) -> Vec<Tensor> {
@@ -333,13 +346,17 @@ fn check(c: &Case) {
         let (ff, nf) = (&fused.functions[fi], &naive.functions[fi]);
         let x = inputs(c, ff);
         let want = reference(&fused, ff, &x);
-        let got = cpu(&fused, ff, &x, Some(c.blocks));
+        let got = cpu(&fused, ff, &x, Some(c));
         let base = cpu(&naive, nf, &x, None);
         for (k, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
             let (e, en) = (max_err(&got[k], &want[k]), max_err(&base[k], &want[k]));
             assert!(e.is_finite() && e <= 2.0 * en + 1e-6, "{name}: fused error {e:e} vs naive {en:e} in {c:?}");
         }
     }
+}
+
+fn backward() -> impl Strategy<Value = AttnBackward> {
+    prop_oneof![Just(AttnBackward::OnePass), Just(AttnBackward::Split)]
 }
 
 fn variant() -> impl Strategy<Value = AttnVariant> {
@@ -355,9 +372,9 @@ fn case() -> impl Strategy<Value = Case> {
         .prop_flat_map(|(b, hkv, group, sq, sk, d)| {
             let causal = prop_oneof![Just(None), Just(Some(0)), Just(Some(sk as i64 - sq as i64).filter(|c| *c >= 0))];
             let dropout = prop_oneof![Just(0.0), Just(0.1), Just(0.5)];
-            (Just((b, hkv, group, sq, sk, d)), causal, mask(), variant(), any::<bool>(), 1..=8u64, 1..=8u64, any::<u64>(), dropout)
+            (Just((b, hkv, group, sq, sk, d)), causal, mask(), variant(), any::<bool>(), (1..=8u64, 1..=8u64), backward(), any::<u64>(), dropout)
         })
-        .prop_map(|((b, hkv, group, sq, sk, d), causal, mask, variant, bshd, bq, bk, seed, dropout)| Case { b, hkv, group, sq, sk, d, causal, mask, variant, bshd, blocks: (bq, bk), seed, dropout })
+        .prop_map(|((b, hkv, group, sq, sk, d), causal, mask, variant, bshd, blocks, backward, seed, dropout)| Case { b, hkv, group, sq, sk, d, causal, mask, variant, bshd, blocks, backward, seed, dropout })
 }
 
 proptest! {
@@ -373,19 +390,20 @@ proptest! {
 /// blocks and leaves a partial one.
 #[test]
 fn default_blocks_at_a_longer_sequence() {
-    for variant in [AttnVariant::Fa1, AttnVariant::Fa2] {
-        let c = Case { b: 1, hkv: 2, group: 2, sq: 300, sk: 300, d: 64, causal: Some(0), mask: AttnMask::None, variant, bshd: true, blocks: (0, 0), seed: 7, dropout: 0.0 };
+    for (variant, backward) in [(AttnVariant::Fa1, AttnBackward::OnePass), (AttnVariant::Fa2, AttnBackward::Split)] {
+        let c = Case { b: 1, hkv: 2, group: 2, sq: 300, sk: 300, d: 64, causal: Some(0), mask: AttnMask::None, variant, bshd: true, blocks: (0, 0), backward, seed: 7, dropout: 0.0 };
         let fused = module(&c, true, DType::F32);
         let naive = module(&c, false, DType::F32);
         for fi in [0, 2] {
             // The score matrix never reaches memory, forward or backward.
-            let p = schedule(&fused, &fused.functions[fi], &|_| None, &ScheduleOptions::default()).expect("schedule");
+            let opts = ScheduleOptions { attention_backward: Some(backward), ..Default::default() };
+            let p = schedule(&fused, &fused.functions[fi], &|_| None, &opts).expect("schedule");
             let scores = (c.b * c.hq() * c.sq * c.sk) as u64;
             assert!(p.buffers.iter().all(|b| b.len < scores), "a score-sized buffer: {:?}", p.buffers);
             assert!(p.kernels.iter().any(|k| k.name.contains("attention")));
             let x = inputs(&c, &fused.functions[fi]);
             let want = reference(&fused, &fused.functions[fi], &x);
-            let got = cpu(&fused, &fused.functions[fi], &x, None);
+            let got = kiln_runtime::run_cpu(&fused, &fused.functions[fi], &[], &x, &BTreeMap::new(), &Cache::with_pool(Arc::new(Pool::global()), opts)).expect("cpu").0;
             let base = cpu(&naive, &naive.functions[fi], &x, None);
             for k in (fi / 2)..got.len() {
                 let (e, en) = (max_err(&got[k], &want[k]), max_err(&base[k], &want[k]));
@@ -399,14 +417,20 @@ fn default_blocks_at_a_longer_sequence() {
 /// the storage rounding of the f64 result.
 #[test]
 fn half_precision_storage() {
-    for (dtype, variant) in [(DType::BF16, AttnVariant::Fa2), (DType::F16, AttnVariant::Fa2), (DType::BF16, AttnVariant::Fa1)] {
-        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), seed: 3, dropout: 0.0 };
+    let cases = [
+        (DType::BF16, AttnVariant::Fa2, AttnBackward::OnePass),
+        (DType::F16, AttnVariant::Fa2, AttnBackward::Split),
+        (DType::BF16, AttnVariant::Fa1, AttnBackward::Split),
+        (DType::F16, AttnVariant::Fa1, AttnBackward::OnePass),
+    ];
+    for (dtype, variant, backward) in cases {
+        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), backward, seed: 3, dropout: 0.0 };
         let m = module(&c, true, dtype);
         for fi in [0, 2] {
             let f = &m.functions[fi];
             let x = inputs(&c, f);
             let want = reference(&m, f, &x);
-            let got = cpu(&m, f, &x, Some(c.blocks));
+            let got = cpu(&m, f, &x, Some(&c));
             for (g, w) in got.iter().zip(&want) {
                 let scale = w.data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
                 let tol = if dtype == DType::BF16 { 2e-2 } else { 4e-3 };
@@ -421,13 +445,13 @@ fn half_precision_storage() {
 #[test]
 fn kernel_evaluator_matches_the_interpreter() {
     let mut n = 0;
-    for variant in [AttnVariant::Fa1, AttnVariant::Fa2] {
+    for (variant, backward) in [(AttnVariant::Fa1, AttnBackward::Split), (AttnVariant::Fa2, AttnBackward::OnePass), (AttnVariant::Fa2, AttnBackward::Split)] {
         // Offset -1 leaves query 0 without keys: o and lse are NaN there,
         // as in the reference (its gradients are NaN too, but the reference
         // spreads that NaN over keys the kernels rightly skip: forward only).
         let cases = [(AttnMask::None, Some(2), 0.0), (AttnMask::Bias, None, 0.0), (AttnMask::Keep, Some(0), 0.0), (AttnMask::None, Some(-1), 0.0), (AttnMask::Keep, Some(1), 0.3), (AttnMask::None, None, 0.5)];
         for (mask, causal, dropout) in cases {
-            let c = Case { b: 1, hkv: 1, group: 2, sq: 5, sk: 7, d: 16, causal, mask, variant, bshd: true, blocks: (2, 3), seed: 11 + n, dropout };
+            let c = Case { b: 1, hkv: 1, group: 2, sq: 5, sk: 7, d: 16, causal, mask, variant, bshd: true, blocks: (2, 3), backward, seed: 11 + n, dropout };
             n += 1;
             let m = module(&c, true, DType::F32);
             let functions: &[usize] = if causal == Some(-1) { &[0] } else { &[0, 2] };
@@ -435,13 +459,13 @@ fn kernel_evaluator_matches_the_interpreter() {
                 let f = &m.functions[fi];
                 let x = inputs(&c, f);
                 let want = reference(&m, f, &x);
-                let opts = ScheduleOptions { threads: 2, attention_blocks: Some(c.blocks), ..Default::default() };
+                let opts = ScheduleOptions { threads: 2, ..options(&c) };
                 let p = schedule(&m, f, &|_| None, &opts).expect("schedule");
                 let got = kiln_ir::kernel::eval::run(&p, &x, &[]).expect("eval");
                 for (g, w) in got.iter().zip(&want) {
                     for (a, b) in g.iter().zip(&w.data) {
                         let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * (1.0 + b.abs());
-                        assert!(same, "{variant:?} {mask:?} {causal:?} dropout {dropout}: {a} vs {b}");
+                        assert!(same, "{variant:?} {backward:?} {mask:?} {causal:?} dropout {dropout}: {a} vs {b}");
                     }
                 }
             }
@@ -464,7 +488,7 @@ fn fused_kernel_programs() {
         let shapes: Vec<Vec<usize>> = naive.graph.inputs.iter().map(|t| t.shape.iter().map(|d| d.eval(&|n| env.get(n).copied()).expect("bound") as usize).collect()).collect();
         let args: Vec<ValueId> = shapes.iter().map(|s| g.input(DType::F32, s)).collect();
         let (b, h, t, d) = (shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3]);
-        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 0, dropout: 0.0 };
+        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), backward: AttnBackward::OnePass, seed: 0, dropout: 0.0 };
         let (o, _) = forward(&case, &mut g, &args, true);
         g.g.outputs = vec![o];
         let fused = function("attn", g.g, &["o"]);
@@ -483,7 +507,7 @@ fn fused_kernel_programs() {
 /// The lse result and a bias mask have no gradient: clear errors.
 #[test]
 fn nondifferentiable_parts_are_errors() {
-    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 3, d: 16, causal: None, mask: AttnMask::Bias, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), seed: 1, dropout: 0.0 };
+    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 3, d: 16, causal: None, mask: AttnMask::Bias, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), backward: AttnBackward::OnePass, seed: 1, dropout: 0.0 };
     let build = |use_lse: bool| {
         let mut g = G { g: Graph::default() };
         let args = operands(&c, &mut g, DType::F32);
@@ -510,7 +534,7 @@ fn nondifferentiable_parts_are_errors() {
 #[test]
 fn merged_head_axes_are_read_from_a_dense_copy() {
     let (b, s, h, d) = (2, 6, 3, 16);
-    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), seed: 5, dropout: 0.0 };
+    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), backward: AttnBackward::OnePass, seed: 5, dropout: 0.0 };
     let mut g = G { g: Graph::default() };
     let args: Vec<ValueId> = (0..3)
         .map(|_| {
@@ -529,7 +553,7 @@ fn merged_head_axes_are_read_from_a_dense_copy() {
     let p = schedule(&m, f, &|_| None, &ScheduleOptions { attention_blocks: Some(c.blocks), ..Default::default() }).expect("schedule");
     assert!(p.buffers.iter().any(|b| b.name.ends_with(".dense")), "expected dense copies: {:?}", p.buffers);
     let x = inputs(&c, f);
-    let (want, got) = (reference(&m, f, &x), cpu(&m, f, &x, Some(c.blocks)));
+    let (want, got) = (reference(&m, f, &x), cpu(&m, f, &x, Some(&c)));
     assert!(max_err(&got[0], &want[0]) < 1e-5, "{}", max_err(&got[0], &want[0]));
 }
 
@@ -540,7 +564,7 @@ fn merged_head_axes_are_read_from_a_dense_copy() {
 fn attention_nodes_are_recorded_as_intrinsics() {
     use kiln_ir::kernel::IntrinsicOp;
     for bshd in [false, true] {
-        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), seed: 1, dropout: 0.0 };
+        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), backward: AttnBackward::Split, seed: 1, dropout: 0.0 };
         let m = module(&c, true, DType::BF16);
         let opts = ScheduleOptions { attention_blocks: Some(c.blocks), ..Default::default() };
         let fwd = schedule(&m, &m.functions[0], &|_| None, &opts).expect("schedule");
@@ -572,7 +596,7 @@ fn attention_nodes_are_recorded_as_intrinsics() {
 /// suite's tolerance for the dtype.
 #[test]
 fn ptx_backend_uses_flash_kernels_when_they_apply() {
-    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), seed: 5, dropout: 0.0 };
+    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), backward: AttnBackward::Split, seed: 5, dropout: 0.0 };
     let flash = [
         (DType::BF16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
         (DType::F16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
@@ -593,12 +617,15 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
             let f = &m.functions[fi];
             let x = inputs(c, f);
             let want = reference(&m, f, &x);
-            let (got, launched) = kiln_tests::backends::PtxEmu(kiln_codegen::ptx::Arch::Sm80).run_traced(&m, f, &[], &x, &BTreeMap::new()).unwrap_or_else(|e| panic!("{dtype} {c:?}: {e}"));
-            let flash_names: Vec<&str> = if fi == 0 { vec!["flash_fwd_"] } else { vec!["flash_fwd_", "flash_bwd_prep_", "flash_bwd_dq_", "flash_bwd_dkv_"] };
+            for arch in [Arch::Sm80, Arch::Sm90a] {
+            let (got, launched) = kiln_tests::backends::PtxEmu(arch).run_traced(&m, f, &[], &x, &BTreeMap::new()).unwrap_or_else(|e| panic!("{dtype} {c:?} {arch:?}: {e}"));
+            // sm_90a runs the FA3-style forward where it applies (d = 64, 128)
+            let fwd = if arch == Arch::Sm90a && c.d == 64 { "flash3_fwd_sm_90a" } else { "flash_fwd_" };
+            let flash_names: Vec<&str> = if fi == 0 { vec![fwd] } else { vec![fwd, "flash_bwd_prep_", "flash_bwd_dq_", "flash_bwd_dkv_"] };
             for name in flash_names {
-                assert_eq!(launched.iter().any(|l| l.starts_with(name)), want_flash, "{name} in {launched:?} for {dtype} {c:?}");
+                assert_eq!(launched.iter().any(|l| l.starts_with(name)), want_flash, "{name} in {launched:?} for {dtype} {c:?} {arch:?}");
             }
-            assert_eq!(launched.iter().any(|l| l.contains("attention")), !want_flash, "generic attention kernels in {launched:?} for {dtype} {c:?}");
+            assert_eq!(launched.iter().any(|l| l.contains("attention")), !want_flash, "generic attention kernels in {launched:?} for {dtype} {c:?} {arch:?}");
             let tol = match dtype {
                 DType::F32 => 2e-5,
                 DType::F16 => 4e-3,
@@ -607,7 +634,8 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
             // the loss (output 0 of the gradient) is a long sum, not an attention output
             for (k, (g, w)) in got.iter().zip(&want).enumerate().skip(fi / 2) {
                 let scale = w.data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-                assert!(max_err(g, w) <= tol * scale, "{dtype} {c:?} function {fi} output {k}: error {} > {}", max_err(g, w), tol * scale);
+                assert!(max_err(g, w) <= tol * scale, "{dtype} {c:?} {arch:?} function {fi} output {k}: error {} > {}", max_err(g, w), tol * scale);
+            }
             }
         }
     }
@@ -640,9 +668,12 @@ fn check_flash_on_source(c: &kiln_lang::Compiled) {
         let dims: BTreeMap<String, i64> = [("B".to_string(), 2), ("T".to_string(), t)].into_iter().collect();
         let x: Vec<Tensor> = (0..naive.arg_names.len()).map(|i| kiln_runtime::random_input(naive, i, &|n| dims.get(n).copied(), 40 + i as u64).expect("input")).collect();
         let want = kiln_runtime::run_reference(&c.module, naive, &[], &x, &dims, Precision::F64).expect("reference");
-        let (got, launched) = kiln_tests::backends::PtxEmu(kiln_codegen::ptx::Arch::Sm80).run_traced(&m, &m.functions[0], &[], &x, &dims).expect("ptx-emu");
-        assert!(launched.iter().any(|l| l.starts_with("flash_fwd_")), "{launched:?}");
-        let scale = want[0].data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-        assert!(max_err(&got[0], &want[0]) <= 3e-2 * scale, "T = {t}: error {} > {}", max_err(&got[0], &want[0]), 3e-2 * scale);
+        for arch in [Arch::Sm80, Arch::Sm90a] {
+            let (got, launched) = kiln_tests::backends::PtxEmu(arch).run_traced(&m, &m.functions[0], &[], &x, &dims).expect("ptx-emu");
+            let fwd = if arch == Arch::Sm90a { "flash3_fwd_sm_90a" } else { "flash_fwd_sm_80" };
+            assert!(launched.iter().any(|l| l.starts_with(fwd)), "{launched:?}");
+            let scale = want[0].data.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+            assert!(max_err(&got[0], &want[0]) <= 3e-2 * scale, "T = {t} {arch:?}: error {} > {}", max_err(&got[0], &want[0]), 3e-2 * scale);
+        }
     }
 }

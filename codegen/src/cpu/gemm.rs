@@ -40,8 +40,12 @@
 //!
 //! Packing converts to f32 and zero-pads edge panels (rows beyond `m`,
 //! columns beyond `n`), so the micro-kernel always computes full `MR×NR`
-//! tiles; full tiles of an f32 `C` with unit column stride are written
-//! with vector loads and stores, edge tiles (and any other `C` layout)
+//! tiles; a full panel is read with vector loads across its lanes when they
+//! are contiguous, else lane by lane along k when the k steps are (a
+//! row-major A, a transposed B: the common small operands of attention
+//! blocks), else element by element. Full tiles of an f32 `C` with unit
+//! column stride are written with vector loads and stores, edge tiles (and
+//! any other `C` layout)
 //! through a small stack tile and scalar read-modify-writes. A is packed
 //! *pre-broadcast*: each element stored as an f32x4 of four copies, so the
 //! micro-kernel loads ready-made broadcast vectors (see `Gen::micro`
@@ -601,6 +605,7 @@ impl Gen<'_, '_> {
         let rr = self.iconst(r as i64);
         let w = if splat { 4 } else { 1 };
         let kc4 = self.muli(kc, 4 * w);
+        let k_unit = self.b.ins().icmp_imm_s(IntCC::Equal, k_s, d.size_bytes() as i64);
         self.for_range(zero, valid, r as i64, &mut |g, q| {
             let rest = g.b.ins().isub(valid, q);
             let lanes = g.min(rr, rest);
@@ -613,14 +618,19 @@ impl Gen<'_, '_> {
             g.if_else(
                 full,
                 &mut |g| {
-                    if splat {
-                        g.pack_panel(dpanel, s, lane_s, k_s, r, None, false, kc, d, true)
-                    } else {
+                    // Contiguous lanes: vector loads across them; else
+                    // contiguous k steps: lane by lane along k.
+                    let strided = &mut |g: &mut Self| {
                         g.if_else(
-                            unit,
-                            &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, true, kc, d, false),
-                            &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, false, kc, d, false),
+                            k_unit,
+                            &mut |g| g.pack_lanes(dpanel, s, lane_s, r, kc, d, splat),
+                            &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, false, kc, d, splat),
                         )
+                    };
+                    if splat {
+                        strided(g)
+                    } else {
+                        g.if_else(unit, &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, None, true, kc, d, false), strided)
                     }
                 },
                 &mut |g| g.pack_panel(dpanel, s, lane_s, k_s, r, Some(lanes), false, kc, d, splat),
@@ -708,6 +718,42 @@ impl Gen<'_, '_> {
             let dp = g.addi(dp, (r * 4 * w) as i64);
             g.b.def_var(dv, dp);
         });
+    }
+
+    /// A full panel of `r` lanes whose k steps are consecutive elements,
+    /// one lane at a time: each lane's `kc` elements are read from a running
+    /// pointer with constant offsets, four k steps per iteration, and
+    /// stored `r` packed elements apart (as [`Gen::pack_panel`] lays them
+    /// out). Reading across the lanes instead, as `pack_panel` does, keeps
+    /// `r` lane pointers live through the loop, which spill.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_lanes(&mut self, dst: Value, s: Value, lane_s: Value, r: usize, kc: Value, d: DType, splat: bool) {
+        let (w, es) = (if splat { 4 } else { 1 }, d.size_bytes() as i64);
+        let step = (r * 4 * w) as i64;
+        let kc4 = self.b.ins().band_imm_s(kc, !3i64);
+        let zero = self.iconst(0);
+        for l in 0..r {
+            let o = self.muli(lane_s, l as i64);
+            let src = self.at(s, o);
+            let dl = self.addi(dst, (l * 4 * w) as i64);
+            let (sv, dv) = (self.b.declare_var(self.ptr), self.b.declare_var(self.ptr));
+            self.b.def_var(sv, src);
+            self.b.def_var(dv, dl);
+            let copy = |g: &mut Self, n: i64| {
+                let (sp, dp) = (g.b.use_var(sv), g.b.use_var(dv));
+                for t in 0..n {
+                    let v = g.load1(sp, (t * es) as i32, d);
+                    let v = if splat { g.b.ins().splat(types::F32X4, v) } else { v };
+                    g.b.ins().store(packed(), v, dp, (t * step) as i32);
+                }
+                let sp = g.addi(sp, n * es);
+                g.b.def_var(sv, sp);
+                let dp = g.addi(dp, n * step);
+                g.b.def_var(dv, dp);
+            };
+            self.for_range(zero, kc4, 4, &mut |g, _| copy(g, 4));
+            self.for_range(kc4, kc, 1, &mut |g, _| copy(g, 1));
+        }
     }
 
     /// One element of storage dtype `d` at `p + off`, as f32.

@@ -4,7 +4,8 @@
 //! Each expression of the vectorized body gets one of these shapes
 //! ([`VV`]): uniform across lanes (computed once, as a scalar), affine in
 //! the loop variable (`base + stride * lane`, i64 indices), an `f32x4`,
-//! an `i32x4` lane mask (bool from a float comparison), or four separate
+//! an `i32x4` lane mask (bool from a float comparison, or from an integer
+//! one of an affine index against a uniform value), or four separate
 //! scalars (anything else: integer and bool lanes, gathers). Loads and
 //! stores whose index is affine with stride 1 are 128-bit (f32) or 64-bit
 //! (f16/bf16, converted in vector registers) accesses; stride 0 (a
@@ -17,12 +18,12 @@
 //! (and max/min) keep up to four independent vector accumulators, combined
 //! and reduced horizontally at the end. Everything else runs scalar.
 
-use super::lower::{clty, data_flags, float_cc, Lowerer, R};
+use super::lower::{clty, data_flags, float_cc, int_cc, Lowerer, R};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
 use kiln_ir::kernel::{verify, Expr, Mem, RedOp, Stmt, Var};
-use kiln_ir::{BinaryOp, DType, UnaryOp};
+use kiln_ir::{BinaryOp, CmpOp, DType, UnaryOp};
 use std::collections::HashMap;
 
 /// Lanes per vector.
@@ -279,6 +280,8 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                 let r = if d == DType::F32 {
                     let (x, y) = (self.vf(va)?, self.vf(vb)?);
                     VV::M(self.b.ins().fcmp(float_cc(*op), x, y))
+                } else if let Some(m) = self.affine_cmp(*op, d, va, vb) {
+                    VV::M(m)
                 } else {
                     let (la, lb) = (self.lanes(va, d)?, self.lanes(vb, d)?);
                     VV::L(std::array::from_fn(|i| self.cmp(*op, d, la[i], lb[i])))
@@ -303,6 +306,43 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                 (VV::L(std::array::from_fn(|i| self.rand(ls[i], lc[i]))), DType::F32)
             }
         })
+    }
+
+    /// `x op y` for an i64 `x` affine in the loop index and a uniform `y`
+    /// (on either side) as a lane mask, without splitting the lanes (a
+    /// causal mask's `key > query` in attention): lane `i` holds iff
+    /// `s·i op y − base`, compared in i32 lanes after clamping `y − base`
+    /// to i32, which is exact while `|3s| < 2^30` (the clamp only moves
+    /// values beyond every lane's `s·i`). `None` for other operands.
+    fn affine_cmp(&mut self, op: CmpOp, d: DType, a: VV, b: VV) -> Option<Value> {
+        let (base, s, y, op) = match (d, a, b) {
+            (DType::I64, VV::Aff(x, s), VV::Uni(y)) => (x, s, y, op),
+            (DType::I64, VV::Uni(y), VV::Aff(x, s)) => {
+                let swapped = match op {
+                    CmpOp::Lt => CmpOp::Gt,
+                    CmpOp::Le => CmpOp::Ge,
+                    CmpOp::Gt => CmpOp::Lt,
+                    CmpOp::Ge => CmpOp::Le,
+                    o => o,
+                };
+                (x, s, y, swapped)
+            }
+            _ => return None,
+        };
+        if s.unsigned_abs() >= 1 << 28 {
+            return None;
+        }
+        let t = self.b.ins().isub(y, base);
+        let hi = self.b.ins().iconst(types::I64, i32::MAX as i64);
+        let lo = self.b.ins().iconst(types::I64, i32::MIN as i64);
+        let t = self.b.ins().smin(t, hi);
+        let t = self.b.ins().smax(t, lo);
+        let t = self.b.ins().ireduce(types::I32, t);
+        let t = self.b.ins().splat(types::I32X4, t);
+        let lanes: Vec<u8> = (0..4).flat_map(|i| ((s * i) as i32).to_le_bytes()).collect();
+        let c = self.b.func.dfg.constants.insert(lanes.into());
+        let l = self.b.ins().vconst(types::I32X4, c);
+        Some(self.b.ins().icmp(int_cc(op), l, t))
     }
 
     fn vunary(&mut self, op: UnaryOp, d: DType, vx: VV) -> R<VV> {

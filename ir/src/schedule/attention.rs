@@ -14,17 +14,29 @@
 //!   Normalization is deferred to the end (`o = O / l`,
 //!   `lse = m + log l`). Blocks entirely above the causal diagonal are
 //!   skipped by a [`Stmt::If`].
-//! - **FA1 forward**: the paper's loop order — one tile per (batch, query
+//! - **FA1 forward**: the paper's algorithm — one tile per (batch, query
 //!   head), the outer loop over K/V blocks, the inner over Q blocks, with
-//!   `O`, `l` and `m` kept in memory (temporaries) between iterations. The
-//!   same online update as FA2 (normalization also deferred to the end).
-//! - **Backward** (both variants): `Δ = rowsum(dO ∘ O)` first; then one
-//!   kernel with a tile per (batch, key/value head, K block) accumulates
-//!   `dK` and `dV` over every query head of its group and every Q block,
-//!   and one with a tile per (batch, query head, Q block) accumulates `dQ`
-//!   over the K blocks. Both recompute `P = exp(S − lse)` block by block
-//!   (it is never stored) and skip causally invisible blocks; tiles write
-//!   disjoint outputs, so no atomics are needed.
+//!   `O`, `l` and `m` kept in memory (temporaries) between iterations, and
+//!   `O` normalized after every step:
+//!   `O ← diag(l_new)⁻¹ (diag(l_old)·e^{m_old − m_new}·O + e^{m̃ − m_new}·P̃·V)`
+//!   (`P` is computed as `e^{S − m_new}` directly, which is the last term's
+//!   `e^{m̃ − m_new}·P̃`). Rows with `l_new = 0` (every key so far masked)
+//!   keep `O = 0` instead of dividing by zero.
+//! - **Backward** (both variants): `Δ = rowsum(dO ∘ O)` first, then one of
+//!   two schedules ([`AttnBackward`], chosen by the number of heads):
+//!   *one pass* — a tile per (batch, key/value head) loops over K blocks
+//!   outside and the group's query heads and Q blocks inside (FA1's
+//!   backward order), so `P` and `dS` are computed once per block pair for
+//!   `dK`, `dV` (in scratch) and `dQ` (f32 rows the tile's heads own);
+//!   or *split* — a kernel with a tile per (batch, key/value head, K block)
+//!   for `dK`, `dV` and one with a tile per (batch, query head, Q block)
+//!   for `dQ`, each recomputing `P` and `dS`, for when heads are too few
+//!   to keep the threads busy. Either way `P = exp(S − lse)` is recomputed
+//!   block by block (never stored), causally invisible blocks are skipped,
+//!   and tiles write disjoint outputs, so no atomics are needed.
+//!
+//! Every kernel turns scores into probabilities in one function,
+//! `probability`, per (Q block, K block) pair.
 //!
 //! With dropout, each probability is multiplied by its keep factor
 //! (`z / (1 − p)`, drawn by [`Expr::Rand`] from the seed and the score
@@ -47,8 +59,13 @@
 //! the per-core L2 (the other half holds the GEMM's packed panels and the
 //! streamed operands; one score row, `4·Bk` bytes, is what the softmax
 //! loops touch, always far below L1), and whose per-tile scratch fits
-//! [`SCRATCH_BUDGET`]. Then `Bq` halves (down to 16) until there are at
-//! least two tiles per thread. Blocks never exceed the sequence lengths.
+//! [`SCRATCH_BUDGET`]. Then, where tiles own Q blocks (the FA2 forward and
+//! the split backward), `Bq` halves (down to 16) until there are at least
+//! two tiles per thread. With causal masking `B` is also at most a
+//! quarter of the longer sequence: the blocks that straddle the diagonal
+//! compute about half of their scores in vain, a fraction `B / 2S` of the
+//! work (at most 1/8 then; at `S = 256`, 64 measured faster than 128).
+//! Blocks never exceed the sequence lengths.
 
 use super::builder::{KernelBuilder, Src};
 use super::emit::{destination, launch, linear_aff, operand, pointwise, regions};
@@ -97,10 +114,10 @@ pub(crate) fn emit(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[S
         at.operand(cx, gs, &mut kb, k, &pre, &Ix::constant(0))?;
     }
     let first = cx.prog.kernels.len() as u32;
-    match (backward, a.variant) {
-        (false, AttnVariant::Fa2) => at.fa2(cx, gs, &results[0], &results[1])?,
-        (false, AttnVariant::Fa1) => at.fa1(cx, gs, &results[0], &results[1])?,
-        (true, _) => at.backward(cx, gs, &results)?,
+    match (at.plan, a.variant) {
+        (None, AttnVariant::Fa2) => at.fa2(cx, gs, &results[0], &results[1])?,
+        (None, AttnVariant::Fa1) => at.fa1(cx, gs, &results[0], &results[1])?,
+        (Some(plan), _) => at.backward(cx, gs, &results, plan)?,
     }
     let args = node.args.iter().map(|&x| super::intrinsic::arg_view(cx, gs, at.dense.get(&x), x)).collect::<Result<_, _>>()?;
     let shapes = if backward { (0..3).map(|k| gs.shapes[node.args[k].index()].clone()).collect() } else { vec![at.o_shape.clone(), at.lse_shape.clone()] };
@@ -128,6 +145,8 @@ struct Attn<'a> {
     dv: u64,
     bq: u64,
     bk: u64,
+    /// The backward schedule (`None` for a forward node).
+    plan: Option<AttnBackward>,
     /// The causal offset's value.
     causal: Option<i64>,
     /// Shapes of `o` and of `lse` (also the layout of `Δ`).
@@ -220,8 +239,14 @@ impl<'a> Attn<'a> {
         o_shape.push(dv);
         let lse_shape = qs[..r - 1].to_vec();
         let q_tiles: u64 = lse_shape[..r - 2].iter().product();
-        let (bq, bk) = block_sizes(cx.opts, (sq, sk, d, dv), q_tiles, backward);
-        Ok(Attn { a, args, lead, hkv, group: a.group as u64, sq, sk, d, dv, bq, bk, causal, o_shape, lse_shape, dense: HashMap::new() })
+        let plan = backward.then(|| backward_plan(cx.opts, q_tiles / a.group as u64));
+        // Tiles own Q blocks in the FA2 forward and the split backward.
+        let per_q_block = match plan {
+            Some(p) => p == AttnBackward::Split,
+            None => a.variant == AttnVariant::Fa2,
+        };
+        let (bq, bk) = block_sizes(cx.opts, (sq, sk, d, dv), per_q_block.then_some(q_tiles), backward, causal.is_some());
+        Ok(Attn { a, args, lead, hkv, group: a.group as u64, sq, sk, d, dv, bq, bk, plan, causal, o_shape, lse_shape, dense: HashMap::new() })
     }
 
     fn gqa(&self) -> bool {
@@ -270,6 +295,19 @@ impl<'a> Attn<'a> {
         let h = self.q_heads(hc);
         let q0 = qb[0].scale(self.bq as i64).add(&Ix::constant(first as i64));
         QTile { kb, body, grid: dims.iter().product(), h, q0 }
+    }
+
+    /// A kernel `name` with a tile per (batch, query head): the builder,
+    /// the statements that define the tile's coordinates, the grid and
+    /// the tile's heads.
+    fn head_tile(&self, name: &str) -> (KernelBuilder, Vec<Stmt>, u64, Heads) {
+        let mut kb = KernelBuilder::default();
+        kb.note(name.into());
+        let mut body = Vec::new();
+        let dims = self.q_head_dims();
+        let coords = kb.tile_coords(&dims, &mut body);
+        let h = self.q_heads(&coords);
+        (kb, body, dims.iter().product(), h)
     }
 
     /// Heads of a tile over [`Attn::q_head_dims`].
@@ -355,8 +393,12 @@ impl<'a> Attn<'a> {
     }
 
     /// One online-softmax step: K/V block `k0..k0 + ksz` into the running
-    /// state of Q block `q0..q0 + qsz`, with scores in scratch `s`.
-    fn forward_block(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair, run: &Running) -> Result<Vec<Stmt>, ScheduleError> {
+    /// state of Q block `q0..q0 + qsz`, with scores in scratch `s`. With
+    /// `normalized` (FA1) the accumulator stays normalized after every
+    /// step, as the paper writes it: `O ← (l_old·α·O + P·V) / l_new`;
+    /// otherwise (FA2) it only rescales, `O ← α·O + P·V`, and
+    /// [`Attn::finish_rows`] divides by `l` once.
+    fn forward_block(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair, run: &Running, normalized: bool) -> Result<Vec<Stmt>, ScheduleError> {
         let mut body = vec![self.scores_gemm(cx, gs, kb, p)?];
         let (h, q0, qsz, k0, ksz, s) = (p.h, &p.q0, p.qsz, &p.k0, p.ksz, p.s);
         let i = kb.var(qsz);
@@ -376,8 +418,7 @@ impl<'a> Attn<'a> {
         let m_safe = let_(kb, &mut rb, Expr::Select(Box::new(all_masked), Box::new(f(0.0)), Box::new(m_new.clone())));
         let alpha = let_(kb, &mut rb, un(UnaryOp::Exp, bin(BinaryOp::Sub, m_old, m_safe.clone())));
         let j = kb.var(ksz);
-        let p = un(UnaryOp::Exp, bin(BinaryOp::Sub, ld(s, at(j)), m_safe));
-        rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: vec![Stmt::Store { mem: s, index: at(j), value: p }] });
+        rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: vec![Stmt::Store { mem: s, index: at(j), value: probability(ld(s, at(j)), m_safe) }] });
         let (sum, j) = (kb.var(1), kb.var(ksz));
         rb.push(Stmt::Reduce { var: sum, op: RedOp::Sum, index: j, extent: ksz, vector: true, value: ld(s, at(j)) });
         if self.a.dropout != 0.0 {
@@ -386,12 +427,23 @@ impl<'a> Attn<'a> {
             let p = self.dropped(cx, gs, kb, &h.q, (&row, &k0.add(&Ix::var(j))), ld(s, at(j)))?;
             rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: vec![Stmt::Store { mem: s, index: at(j), value: p }] });
         }
-        let l_new = bin(BinaryOp::Add, bin(BinaryOp::Mul, ld(run.l, ri.clone()), alpha.clone()), Expr::Var(sum));
-        rb.push(Stmt::Store { mem: run.l, index: ri.clone(), value: l_new });
+        let l_old = let_(kb, &mut rb, ld(run.l, ri.clone()));
+        let l_new = let_(kb, &mut rb, bin(BinaryOp::Add, bin(BinaryOp::Mul, l_old.clone(), alpha.clone()), Expr::Var(sum)));
+        rb.push(Stmt::Store { mem: run.l, index: ri.clone(), value: l_new.clone() });
         rb.push(Stmt::Store { mem: run.m, index: ri, value: m_new });
+        let rescale = if normalized {
+            // l_new is 0 while every key so far is masked: O and P stay 0.
+            let empty = Expr::Cmp(CmpOp::Eq, Box::new(l_new.clone()), Box::new(f(0.0)));
+            let inv = let_(kb, &mut rb, Expr::Select(Box::new(empty), Box::new(f(0.0)), Box::new(bin(BinaryOp::Div, f(1.0), l_new))));
+            let j = kb.var(ksz);
+            rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: vec![Stmt::Store { mem: s, index: at(j), value: bin(BinaryOp::Mul, ld(s, at(j)), inv.clone()) }] });
+            let_(kb, &mut rb, bin(BinaryOp::Mul, bin(BinaryOp::Mul, l_old, alpha), inv))
+        } else {
+            alpha
+        };
         let e = kb.var(self.dv);
         let oi = run.base.add(&Ix::var(i)).scale(self.dv as i64).add(&Ix::var(e)).to_expr();
-        let scaled = bin(BinaryOp::Mul, ld(run.o, oi.clone()), alpha);
+        let scaled = bin(BinaryOp::Mul, ld(run.o, oi.clone()), rescale);
         rb.push(Stmt::Loop { var: e, extent: self.dv, vector: true, body: vec![Stmt::Store { mem: run.o, index: oi, value: scaled }] });
         body.push(Stmt::Loop { var: i, extent: qsz, vector: false, body: rb });
         let v = self.operand(cx, gs, kb, 2, &h.kv, k0)?;
@@ -417,23 +469,28 @@ impl<'a> Attn<'a> {
         ]
     }
 
-    /// `o = O / l` and `lse = m + log l` for rows `q0..q0 + qsz`.
-    fn finish_rows(&self, kb: &mut KernelBuilder, h: &Heads, (q0, qsz): (&Ix, u64), run: &Running, (o, lse): (&Src, &Src)) -> Vec<Stmt> {
+    /// `o = O / l` (`o = O` when the accumulator is already `normalized`)
+    /// and `lse = m + log l` for rows `q0..q0 + qsz`.
+    fn finish_rows(&self, kb: &mut KernelBuilder, h: &Heads, (q0, qsz): (&Ix, u64), run: &Running, (o, lse): (&Src, &Src), normalized: bool) -> Vec<Stmt> {
         let (om, lm) = (kb.arg(o, Access::Write), kb.arg(lse, Access::Write));
         let i = kb.var(qsz);
         let row = q0.add(&Ix::var(i));
         let ri = run.base.add(&Ix::var(i)).to_expr();
         let mut rb = Vec::new();
         let l = let_(kb, &mut rb, ld(run.l, ri.clone()));
-        let inv = let_(kb, &mut rb, bin(BinaryOp::Div, f(1.0), l.clone()));
+        // l is 0 exactly when every key is masked: NaN, as the naive softmax.
+        let empty = Expr::Cmp(CmpOp::Eq, Box::new(l.clone()), Box::new(f(0.0)));
+        let factor = match normalized {
+            true => Expr::Select(Box::new(empty.clone()), Box::new(f(f64::NAN)), Box::new(f(1.0))),
+            false => bin(BinaryOp::Div, f(1.0), l.clone()),
+        };
+        let factor = let_(kb, &mut rb, factor);
         let e = kb.var(self.dv);
         let oi = run.base.add(&Ix::var(i)).scale(self.dv as i64).add(&Ix::var(e)).to_expr();
         let out: Vec<Ix> = h.q.iter().cloned().chain([row.clone(), Ix::var(e)]).collect();
-        let value = bin(BinaryOp::Mul, ld(run.o, oi), inv);
+        let value = bin(BinaryOp::Mul, ld(run.o, oi), factor);
         rb.push(Stmt::Loop { var: e, extent: self.dv, vector: true, body: vec![Stmt::Store { mem: om, index: linearize(&out, &self.o_shape).to_expr(), value }] });
         let li: Vec<Ix> = h.q.iter().cloned().chain([row]).collect();
-        // l is 0 exactly when every key is masked: NaN, as the naive softmax.
-        let empty = Expr::Cmp(CmpOp::Eq, Box::new(l.clone()), Box::new(f(0.0)));
         let lse_value = bin(BinaryOp::Add, ld(run.m, ri), un(UnaryOp::Log, l));
         let value = Expr::Select(Box::new(empty), Box::new(f(f64::NAN)), Box::new(lse_value));
         rb.push(Stmt::Store { mem: lm, index: linearize(&li, &self.lse_shape).to_expr(), value });
@@ -450,10 +507,10 @@ impl<'a> Attn<'a> {
             let (sk, bk) = (self.sk, self.bk);
             for (v, k0, ksz) in block_starts(&mut kb, sk, bk) {
                 let cond = self.visible(&q0, qsz, &k0);
-                let inner = self.forward_block(cx, gs, &mut kb, &Pair { h: &h, q0: q0.clone(), qsz, k0, ksz, s }, &run)?;
+                let inner = self.forward_block(cx, gs, &mut kb, &Pair { h: &h, q0: q0.clone(), qsz, k0, ksz, s }, &run, false)?;
                 body.extend(wrap(v, sk / bk, cond, inner));
             }
-            body.extend(self.finish_rows(&mut kb, &h, (&q0, qsz), &run, (o, lse)));
+            body.extend(self.finish_rows(&mut kb, &h, (&q0, qsz), &run, (o, lse), false));
             launch(cx, kb, grid, body);
         }
         Ok(())
@@ -466,12 +523,7 @@ impl<'a> Attn<'a> {
         let m = cx.buffer(DType::F32, rows, BufKind::Temp, "attention.m".into());
         let l = cx.buffer(DType::F32, rows, BufKind::Temp, "attention.l".into());
         let acc = cx.buffer(DType::F32, rows * self.dv, BufKind::Temp, "attention.o".into());
-        let mut kb = KernelBuilder::default();
-        kb.note("attention_fa1".into());
-        let mut body = Vec::new();
-        let dims = self.q_head_dims();
-        let coords = kb.tile_coords(&dims, &mut body);
-        let h = self.q_heads(&coords);
+        let (mut kb, mut body, grid, h) = self.head_tile("attention_fa1");
         let (hq, lse_shape) = (h.q.clone(), self.lse_shape.clone());
         let base_of = move |q0: &Ix| {
             let idx: Vec<Ix> = hq.iter().cloned().chain([q0.clone()]).collect();
@@ -487,45 +539,89 @@ impl<'a> Attn<'a> {
             for (qv, q0, qsz) in block_starts(&mut kb, sq, bq) {
                 let run = Running { m: mm, l: lm, o: am, base: base_of(&q0) };
                 let cond = self.visible(&q0, qsz, &k0);
-                let inner = self.forward_block(cx, gs, &mut kb, &Pair { h: &h, q0, qsz, k0: k0.clone(), ksz, s }, &run)?;
+                let inner = self.forward_block(cx, gs, &mut kb, &Pair { h: &h, q0, qsz, k0: k0.clone(), ksz, s }, &run, true)?;
                 outer.extend(wrap(qv, sq / bq, cond, inner));
             }
             body.extend(wrap(kv, sk / bk, None, outer));
         }
-        body.extend(self.finish_rows(&mut kb, &h, (&Ix::constant(0), sq), &whole, (o, lse)));
+        body.extend(self.finish_rows(&mut kb, &h, (&Ix::constant(0), sq), &whole, (o, lse), true));
+        launch(cx, kb, grid, body);
+        Ok(())
+    }
+
+    /// `Δ`, then the gradients in one pass or in two kernels (see
+    /// [`AttnBackward`]).
+    fn backward(&mut self, cx: &mut Cx, gs: &GraphState, out: &[Src], plan: AttnBackward) -> Result<(), ScheduleError> {
+        let delta = self.delta(cx, gs)?;
+        match plan {
+            AttnBackward::OnePass => self.one_pass(cx, gs, out, &delta),
+            AttnBackward::Split => self.split(cx, gs, out, &delta),
+        }
+    }
+
+    /// `Δ = rowsum(dO ∘ O)`: a kernel with a tile per query head.
+    fn delta(&mut self, cx: &mut Cx, gs: &GraphState) -> Result<Src, ScheduleError> {
+        let nf = self.a.forward_arity();
+        let rows: u64 = self.lse_shape.iter().product();
+        let delta = cx.buffer(DType::F32, rows, BufKind::Temp, "attention.delta".into());
+        let (mut kb, mut body, grid, h) = self.head_tile("attention_delta");
+        let (i, e, sum) = (kb.var(self.sq), kb.var(self.dv), kb.var(1));
+        let idx: Vec<Ix> = h.q.iter().cloned().chain([Ix::var(i), Ix::var(e)]).collect();
+        let x = gs.value(cx, &mut kb, self.args[nf + 2], &idx)?;
+        let y = gs.value(cx, &mut kb, self.args[nf], &idx)?;
+        let dm = kb.arg(&delta, Access::Write);
+        let li: Vec<Ix> = h.q.iter().cloned().chain([Ix::var(i)]).collect();
+        let rb = vec![
+            Stmt::Reduce { var: sum, op: RedOp::Sum, index: e, extent: self.dv, vector: true, value: bin(BinaryOp::Mul, x, y) },
+            Stmt::Store { mem: dm, index: linearize(&li, &self.lse_shape).to_expr(), value: Expr::Var(sum) },
+        ];
+        body.push(Stmt::Loop { var: i, extent: self.sq, vector: false, body: rb });
+        launch(cx, kb, grid, body);
+        Ok(delta)
+    }
+
+    /// One kernel, a tile per (batch, key/value head): K blocks outside,
+    /// the group's query heads and their Q blocks inside (FA1's order).
+    /// Each block pair recomputes `P` and `dS` once and feeds all three
+    /// gradients: `dK`, `dV` of the K block accumulate in scratch, `dQ` in
+    /// f32 rows of a temporary that only this tile's heads touch.
+    fn one_pass(&mut self, cx: &mut Cx, gs: &GraphState, out: &[Src], delta: &Src) -> Result<(), ScheduleError> {
+        let (sq, bq, sk, bk, d) = (self.sq, self.bq, self.sk, self.bk, self.d);
+        let mut kb = KernelBuilder::default();
+        kb.note("attention_bwd".into());
+        let mut body = Vec::new();
+        let dims = self.kv_head_dims();
+        let kvc = kb.tile_coords(&dims, &mut body);
+        let q_shape = self.arg_shape(0);
+        let acc = cx.buffer(DType::F32, q_shape.iter().product(), BufKind::Temp, "attention.dq".into());
+        let dq = kb.arg(&acc, Access::ReadWrite);
+        // The group's query heads are consecutive: their dQ rows are one range.
+        let first = self.heads(&kvc, Some(&Ix::constant(0)));
+        let row0 = |h: &Heads, r: &Ix| linearize(&h.q.iter().cloned().chain([r.clone(), Ix::constant(0)]).collect::<Vec<_>>(), &q_shape);
+        let rows0 = row0(&first, &Ix::constant(0));
+        let n = self.group * sq * d;
+        let z = kb.var(n);
+        body.push(Stmt::Loop { var: z, extent: n, vector: true, body: vec![Stmt::Store { mem: dq, index: rows0.add(&Ix::var(z)).to_expr(), value: f(0.0) }] });
+        let (s, dp) = (kb.scratch(DType::F32, bq * bk), kb.scratch(DType::F32, bq * bk));
+        let (dk, dv) = (kb.scratch(DType::F32, bk * d), kb.scratch(DType::F32, bk * self.dv));
+        let dq_rows = |h: &Heads, q0: &Ix| dense(dq, row0(h, q0).to_expr(), d);
+        for (kv, k0, ksz) in block_starts(&mut kb, sk, bk) {
+            let outer = self.kv_block(cx, gs, &mut kb, &kvc, (&k0, ksz), (s, dp, dk, dv), (delta, out), Some(&dq_rows))?;
+            body.extend(wrap(kv, sk / bk, None, outer));
+        }
+        let g = self.gqa().then(|| kb.var(self.group));
+        let h = self.heads(&kvc, g.map(Ix::var).as_ref());
+        let rows = self.write_rows(&mut kb, &out[0], &h.q, (&Ix::constant(0), sq), (dq, row0(&h, &Ix::constant(0))), 0);
+        body.extend(group_loop(g, self.group, rows));
         launch(cx, kb, dims.iter().product(), body);
         Ok(())
     }
 
-    /// `Δ`, then `dK, dV` and `dQ` kernels.
-    fn backward(&mut self, cx: &mut Cx, gs: &GraphState, out: &[Src]) -> Result<(), ScheduleError> {
-        let nf = self.a.forward_arity();
-        let (o_arg, do_arg) = (nf, nf + 2);
-        let rows: u64 = self.lse_shape.iter().product();
-        let delta = cx.buffer(DType::F32, rows, BufKind::Temp, "attention.delta".into());
-        // Δ = rowsum(dO ∘ O): a tile per query head.
-        {
-            let mut kb = KernelBuilder::default();
-            kb.note("attention_delta".into());
-            let mut body = Vec::new();
-            let dims = self.q_head_dims();
-            let coords = kb.tile_coords(&dims, &mut body);
-            let h = self.q_heads(&coords);
-            let (i, e, sum) = (kb.var(self.sq), kb.var(self.dv), kb.var(1));
-            let idx: Vec<Ix> = h.q.iter().cloned().chain([Ix::var(i), Ix::var(e)]).collect();
-            let x = gs.value(cx, &mut kb, self.args[do_arg], &idx)?;
-            let y = gs.value(cx, &mut kb, self.args[o_arg], &idx)?;
-            let dm = kb.arg(&delta, Access::Write);
-            let li: Vec<Ix> = h.q.iter().cloned().chain([Ix::var(i)]).collect();
-            let rb = vec![
-                Stmt::Reduce { var: sum, op: RedOp::Sum, index: e, extent: self.dv, vector: true, value: bin(BinaryOp::Mul, x, y) },
-                Stmt::Store { mem: dm, index: linearize(&li, &self.lse_shape).to_expr(), value: Expr::Var(sum) },
-            ];
-            body.push(Stmt::Loop { var: i, extent: self.sq, vector: false, body: rb });
-            launch(cx, kb, dims.iter().product(), body);
-        }
+    /// Two kernels: a tile per (batch, key/value head, K block) accumulates
+    /// `dK`, `dV` over the group's query heads and Q blocks, then a tile per
+    /// (batch, query head, Q block) accumulates `dQ` over the K blocks.
+    fn split(&mut self, cx: &mut Cx, gs: &GraphState, out: &[Src], delta: &Src) -> Result<(), ScheduleError> {
         let (sq, bq, sk, bk) = (self.sq, self.bq, self.sk, self.bk);
-        // dK, dV: a tile per K block, over the group's heads and Q blocks.
         for (first, ksz, count) in regions(sk, bk) {
             let mut kb = KernelBuilder::default();
             kb.note("attention_dkv".into());
@@ -537,32 +633,9 @@ impl<'a> Attn<'a> {
             let k0 = kbc[0].scale(bk as i64).add(&Ix::constant(first as i64));
             let (s, dp) = (kb.scratch(DType::F32, bq * bk), kb.scratch(DType::F32, bq * bk));
             let (dk, dv) = (kb.scratch(DType::F32, ksz * self.d), kb.scratch(DType::F32, ksz * self.dv));
-            body.extend(zero(&mut kb, dk, ksz * self.d));
-            body.extend(zero(&mut kb, dv, ksz * self.dv));
-            let g = self.gqa().then(|| kb.var(self.group));
-            let h = self.heads(kvc, g.map(Ix::var).as_ref());
-            let mut per_head = Vec::new();
-            for (qv, q0, qsz) in block_starts(&mut kb, sq, bq) {
-                let cond = self.visible(&q0, qsz, &k0);
-                let mut inner = self.grad_block(cx, gs, &mut kb, &Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s }, dp, &delta)?;
-                // dV += Pᵀ·dO, dK += dSᵀ·Q.
-                let dout = self.operand(cx, gs, &mut kb, do_arg, &h.q, &q0)?;
-                let st = dense(s, Expr::idx(0), bk);
-                inner.push(Stmt::Gemm(Gemm { m: ksz, n: self.dv, k: qsz, a: transposed(st), b: dout, c: dense(dv, Expr::idx(0), self.dv), accumulate: true }));
-                let q = self.operand(cx, gs, &mut kb, 0, &h.q, &q0)?;
-                let dst = transposed(dense(dp, Expr::idx(0), bk));
-                inner.push(Stmt::Gemm(Gemm { m: ksz, n: self.d, k: qsz, a: dst, b: q, c: dense(dk, Expr::idx(0), self.d), accumulate: true }));
-                per_head.extend(wrap(qv, sq / bq, cond, inner));
-            }
-            match g {
-                Some(g) => body.push(Stmt::Loop { var: g, extent: self.group, vector: false, body: per_head }),
-                None => body.extend(per_head),
-            }
-            body.extend(self.write_rows(&mut kb, &out[1], &h.kv, (&k0, ksz), dk, 1));
-            body.extend(self.write_rows(&mut kb, &out[2], &h.kv, (&k0, ksz), dv, 2));
+            body.extend(self.kv_block(cx, gs, &mut kb, kvc, (&k0, ksz), (s, dp, dk, dv), (delta, out), None)?);
             launch(cx, kb, dims.iter().product(), body);
         }
-        // dQ: a tile per Q block, over the K blocks.
         for (first, qsz, count) in regions(sq, bq) {
             let QTile { mut kb, mut body, grid, h, q0 } = self.q_tile("attention_dq", first, count);
             let (s, dp) = (kb.scratch(DType::F32, bq * bk), kb.scratch(DType::F32, bq * bk));
@@ -570,16 +643,73 @@ impl<'a> Attn<'a> {
             body.extend(zero(&mut kb, dq, qsz * self.d));
             for (kv, k0, ksz) in block_starts(&mut kb, sk, bk) {
                 let cond = self.visible(&q0, qsz, &k0);
-                let mut inner = self.grad_block(cx, gs, &mut kb, &Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s }, dp, &delta)?;
-                // dQ += dS·K.
-                let k = self.operand(cx, gs, &mut kb, 1, &h.kv, &k0)?;
-                inner.push(Stmt::Gemm(Gemm { m: qsz, n: self.d, k: ksz, a: dense(dp, Expr::idx(0), bk), b: k, c: dense(dq, Expr::idx(0), self.d), accumulate: true }));
+                let p = Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s };
+                let mut inner = self.grad_block(cx, gs, &mut kb, &p, dp, delta)?;
+                inner.push(self.q_grad(cx, gs, &mut kb, &p, dp, dense(dq, Expr::idx(0), self.d))?);
                 body.extend(wrap(kv, sk / bk, cond, inner));
             }
-            body.extend(self.write_rows(&mut kb, &out[0], &h.q, (&q0, qsz), dq, 0));
+            body.extend(self.write_rows(&mut kb, &out[0], &h.q, (&q0, qsz), (dq, Ix::constant(0)), 0));
             launch(cx, kb, grid, body);
         }
         Ok(())
+    }
+
+    /// One K block of the key/value heads `kvc`: `dK`, `dV` zeroed in
+    /// scratch, accumulated over the group's query heads and their visible
+    /// Q blocks, and written out; with `dq`, also `dQ += dS·K` into the
+    /// rows `dq(heads, q0)` of each Q block. Scratch: scores, `dS`, `dK`,
+    /// `dV`.
+    #[allow(clippy::too_many_arguments)]
+    fn kv_block(
+        &mut self,
+        cx: &mut Cx,
+        gs: &GraphState,
+        kb: &mut KernelBuilder,
+        kvc: &[Ix],
+        (k0, ksz): (&Ix, u64),
+        (s, dp, dk, dv): (Mem, Mem, Mem, Mem),
+        (delta, out): (&Src, &[Src]),
+        dq: Option<&dyn Fn(&Heads, &Ix) -> Operand>,
+    ) -> Result<Vec<Stmt>, ScheduleError> {
+        let (sq, bq) = (self.sq, self.bq);
+        let mut body = zero(kb, dk, ksz * self.d);
+        body.extend(zero(kb, dv, ksz * self.dv));
+        let g = self.gqa().then(|| kb.var(self.group));
+        let h = self.heads(kvc, g.map(Ix::var).as_ref());
+        let mut per_head = Vec::new();
+        for (qv, q0, qsz) in block_starts(kb, sq, bq) {
+            let cond = self.visible(&q0, qsz, k0);
+            let p = Pair { h: &h, q0: q0.clone(), qsz, k0: k0.clone(), ksz, s };
+            let mut inner = self.grad_block(cx, gs, kb, &p, dp, delta)?;
+            inner.extend(self.kv_grads(cx, gs, kb, &p, dp, (dk, dv))?);
+            if let Some(dq) = dq {
+                inner.push(self.q_grad(cx, gs, kb, &p, dp, dq(&h, &q0))?);
+            }
+            per_head.extend(wrap(qv, sq / bq, cond, inner));
+        }
+        body.extend(group_loop(g, self.group, per_head));
+        body.extend(self.write_rows(kb, &out[1], &h.kv, (k0, ksz), (dk, Ix::constant(0)), 1));
+        body.extend(self.write_rows(kb, &out[2], &h.kv, (k0, ksz), (dv, Ix::constant(0)), 2));
+        Ok(body)
+    }
+
+    /// `dV += Pᵀ·dO` and `dK += dSᵀ·Q` for one block pair (`P` in its
+    /// scratch, `dS` in `dp`), into scratch rows of the K block.
+    fn kv_grads(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair, dp: Mem, (dk, dv): (Mem, Mem)) -> Result<[Stmt; 2], ScheduleError> {
+        let dout = self.operand(cx, gs, kb, self.a.forward_arity() + 2, &p.h.q, &p.q0)?;
+        let pt = transposed(dense(p.s, Expr::idx(0), self.bk));
+        let q = self.operand(cx, gs, kb, 0, &p.h.q, &p.q0)?;
+        let dst = transposed(dense(dp, Expr::idx(0), self.bk));
+        Ok([
+            Stmt::Gemm(Gemm { m: p.ksz, n: self.dv, k: p.qsz, a: pt, b: dout, c: dense(dv, Expr::idx(0), self.dv), accumulate: true }),
+            Stmt::Gemm(Gemm { m: p.ksz, n: self.d, k: p.qsz, a: dst, b: q, c: dense(dk, Expr::idx(0), self.d), accumulate: true }),
+        ])
+    }
+
+    /// `dQ += dS·K` for one block pair into the Q block's rows `dq`.
+    fn q_grad(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair, dp: Mem, dq: Operand) -> Result<Stmt, ScheduleError> {
+        let k = self.operand(cx, gs, kb, 1, &p.h.kv, &p.k0)?;
+        Ok(Stmt::Gemm(Gemm { m: p.qsz, n: self.d, k: p.ksz, a: dense(dp, Expr::idx(0), self.bk), b: k, c: dq, accumulate: true }))
     }
 
     /// For one block pair: `P = exp(S − lse)` (dropped, with dropout) into
@@ -610,7 +740,7 @@ impl<'a> Attn<'a> {
         let dpd = self.dropped(cx, gs, kb, &h.q, (&row, &col), ld(dp, at.clone()))?;
         let ds = bin(BinaryOp::Mul, bin(BinaryOp::Mul, Expr::Var(prob), bin(BinaryOp::Sub, dpd, dl)), f(self.a.scale));
         let jb = vec![
-            Stmt::Let { var: prob, value: un(UnaryOp::Exp, bin(BinaryOp::Sub, sc, lse)) },
+            Stmt::Let { var: prob, value: probability(sc, lse) },
             Stmt::Store { mem: s, index: at.clone(), value: kept },
             Stmt::Store { mem: dp, index: at, value: ds },
         ];
@@ -619,15 +749,15 @@ impl<'a> Attn<'a> {
         Ok(body)
     }
 
-    /// Stores rows `r0..r0 + rows` of a gradient accumulated in scratch
-    /// `acc` into result `dst` (shaped like argument `k`).
-    fn write_rows(&self, kb: &mut KernelBuilder, dst: &Src, pre: &[Ix], (r0, rows): (&Ix, u64), acc: Mem, k: usize) -> Vec<Stmt> {
+    /// Stores rows `r0..r0 + rows` of a gradient accumulated densely from
+    /// element `at` of `acc` into result `dst` (shaped like argument `k`).
+    fn write_rows(&self, kb: &mut KernelBuilder, dst: &Src, pre: &[Ix], (r0, rows): (&Ix, u64), (acc, at): (Mem, Ix), k: usize) -> Vec<Stmt> {
         let cols = if k == 2 { self.dv } else { self.d };
         let mem = kb.arg(dst, Access::Write);
         let (i, e) = (kb.var(rows), kb.var(cols));
         let idx: Vec<Ix> = pre.iter().cloned().chain([r0.add(&Ix::var(i)), Ix::var(e)]).collect();
         let full = self.arg_shape(k);
-        let value = ld(acc, Ix::var(i).scale(cols as i64).add(&Ix::var(e)).to_expr());
+        let value = ld(acc, at.add(&Ix::var(i).scale(cols as i64)).add(&Ix::var(e)).to_expr());
         let inner = Stmt::Loop { var: e, extent: cols, vector: true, body: vec![Stmt::Store { mem, index: linearize(&idx, &full).to_expr(), value }] };
         vec![Stmt::Loop { var: i, extent: rows, vector: false, body: vec![inner] }]
     }
@@ -641,6 +771,21 @@ impl<'a> Attn<'a> {
         s.push(if k == 0 { self.sq } else { self.sk });
         s.push(if k == 2 { self.dv } else { self.d });
         s
+    }
+}
+
+/// The probability of a score given its row's offset (the running max
+/// in the forward pass, the logsumexp in the backward): the one place
+/// every kernel turns scores into `P`.
+fn probability(score: Expr, offset: Expr) -> Expr {
+    un(UnaryOp::Exp, bin(BinaryOp::Sub, score, offset))
+}
+
+/// `body` once per query head of a group (loop `g`), or as is without GQA.
+fn group_loop(g: Option<crate::kernel::Var>, group: u64, body: Vec<Stmt>) -> Vec<Stmt> {
+    match g {
+        Some(g) => vec![Stmt::Loop { var: g, extent: group, vector: false, body }],
+        None => body,
     }
 }
 
@@ -678,8 +823,34 @@ fn zero(kb: &mut KernelBuilder, m: Mem, len: u64) -> Vec<Stmt> {
     vec![Stmt::Loop { var: i, extent: len, vector: true, body: vec![Stmt::Store { mem: m, index: Expr::Var(i), value: f(0.0) }] }]
 }
 
+/// How an `attention_grad` node is scheduled. Unless
+/// [`ScheduleOptions::attention_backward`] forces one, the rule is
+/// [`OnePass`](AttnBackward::OnePass) when there are at least two
+/// (batch, key/value head) pairs per thread, so that its tiles alone keep
+/// every thread busy, and [`Split`](AttnBackward::Split) otherwise (few
+/// heads, typically long sequences, where only block-level tiles are
+/// parallel enough).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnBackward {
+    /// One kernel, a tile per (batch, key/value head), K blocks outside
+    /// and Q blocks inside: `P` and `dS` are computed once per block pair
+    /// for all three gradients (5 block GEMMs per pair).
+    OnePass,
+    /// A `dK, dV` kernel with a tile per K block and a `dQ` kernel with a
+    /// tile per Q block: each recomputes `P` and `dS` (7 block GEMMs per
+    /// pair), in exchange for `Sk/Bk` and `Sq/Bq` times more tiles.
+    Split,
+}
+
+/// The backward schedule for `kv_tiles` (batch, key/value head) pairs.
+fn backward_plan(opts: &ScheduleOptions, kv_tiles: u64) -> AttnBackward {
+    opts.attention_backward.unwrap_or(if kv_tiles >= 2 * opts.threads as u64 { AttnBackward::OnePass } else { AttnBackward::Split })
+}
+
 /// `(Bq, Bk)` from the cost model in the module docs (or the override).
-fn block_sizes(opts: &ScheduleOptions, (sq, sk, d, dv): (u64, u64, u64, u64), q_tiles: u64, backward: bool) -> (u64, u64) {
+/// `q_tiles` is the number of tiles per Q block when a kernel's tiles
+/// each own one (`None` when its tiles own whole heads).
+fn block_sizes(opts: &ScheduleOptions, (sq, sk, d, dv): (u64, u64, u64, u64), q_tiles: Option<u64>, backward: bool, causal: bool) -> (u64, u64) {
     if let Some((bq, bk)) = opts.attention_blocks {
         return (bq.clamp(1, sq.max(1)), bk.clamp(1, sk.max(1)));
     }
@@ -692,14 +863,16 @@ fn block_sizes(opts: &ScheduleOptions, (sq, sk, d, dv): (u64, u64, u64, u64), q_
         }
     };
     let mut b = 128;
-    while b > 16 && (working_set(b, b) > opts.cache.l2 / 2 || scratch(b, b) > SCRATCH_BUDGET) {
+    while b > 16 && (working_set(b, b) > opts.cache.l2 / 2 || scratch(b, b) > SCRATCH_BUDGET || (causal && 4 * b > sq.max(sk))) {
         b /= 2;
     }
     let bk = b.min(sk.max(1));
     let mut bq = b.min(sq.max(1));
-    let want = 2 * opts.threads as u64;
-    while bq > 16 && q_tiles * sq.div_ceil(bq) < want {
-        bq /= 2;
+    if let Some(q_tiles) = q_tiles {
+        let want = 2 * opts.threads as u64;
+        while bq > 16 && q_tiles * sq.div_ceil(bq) < want {
+            bq /= 2;
+        }
     }
     (bq, bk)
 }
@@ -718,19 +891,33 @@ mod tests {
         let dims = (4096, 4096, 64, 64);
         // 1 MiB L2: a 128 x 128 forward working set (192 KiB) fits half of it;
         // the backward's scratch (224 KiB) does not fit the budget, 64 does.
-        assert_eq!(block_sizes(&opts(1024, 2), dims, 8, false), (128, 128));
-        assert_eq!(block_sizes(&opts(1024, 2), dims, 8, true), (64, 64));
+        assert_eq!(block_sizes(&opts(1024, 2), dims, Some(8), false, false), (128, 128));
+        assert_eq!(block_sizes(&opts(1024, 2), dims, Some(8), true, false), (64, 64));
         // 256 KiB L2: 128 KiB for the working set, which 64 x 64 (80 KiB) fits.
-        assert_eq!(block_sizes(&opts(256, 2), dims, 8, false), (64, 64));
+        assert_eq!(block_sizes(&opts(256, 2), dims, Some(8), false, false), (64, 64));
         // D = 128 doubles the operand blocks: 128 x 128 needs 320 KiB.
-        assert_eq!(block_sizes(&opts(512, 2), (4096, 4096, 128, 128), 8, false), (64, 64));
+        assert_eq!(block_sizes(&opts(512, 2), (4096, 4096, 128, 128), Some(8), false, false), (64, 64));
         // One head and a short sequence: Q blocks shrink until 16 threads
         // have two tiles each (256 / 16 = 16 tiles of 16 rows).
-        assert_eq!(block_sizes(&opts(1024, 16), (256, 256, 64, 64), 1, false), (16, 128));
+        assert_eq!(block_sizes(&opts(1024, 16), (256, 256, 64, 64), Some(1), false, false), (16, 128));
+        // Causal at 256: blocks of 64, a quarter of the sequence.
+        assert_eq!(block_sizes(&opts(1024, 2), (256, 256, 64, 64), Some(8), false, true), (64, 64));
+        assert_eq!(block_sizes(&opts(1024, 2), (512, 512, 64, 64), Some(8), false, true), (128, 128));
+        // Tiles that own whole heads need no smaller Q blocks.
+        assert_eq!(block_sizes(&opts(1024, 16), (256, 256, 64, 64), None, false, false), (128, 128));
         // Never longer than the sequences.
-        assert_eq!(block_sizes(&opts(1024, 2), (5, 3, 64, 64), 8, false), (5, 3));
+        assert_eq!(block_sizes(&opts(1024, 2), (5, 3, 64, 64), Some(8), false, false), (5, 3));
         // An override wins (clamped to the sequences).
         let forced = ScheduleOptions { attention_blocks: Some((4, 100)), ..opts(1024, 2) };
-        assert_eq!(block_sizes(&forced, (10, 9, 64, 64), 8, true), (4, 9));
+        assert_eq!(block_sizes(&forced, (10, 9, 64, 64), Some(8), true, false), (4, 9));
+    }
+
+    #[test]
+    fn one_pass_backward_needs_two_heads_per_thread() {
+        assert_eq!(backward_plan(&opts(1024, 2), 4), AttnBackward::OnePass);
+        assert_eq!(backward_plan(&opts(1024, 2), 3), AttnBackward::Split);
+        assert_eq!(backward_plan(&opts(1024, 16), 8), AttnBackward::Split);
+        let forced = ScheduleOptions { attention_backward: Some(AttnBackward::Split), ..opts(1024, 2) };
+        assert_eq!(backward_plan(&forced, 64), AttnBackward::Split);
     }
 }

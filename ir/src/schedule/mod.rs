@@ -35,6 +35,7 @@ mod recipe;
 use crate::kernel::{self, BufKind, Buffer, HostOffset, Program, Step, View};
 use crate::{Function, Graph, Module};
 use builder::Src;
+pub use attention::AttnBackward;
 
 /// Knobs of the scheduler.
 #[derive(Clone, Debug)]
@@ -49,6 +50,9 @@ pub struct ScheduleOptions {
     /// Attention block sizes `(Bq, Bk)`, overriding the cost model (tests
     /// force tiny blocks to exercise partial ones).
     pub attention_blocks: Option<(u64, u64)>,
+    /// The attention backward's schedule, overriding the rule in
+    /// [`AttnBackward`]'s documentation (tests force each).
+    pub attention_backward: Option<AttnBackward>,
 }
 
 impl Default for ScheduleOptions {
@@ -58,6 +62,7 @@ impl Default for ScheduleOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cache: CacheSizes::detect(),
             attention_blocks: None,
+            attention_backward: None,
         }
     }
 }

@@ -11,7 +11,7 @@ use super::flash::{substitute, FlashArg, Substitute};
 use crate::cpu::plan::plan;
 use crate::cpu::storage::{byte_len, decode, encode};
 use crate::RuntimeError;
-use kiln_codegen::ptx::flash::FlashKernel;
+use kiln_codegen::ptx::flash::{FlashKernel, TensorMapParam};
 use kiln_codegen::ptx::{self, Arch, PtxKernel};
 use kiln_ir::interp::Tensor;
 use kiln_ir::kernel::{BufKind, Program, Step, TensorView, View};
@@ -45,6 +45,32 @@ impl From<FlashKernel> for Launchable {
     }
 }
 
+/// One kernel argument as a launch passes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KernelArg {
+    /// A `.u64` device address.
+    Ptr(u64),
+    /// A 128-byte tensor map (TMA descriptor) of the tensor at the
+    /// address, passed by value; the device encodes it in its own format
+    /// (`cuTensorMapEncodeTiled` on a GPU).
+    TensorMap(TensorMapParam, u64),
+}
+
+impl KernelArg {
+    /// The arguments of flash kernel `k`, in parameter order, given the
+    /// address of each tensor it names (`q`, `o`, `stats`, ...).
+    pub fn for_flash(k: &FlashKernel, address: impl Fn(&str) -> Option<u64>) -> Result<Vec<KernelArg>, String> {
+        let at = |name: &str| address(name).ok_or_else(|| format!("no tensor for the flash kernel parameter `{name}`"));
+        k.params
+            .iter()
+            .map(|p| match k.tensor_maps.iter().find(|m| m.param == *p) {
+                Some(m) => Ok(KernelArg::TensorMap(m.clone(), at(m.tensor)?)),
+                None => Ok(KernelArg::Ptr(at(p)?)),
+            })
+            .collect()
+    }
+}
+
 /// Device memory and kernel launches. Addresses are device addresses.
 pub trait Device {
     /// Allocates `bytes` (at least 256-byte aligned, zeroed or not).
@@ -57,8 +83,8 @@ pub trait Device {
     fn copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), RuntimeError>;
     /// Loads the kernels; launches name them by index.
     fn load(&mut self, kernels: &[Launchable]) -> Result<(), RuntimeError>;
-    /// Launches kernel `k` with one address per (`.u64`) parameter.
-    fn launch(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError>;
+    /// Launches kernel `k` with one argument per parameter.
+    fn launch(&mut self, k: usize, args: &[KernelArg]) -> Result<(), RuntimeError>;
 }
 
 /// What a program kernel's launch does.
@@ -173,17 +199,19 @@ impl Walk<'_> {
             match s {
                 Step::Launch { kernel, args } => match self.slots[kernel.0 as usize] {
                     Slot::Generic(k) => {
-                        let a: Vec<u64> = args.iter().map(|v| self.at(v, counters)).collect();
+                        let a: Vec<KernelArg> = args.iter().map(|v| KernelArg::Ptr(self.at(v, counters))).collect();
                         dev.launch(k, &a)?;
                     }
                     Slot::Flash(x) => {
                         let l = self.loaded[x].as_ref().expect("a substituted intrinsic is loaded");
+                        let view = |TensorView { buf, offset, .. }: &TensorView| self.at(&View { buf: *buf, offset: offset.clone() }, counters);
                         for (k, args) in &l.launches {
-                            let a: Vec<u64> = args
+                            let a: Vec<KernelArg> = args
                                 .iter()
                                 .map(|a| match a {
-                                    FlashArg::View(TensorView { buf, offset, .. }) => self.at(&View { buf: *buf, offset: offset.clone() }, counters),
-                                    FlashArg::Workspace => l.workspace,
+                                    FlashArg::View(v) => KernelArg::Ptr(view(v)),
+                                    FlashArg::TensorMap(m, v) => KernelArg::TensorMap(m.clone(), view(v)),
+                                    FlashArg::Workspace => KernelArg::Ptr(l.workspace),
                                 })
                                 .collect();
                             dev.launch(*k, &a)?;

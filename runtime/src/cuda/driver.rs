@@ -1,10 +1,12 @@
 //! The CUDA driver as a [`Device`] (cudarc, loaded at run time: a machine
 //! without a driver gets an error, never a panic).
 
-use super::device::{run_program, Device, Launchable};
+use super::device::{run_program, Device, KernelArg, Launchable};
 use crate::{RuntimeError, Tensor};
 use cudarc::driver::{result, sys, CudaContext};
+use kiln_codegen::ptx::flash::{Half, TensorMapParam, TmaSwizzle};
 use kiln_codegen::ptx::{Arch, MAX_SHARED_BYTES};
+use kiln_ir::schedule::{AttnBackward, ScheduleOptions};
 use kiln_ir::{Function, Module};
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CString};
@@ -68,20 +70,38 @@ impl CudaDevice {
     }
 
     /// Queues loaded kernel `k` on the default stream without waiting.
-    fn enqueue(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
+    fn enqueue(&mut self, k: usize, args: &[KernelArg]) -> Result<(), RuntimeError> {
         let (f, l) = self.kernels.get(k).ok_or_else(|| RuntimeError::Invalid(format!("no loaded kernel {k}")))?;
-        let mut values: Vec<u64> = args.to_vec();
-        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        // every argument's bytes stay where they are until the launch has
+        // read them: both vectors are filled before any pointer is taken
+        let mut values: Vec<u64> = Vec::with_capacity(args.len());
+        let mut maps: Vec<sys::CUtensorMap> = Vec::with_capacity(args.len());
+        for a in args {
+            match a {
+                KernelArg::Ptr(v) => values.push(*v),
+                KernelArg::TensorMap(m, addr) => maps.push(tensor_map(m, *addr)?),
+            }
+        }
+        let (mut vi, mut mi) = (values.iter_mut(), maps.iter_mut());
+        let mut params: Vec<*mut c_void> = args
+            .iter()
+            .map(|a| match a {
+                KernelArg::Ptr(_) => vi.next().map(|v| v as *mut u64 as *mut c_void),
+                KernelArg::TensorMap(..) => mi.next().map(|m| m as *mut sys::CUtensorMap as *mut c_void),
+            })
+            .collect::<Option<_>>()
+            .expect("one value per argument");
         let (g, b) = (l.grid, l.block);
-        // SAFETY: one `.u64` parameter per argument, as rendered; the grid,
-        // block and dynamic shared memory are the kernel's own.
+        // SAFETY: one argument per parameter, as rendered (`.u64` pointers,
+        // 64-byte aligned 128-byte tensor maps); the grid, block and
+        // dynamic shared memory are the kernel's own.
         unsafe { result::launch_kernel(*f, (g[0], g[1], g[2]), (b[0], b[1], b[2]), l.dynamic_shared, std::ptr::null_mut(), &mut params) }.map_err(driver)
     }
 
     /// Seconds per run of `launches` (loaded kernels with their
     /// arguments, in order), run `reps` times back to back between two
     /// CUDA events after one untimed warm-up run.
-    pub fn time_launches(&mut self, launches: &[(usize, Vec<u64>)], reps: u32) -> Result<f64, RuntimeError> {
+    pub fn time_launches(&mut self, launches: &[(usize, Vec<KernelArg>)], reps: u32) -> Result<f64, RuntimeError> {
         self.ctx.bind_to_thread().map_err(driver)?;
         for (k, args) in launches {
             self.enqueue(*k, args)?;
@@ -173,7 +193,7 @@ impl Device for CudaDevice {
         Ok(())
     }
 
-    fn launch(&mut self, k: usize, args: &[u64]) -> Result<(), RuntimeError> {
+    fn launch(&mut self, k: usize, args: &[KernelArg]) -> Result<(), RuntimeError> {
         let start = Instant::now();
         self.enqueue(k, args)?;
         self.ctx.synchronize().map_err(driver)?;
@@ -187,10 +207,48 @@ impl Device for CudaDevice {
 /// CPU (each launch is synchronized, so kernel times are exact).
 pub fn run_cuda(m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<(Vec<Tensor>, CudaStats), RuntimeError> {
     let mut dev = CudaDevice::open()?;
-    let (program, shapes) = crate::cpu::schedule_entry(m, f, dims, &Default::default())?;
+    // a GPU has far more threads than heads: the backward's generic
+    // kernels (when the flash kernels don't apply) split over query blocks
+    let opts = ScheduleOptions { attention_backward: Some(AttnBackward::Split), ..Default::default() };
+    let (program, shapes) = crate::cpu::schedule_entry(m, f, dims, &opts)?;
     let arch = dev.arch();
     let outs = run_program(&mut dev, &program, arch, inputs, params)?;
     let outs = outs.into_iter().zip(shapes).zip(&f.graph.outputs).map(|((data, shape), o)| Tensor { dtype: f.graph.tensor_type(*o).dtype, shape, data }).collect();
     let flash_nodes = program.intrinsics.iter().filter(|x| super::flash::substitute(&program, x, arch).is_ok()).count();
     Ok((outs, CudaStats { flash_nodes, ..dev.stats.clone() }))
+}
+
+/// The driver's encoding of tensor map `m` over the tensor at `addr`, as
+/// [`TensorMapParam`] documents.
+fn tensor_map(m: &TensorMapParam, addr: u64) -> Result<sys::CUtensorMap, RuntimeError> {
+    let dtype = match m.dtype {
+        Half::Bf16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+        Half::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+    };
+    let swizzle = match m.swizzle {
+        TmaSwizzle::B128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+    };
+    let mut map = sys::CUtensorMap { opaque: [0; 16] };
+    let element_strides = [1u32; 3];
+    // SAFETY: rank 3 matches the lengths of dims, box and element strides
+    // (strides has rank - 1 entries); `map` is a writable, 64-byte aligned
+    // CUtensorMap.
+    let r = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            &mut map,
+            dtype,
+            3,
+            addr as *mut c_void,
+            m.dims.as_ptr(),
+            m.strides.as_ptr(),
+            m.box_dims.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            swizzle,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    r.result().map_err(driver)?;
+    Ok(map)
 }

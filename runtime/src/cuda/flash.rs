@@ -8,7 +8,7 @@
 //! head axes merged) whose start is 16-byte aligned (`cp.async` copies 16
 //! bytes at a time). Anything else keeps the generic kernels.
 
-use kiln_codegen::ptx::flash::{self, FlashConfig, FlashKernel, Half};
+use kiln_codegen::ptx::flash::{self, FlashConfig, FlashKernel, Half, TensorMapParam};
 use kiln_codegen::ptx::Arch;
 use kiln_ir::kernel::{Intrinsic, IntrinsicOp, Program, TensorView};
 use kiln_ir::{AttnMask, DType};
@@ -18,6 +18,8 @@ use kiln_ir::{AttnMask, DType};
 pub enum FlashArg {
     /// A tensor of the program.
     View(TensorView),
+    /// A tensor of the program, through a tensor map.
+    TensorMap(TensorMapParam, TensorView),
     /// The node's f32 workspace ([`Substitute::workspace_bytes`]).
     Workspace,
 }
@@ -97,7 +99,17 @@ pub fn substitute(p: &Program, x: &Intrinsic, arch: Arch) -> Result<Substitute, 
     let launches = kernels
         .into_iter()
         .map(|k| {
-            let args = k.params.iter().map(|n| named(n)).collect::<Result<Vec<_>, _>>()?;
+            let args = k
+                .params
+                .iter()
+                .map(|n| match k.tensor_maps.iter().find(|m| m.param == *n) {
+                    Some(m) => match named(m.tensor)? {
+                        FlashArg::View(v) => Ok(FlashArg::TensorMap(m.clone(), v)),
+                        _ => Err(format!("a tensor map of `{}`", m.tensor)),
+                    },
+                    None => named(n),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             Ok((k, args))
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -141,7 +153,12 @@ mod tests {
     }
 
     fn buffers(args: &[FlashArg]) -> Vec<Option<u32>> {
-        args.iter().map(|a| if let FlashArg::View(v) = a { Some(v.buf.0) } else { None }).collect()
+        args.iter()
+            .map(|a| match a {
+                FlashArg::View(v) | FlashArg::TensorMap(_, v) => Some(v.buf.0),
+                FlashArg::Workspace => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -153,6 +170,13 @@ mod tests {
         // q, k, v, o, lse
         assert_eq!(buffers(args), [Some(0), Some(1), Some(2), Some(3), Some(4)]);
         assert_eq!(s.workspace_bytes, 0);
+        // the sm_90a forward reads q, k and v through tensor maps
+        let (p, x) = node(DType::BF16, 64, 8, false);
+        let s = substitute(&p, &x, Arch::Sm90a).expect("forward");
+        let [(k, args)] = &s.launches[..] else { panic!("one kernel") };
+        assert_eq!(buffers(args), [Some(0), Some(1), Some(2), Some(3), Some(4)]);
+        let maps: Vec<&str> = args.iter().filter_map(|a| if let FlashArg::TensorMap(m, _) = a { Some(m.tensor) } else { None }).collect();
+        assert_eq!(maps, ["q", "k", "v"], "{}", k.name);
         let (p, x) = node(DType::F16, 32, 0, true);
         let s = substitute(&p, &x, Arch::Sm90a).expect("backward");
         let names: Vec<&str> = s.launches.iter().map(|(k, _)| k.name.split("_sm_90a").next().unwrap_or("")).collect();

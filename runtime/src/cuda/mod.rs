@@ -7,5 +7,5 @@ pub mod device;
 pub mod driver;
 pub mod flash;
 
-pub use device::{run_program, Device, Launchable};
+pub use device::{run_program, Device, KernelArg, Launchable};
 pub use driver::{run_cuda, CudaDevice, CudaStats};

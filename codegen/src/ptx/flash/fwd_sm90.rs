@@ -30,7 +30,7 @@
 use super::asm::{Asm, Entry, NEG_INF};
 use super::config::{FlashConfig, BLOCK_N};
 use super::tma::TensorMapParam;
-use super::{mask, softmax, FlashError, FlashKernel};
+use super::{mask, softmax, FlashKernel};
 use crate::ptx::Arch;
 
 /// Query rows per CTA (two consumer warpgroups of 64).
@@ -69,13 +69,9 @@ impl Layout {
     }
 }
 
-/// Rejects what this kernel does not handle (the caller may fall back to
-/// the sm_80 kernel).
-pub fn supports(cfg: &FlashConfig) -> Result<(), FlashError> {
-    if ![64, 128].contains(&cfg.d) || ![64, 128].contains(&cfg.dv) {
-        return Err(FlashError::Unsupported(format!("head sizes d = {}, dv = {} on sm_90a (supported: 64, 128)", cfg.d, cfg.dv)));
-    }
-    Ok(())
+/// Whether this kernel handles `cfg` (validated): head sizes 64 and 128.
+pub fn supports(cfg: &FlashConfig) -> bool {
+    [64, 128].contains(&cfg.d) && [64, 128].contains(&cfg.dv)
 }
 
 /// Descriptor bits besides the start address: 128-byte swizzle, 8-row
@@ -90,7 +86,7 @@ pub fn generate(cfg: &FlashConfig) -> FlashKernel {
     let (d, dv) = (cfg.d, cfg.dv);
     let lay = Layout::new(cfg);
     let mut a = Asm::default();
-    let name = format!("flash_fwd_{}", super::config_tag(cfg, Arch::Sm90a));
+    let name = format!("flash3_fwd_{}", super::config_tag(cfg, Arch::Sm90a));
 
     // ---- indices, barriers
     a.lanes();

@@ -78,16 +78,13 @@ pub enum FlashError {
 /// f32). For sm_80 the parameters are the pointers `q, k, v, o, lse`; for
 /// sm_90a they are the tensor maps `tmap_q, tmap_k, tmap_v` (see
 /// [`FlashKernel::tensor_maps`]) and the pointers `o, lse`. The sm_90a
-/// kernel needs `d` and `dv` in {64, 128}; for other sizes the sm_80 kernel
-/// (`forward(cfg, Arch::Sm80)`) also runs on sm_90a.
+/// kernel needs `d` and `dv` in {64, 128}; for other sizes sm_90a gets the
+/// sm_80 kernel (mma.sync, ldmatrix and cp.async run there too).
 pub fn forward(cfg: &FlashConfig, arch: Arch) -> Result<FlashKernel, FlashError> {
     cfg.validate()?;
     match arch {
-        Arch::Sm80 => Ok(fwd_sm80::generate(cfg, arch)),
-        Arch::Sm90a => {
-            fwd_sm90::supports(cfg)?;
-            Ok(fwd_sm90::generate(cfg))
-        }
+        Arch::Sm90a if fwd_sm90::supports(cfg) => Ok(fwd_sm90::generate(cfg)),
+        Arch::Sm80 | Arch::Sm90a => Ok(fwd_sm80::generate(cfg, arch)),
     }
 }
 
