@@ -1,5 +1,6 @@
 //! `kiln ptx`: renders an entry point's kernels as PTX files plus a
-//! manifest.json describing how to launch each.
+//! manifest.json describing how to launch each, and the FlashAttention
+//! kernels `--backend cuda` runs in place of attention nodes' kernels.
 
 use crate::{compile, function, parse_dims, Failed};
 use kiln_codegen::ptx::{self, Arch, Manifest};
@@ -25,6 +26,8 @@ pub struct Args {
     /// A dimension's size as NAME=N (repeatable); others default as in `kiln run`.
     #[arg(long = "dim", value_name = "NAME=N")]
     dims: Vec<String>,
+    #[command(flatten)]
+    fuse: crate::FuseArgs,
 }
 
 fn manifest_json(m: &Manifest, file: &str) -> serde_json::Value {
@@ -47,7 +50,8 @@ fn manifest_json(m: &Manifest, file: &str) -> serde_json::Value {
 pub fn run(a: &Args) -> Result<(), Failed> {
     let arch = Arch::parse(&a.arch).ok_or_else(|| Failed(format!("error: unknown --arch `{}`; expected sm_80 or sm_90a\n", a.arch)))?;
     let c = compile(&a.file)?;
-    let f = function(&c, &a.entry)?;
+    let (f, _) = a.fuse.apply(&c.module, function(&c, &a.entry)?)?;
+    let f = &f;
     let bound = rt::bind_dims(f, &vec![None; f.arg_names.len()], &parse_dims(&a.dims)?)?;
     if let Some(note) = bound.defaults_note() {
         eprintln!("note: {note} (set them with --dim NAME=N)");
@@ -62,10 +66,28 @@ pub fn run(a: &Args) -> Result<(), Failed> {
         rt::write_atomic(&a.out.join(&file), k.ptx.as_bytes())?;
         kernels.push(manifest_json(&k.manifest, &file));
     }
+    // what `--backend cuda` runs in place of attention nodes' kernels
+    let mut flash = Vec::new();
+    for x in &p.intrinsics {
+        let Ok(sub) = rt::cuda::flash::substitute(&p, x, arch) else { continue };
+        let mut launches = Vec::new();
+        for (k, _) in &sub.launches {
+            let file = format!("{}.ptx", k.name);
+            rt::write_atomic(&a.out.join(&file), k.ptx.as_bytes())?;
+            let maps: Vec<_> = k.tensor_maps.iter().map(|m| json!({ "param": m.param, "tensor": m.tensor, "dims": m.dims, "strides": m.strides, "box": m.box_dims })).collect();
+            launches.push(json!({ "name": k.name, "file": file, "grid": k.grid, "block": k.block, "shared_bytes": k.shared_bytes, "params": k.params, "tensor_maps": maps }));
+        }
+        let replaces: Vec<&str> = x.kernels.clone().map(|i| rendered[i as usize].manifest.name.as_str()).collect();
+        flash.push(json!({ "replaces": replaces, "workspace_bytes": sub.workspace_bytes, "kernels": launches }));
+    }
     let dims: serde_json::Map<String, serde_json::Value> = bound.dims.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    let manifest = json!({ "entry": f.name, "arch": arch.name(), "dims": dims, "kernels": kernels });
+    let manifest = json!({ "entry": f.name, "arch": arch.name(), "dims": dims, "kernels": kernels, "flash_attention": flash });
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| Failed(format!("error: {e}\n")))? + "\n";
     rt::write_atomic(&a.out.join("manifest.json"), text.as_bytes())?;
+    let flash_kernels: usize = flash.iter().map(|f| f["kernels"].as_array().map_or(0, Vec::len)).sum();
     println!("wrote {} kernels for {} to {}", rendered.len(), arch.name(), a.out.display());
+    if !flash.is_empty() {
+        println!("and {flash_kernels} FlashAttention kernels for {} attention nodes (manifest.json: flash_attention)", flash.len());
+    }
     Ok(())
 }

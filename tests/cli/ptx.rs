@@ -20,6 +20,7 @@ fn ptx_writes_one_file_per_kernel_and_a_manifest() {
     assert_eq!(manifest["dims"]["N"], 3);
     let kernels = manifest["kernels"].as_array().expect("kernels");
     assert_eq!(kernels.len(), count);
+    assert_eq!(manifest["flash_attention"].as_array().map(Vec::len), Some(0), "no attention in the MLP");
     for k in kernels {
         let name = k["name"].as_str().expect("name");
         assert!(ir.stdout.contains(&format!("kernel {name}(")), "{name} is not a kernel of the program");
@@ -29,6 +30,40 @@ fn ptx_writes_one_file_per_kernel_and_a_manifest() {
         assert!(text.contains(".version 8.0\n.target sm_90a\n.address_size 64\n"), "{text}");
         assert!(text.contains(&format!(".visible .entry {name}(")));
         assert_eq!(text.matches(".param .u64").count(), params.len(), "{name}: params");
+    }
+}
+
+/// Attention written as math in bf16: the manifest also lists the
+/// FlashAttention kernels `--backend cuda` runs instead of the node's
+/// generic ones (the FA3-style forward on sm_90a, with its tensor maps).
+#[test]
+fn ptx_writes_the_flash_attention_kernels_that_replace_an_attention_node() {
+    let dir = TempDir::new();
+    let model = dir.join("attn.kl");
+    std::fs::write(
+        &model,
+        "config { H = 2 \n D = 64 }\ndim S = T\n\
+         pub fn attn(q: bf16[B, H, T, D], k: bf16[B, H, T, D], v: bf16[B, H, T, D]) -> bf16[B, H, T, D] {\n\
+         let s: bf16[B, H, T, S] = q @ transpose(k) / sqrt(D)\n\
+         return softmax(where(tril(T, S), s, -inf), over: S) @ v\n}\n",
+    )
+    .expect("model");
+    for (arch, fwd, maps) in [("sm_80", "flash_fwd_sm_80", 0), ("sm_90a", "flash3_fwd_sm_90a", 3)] {
+        let out = dir.join(arch);
+        let run = kiln(&["ptx", s(&model), "--entry", "attn", "--arch", arch, "--dim", "B=2", "--dim", "T=100", "--out", s(&out)]).ok();
+        assert!(run.stdout.contains("and 1 FlashAttention kernels for 1 attention nodes"), "{}", run.stdout);
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).expect("manifest")).expect("json");
+        let generic: Vec<&str> = manifest["kernels"].as_array().expect("kernels").iter().filter_map(|k| k["name"].as_str()).collect();
+        let [node] = &manifest["flash_attention"].as_array().expect("flash_attention")[..] else { panic!("one attention node: {manifest}") };
+        let replaces = node["replaces"].as_array().expect("replaces");
+        assert!(!replaces.is_empty() && replaces.iter().all(|r| generic.contains(&r.as_str().expect("name"))), "{node}");
+        let [k] = &node["kernels"].as_array().expect("kernels")[..] else { panic!("one forward kernel: {node}") };
+        let name = k["name"].as_str().expect("name");
+        assert!(name.starts_with(fwd), "{name}");
+        assert_eq!(k["tensor_maps"].as_array().expect("tensor_maps").len(), maps);
+        let text = std::fs::read_to_string(out.join(k["file"].as_str().expect("file"))).expect("ptx file");
+        assert!(text.contains(&format!(".target {arch}")) && text.contains(&format!(".entry {name}(")), "{name}");
+        assert_eq!(text.contains("cp.async.bulk.tensor"), maps > 0, "{name}: TMA");
     }
 }
 
