@@ -225,8 +225,9 @@ pub enum Op {
         /// Number of sequences iterated over.
         n_seq: u32,
     },
-    /// Inverted dropout: element `i` (row-major) of `x` becomes
-    /// `x[i] / (1 - p)` when `rng::keep(seed, i, p)` and `0` otherwise.
+    /// Inverted dropout: element `i` (row-major) of `x` is multiplied by
+    /// `1 / (1 - p)` when `rng::keep(seed, i, p)` and by `0` otherwise (so
+    /// NaN and ±∞ propagate, as in PyTorch).
     /// Arguments `x` (float) and `seed` (rank-0 i64, see [`crate::rng`]);
     /// the same seed draws the same mask, so the gradient is a dropout of
     /// the cotangent with the same seed. Evaluation graphs have none:

@@ -32,10 +32,11 @@ pub(crate) fn compare(op: CmpOp, a: &Tensor, b: &Tensor) -> Tensor {
     Tensor::new(DType::Bool, a.shape.clone(), data)
 }
 
-/// Inverted dropout with the mask `rng::keep(seed, flat index, p)`.
+/// Inverted dropout with the mask `rng::keep(seed, flat index, p)`: `x`
+/// times `1 / (1 - p)` or 0, so NaN and ±∞ propagate (as in PyTorch).
 pub(crate) fn dropout(x: &Tensor, seed: &Tensor, p: f64) -> Tensor {
     let (seed, scale) = (seed.data[0] as i64 as u64, 1.0 / (1.0 - p));
-    let data = x.data.iter().enumerate().map(|(i, &v)| if crate::rng::keep(seed, i as u64, p) { v * scale } else { 0.0 }).collect();
+    let data = x.data.iter().enumerate().map(|(i, &v)| v * if crate::rng::keep(seed, i as u64, p) { scale } else { 0.0 }).collect();
     Tensor::new(x.dtype, x.shape.clone(), data)
 }
 

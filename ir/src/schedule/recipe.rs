@@ -135,13 +135,14 @@ pub fn cast(e: Expr, from: DType, to: DType) -> Expr {
     }
 }
 
-/// `x / (1 - p)` where `rng::keep(seed, counter, p)`, else 0, in `dtype`
-/// (an f32 draw against the exact f32 threshold).
+/// `x` times `1 / (1 - p)` where `rng::keep(seed, counter, p)`, else
+/// times 0 (NaN and ±∞ propagate), in `dtype` (an f32 draw against the
+/// exact f32 threshold).
 pub fn dropout(x: Expr, seed: Expr, counter: Expr, p: f64, dtype: DType) -> Expr {
     let draw = Expr::Rand(Box::new(seed), Box::new(counter));
     let keep = Expr::Cmp(CmpOp::Ge, Box::new(draw), Box::new(Expr::Const(crate::rng::threshold(p) as f64, DType::F32)));
-    let kept = bin(BinaryOp::Mul, x, Expr::Const(1.0 / (1.0 - p), dtype));
-    Expr::Select(Box::new(keep), Box::new(kept), Box::new(Expr::Const(0.0, dtype)))
+    let factor = Expr::Select(Box::new(keep), Box::new(Expr::Const(1.0 / (1.0 - p), dtype)), Box::new(Expr::Const(0.0, dtype)));
+    bin(BinaryOp::Mul, x, factor)
 }
 
 pub fn bin(op: BinaryOp, a: Expr, b: Expr) -> Expr {
