@@ -491,8 +491,16 @@ fn demo_ptx(p: &kiln_ir::kernel::Program) -> Result<(), Failed> {
     let cfg = flash::FlashConfig { heads: 8, group: 1, sq: 32, sk: 32, d: 64, dv: 64, causal: Some(0), scale: 0.125, dtype: flash::Half::Bf16 };
     let k = flash::forward(&cfg, Arch::Sm80).map_err(|e| fail(&e))?;
     println!(
-        "   In bf16 the attention also has a tensor-core FlashAttention-2 kernel (mma.sync, ldmatrix, cp.async): {}, {} lines, {} B of shared memory.",
+        "   In bf16 the attention also has a tensor-core FlashAttention-2 kernel (mma.sync, ldmatrix, cp.async): {}, {} lines, {} B of shared memory,",
         k.name,
+        k.ptx.lines().count(),
+        k.shared_bytes
+    );
+    let k = flash::forward(&cfg, Arch::Sm90a).map_err(|e| fail(&e))?;
+    println!(
+        "   and for sm_90a a FlashAttention-3-style one (a TMA producer warpgroup, two wgmma consumer warpgroups in ping-pong): {}, {} threads, {} lines, {} B of shared memory.",
+        k.name,
+        k.block[0],
         k.ptx.lines().count(),
         k.shared_bytes
     );
