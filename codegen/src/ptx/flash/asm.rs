@@ -178,6 +178,13 @@ pub fn row_regs(acc: &str, h: u32, width: u32) -> Vec<String> {
     (0..width / 8).flat_map(|n| [4 * n + 2 * h, 4 * n + 2 * h + 1]).map(|r| format!("%{acc}{r}")).collect()
 }
 
+/// Every accumulator register of a 16 x `width` tile as `(r, h, col)`:
+/// register `r` holds lane row `h` (0: `g`, 1: `g + 8`) at column
+/// `col + 2t` (the same layout as [`row_regs`]).
+pub fn tile_cells(width: u32) -> impl Iterator<Item = (u32, u32, u32)> {
+    (0..width / 8).flat_map(|n| (0..2).flat_map(move |h| (0..2).map(move |e| (4 * n + 2 * h + e, h, 8 * n + e))))
+}
+
 /// PTX's exact spelling of an f32 immediate.
 pub fn f32_imm(x: f32) -> String {
     format!("0f{:08X}", x.to_bits())

@@ -18,7 +18,7 @@
 //! block, waits and computes (single-buffered: double buffering it is the
 //! obvious next step).
 
-use super::asm::{f32_imm, module, row_regs, Asm, BLayout, NEG_INF};
+use super::asm::{f32_imm, module, row_regs, tile_cells, Asm, BLayout, NEG_INF};
 use super::config::{FlashConfig, BLOCK_M, BLOCK_N, THREADS};
 use super::{mask, pipeline};
 use super::FlashKernel;
@@ -345,16 +345,10 @@ fn dkv(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     for h in 0..2 {
         a.i(format!("sub.s32 %rl{h}, %qlo{h}, %y;"));
     }
-    for n in 0..BLOCK_M / 8 {
-        for h in 0..2 {
-            for e in 0..2 {
-                let r = 4 * n + 2 * h + e;
-                let col = n * 8 + e;
-                a.i(format!("setp.gt.s32 %p0, %rl{h}, {col};"));
-                a.i(format!("setp.lt.or.s32 %p0, %rhi, {col}, %p0;"));
-                a.i(format!("selp.f32 %s{r}, {NEG_INF}, %s{r}, %p0;"));
-            }
-        }
+    for (r, h, col) in tile_cells(BLOCK_M) {
+        a.i(format!("setp.gt.s32 %p0, %rl{h}, {col};"));
+        a.i(format!("setp.lt.or.s32 %p0, %rhi, {col}, %p0;"));
+        a.i(format!("selp.f32 %s{r}, {NEG_INF}, %s{r}, %p0;"));
     }
     a.place(&unmasked);
     // column i of row-list entry i is tile i / 2, element i % 2

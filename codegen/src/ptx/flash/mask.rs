@@ -3,7 +3,7 @@
 //! tiles a Q block needs (tiles wholly above the causal diagonal are
 //! skipped), and masking of one S tile.
 
-use super::asm::{Asm, NEG_INF};
+use super::asm::{tile_cells, Asm, NEG_INF};
 use super::config::{FlashConfig, BLOCK_N};
 
 /// Sets `%lim0`/`%lim1` (the last key lane rows `g` and `g + 8` see, s32)
@@ -66,14 +66,9 @@ pub fn mask_tile(a: &mut Asm, s: &str) {
     for h in 0..2 {
         a.i(format!("sub.s32 %rl{h}, %lim{h}, %y;"));
     }
-    for n in 0..BLOCK_N / 8 {
-        for h in 0..2 {
-            for e in 0..2 {
-                let r = 4 * n + 2 * h + e;
-                a.i(format!("setp.lt.s32 %p1, %rl{h}, {};", n * 8 + e));
-                a.i(format!("selp.f32 %{s}{r}, {NEG_INF}, %{s}{r}, %p1;"));
-            }
-        }
+    for (r, h, col) in tile_cells(BLOCK_N) {
+        a.i(format!("setp.lt.s32 %p1, %rl{h}, {col};"));
+        a.i(format!("selp.f32 %{s}{r}, {NEG_INF}, %{s}{r}, %p1;"));
     }
     a.place(&unmasked);
 }
