@@ -45,8 +45,23 @@ fn random(shape: &[usize], seed: u64) -> Tensor {
     Tensor { dtype: kiln_ir::DType::F32, shape: shape.to_vec(), data }
 }
 
-/// Runs the benchmarks; prints a table, or JSON for `bench/compare_torch.py`.
-pub fn run(json: bool, quick: bool) -> Result<(), String> {
+/// One of `kiln bench`'s workloads, for `--only`.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Workload {
+    /// Square f32 matmuls.
+    Matmul,
+    /// `x + gelu(layernorm(x))` beside the copy bandwidth.
+    Layernorm,
+    /// Compile time of gpt.kl's forward pass.
+    Compile,
+    /// Attention written as plain math, naive and fused, and its memory.
+    Attention,
+}
+
+/// Runs the benchmarks (all, or `only` one workload beside the FMA
+/// ceiling); prints a table to stdout, or JSON for `bench/compare_torch.py`.
+pub fn run(json: bool, quick: bool, only: Option<Workload>) -> Result<(), String> {
+    let wanted = |w: Workload| only.is_none_or(|o| o == w);
     let pool = Arc::new(Pool::global());
     let threads = pool.threads();
     let secs = if quick { 0.2 } else { 1.0 };
@@ -54,23 +69,49 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
     let peak = kiln_codegen::cpu::peak::fma_peak_gflops(threads, secs).map_err(|e| e.to_string())?;
     let peak1 = kiln_codegen::cpu::peak::fma_peak_gflops(1, secs).map_err(|e| e.to_string())?;
     if !json {
-        eprintln!("FMA ceiling: {peak:.1} GFLOP/s on {threads} threads ({peak1:.1} on one)");
+        println!("FMA ceiling: {peak:.1} GFLOP/s on {threads} threads ({peak1:.1} on one)");
     }
 
+    let mut out = serde_json::json!({"threads": threads, "fma_peak_gflops": peak, "fma_peak_gflops_1t": peak1});
+    if wanted(Workload::Matmul) {
+        out["matmul"] = matmul(&pool, quick, min, json, peak)?;
+    }
+    if wanted(Workload::Layernorm) {
+        let (copy_gbs, ln) = layernorm(&pool, threads, min, json)?;
+        (out["copy_gbs"], out["layernorm_gelu"]) = (copy_gbs.into(), ln);
+    }
+    if wanted(Workload::Compile) {
+        out["compile"] = compile(&pool, json)?;
+    }
+    if wanted(Workload::Attention) {
+        (out["attention"], out["attention_memory"]) = attention(&pool, quick, min, json)?;
+    }
+    if json {
+        println!("{out}");
+    }
+    Ok(())
+}
+
+/// GFLOP/s of `a @ b` for square sizes.
+fn matmul(pool: &Arc<Pool>, quick: bool, min: Duration, json: bool, peak: f64) -> Result<serde_json::Value, String> {
     let sizes: &[i64] = if quick { &[128, 256, 512] } else { &[128, 256, 512, 1024, 2048] };
     let mut matmul = Vec::new();
     for &n in sizes {
-        let (c, exe) = build("pub fn mm(a: f32[N, N], b: f32[N, N]) -> f32[N, N] { return a @ b }", &[("N", n)], &pool)?;
+        let (c, exe) = build("pub fn mm(a: f32[N, N], b: f32[N, N]) -> f32[N, N] { return a @ b }", &[("N", n)], pool)?;
         let params = exe.prepare_params(&kiln_runtime::init_params(&c.module, 0).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         let inputs = [random(&[n as usize, n as usize], 1), random(&[n as usize, n as usize], 2)];
         let t = time(min, || exec(&exe, &params, &inputs))?;
         let g = 2.0 * (n as f64).powi(3) / t / 1e9;
         if !json {
-            eprintln!("matmul {n:>5}: {g:7.1} GFLOP/s ({:.0}% of the ceiling)", 100.0 * g / peak);
+            println!("matmul {n:>5}: {g:7.1} GFLOP/s ({:.0}% of the ceiling)", 100.0 * g / peak);
         }
         matmul.push(serde_json::json!({"n": n, "gflops": g}));
     }
+    Ok(serde_json::Value::Array(matmul))
+}
 
+/// The copy bandwidth, and `x + gelu(layernorm(x))` beside it.
+fn layernorm(pool: &Arc<Pool>, threads: usize, min: Duration, json: bool) -> Result<(f64, serde_json::Value), String> {
     // Copy bandwidth: the same bytes moved by plain parallel memcpy.
     let (rows, cols) = (4096usize, 768usize);
     let n = rows * cols;
@@ -89,16 +130,20 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
     let copy_gbs = (2 * n * 4) as f64 / t / 1e9;
 
     let ln_src = "config { C = 768 } \n param g: f32[C] = ones \n param b: f32[C] = zeros \n pub fn f(x: f32[R, C]) -> f32[R, C] { return x + gelu(layernorm(x, g, b)) }";
-    let (c, exe) = build(ln_src, &[("R", rows as i64)], &pool)?;
+    let (c, exe) = build(ln_src, &[("R", rows as i64)], pool)?;
     let params = exe.prepare_params(&kiln_runtime::init_params(&c.module, 0).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let inputs = [random(&[rows, cols], 3)];
     let t = time(min, || exec(&exe, &params, &inputs))?;
     let bytes = (2 * n * 4) as f64;
     let ln = serde_json::json!({"rows": rows, "cols": cols, "ms": t * 1e3, "bytes": bytes, "gbs": bytes / t / 1e9, "kernels": exe.program().kernels.len()});
     if !json {
-        eprintln!("copy bandwidth: {copy_gbs:.1} GB/s; x + gelu(layernorm(x)) {rows}x{cols}: {:.3} ms, {:.1} GB/s ({:.0}% of copy)", t * 1e3, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / copy_gbs);
+        println!("copy bandwidth: {copy_gbs:.1} GB/s; x + gelu(layernorm(x)) {rows}x{cols}: {:.3} ms, {:.1} GB/s ({:.0}% of copy)", t * 1e3, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / copy_gbs);
     }
+    Ok((copy_gbs, ln))
+}
 
+/// Compile time of gpt.kl's forward pass, by stage.
+fn compile(pool: &Arc<Pool>, json: bool) -> Result<serde_json::Value, String> {
     // Compile time of gpt.kl's forward pass, parse to runnable code.
     let t0 = Instant::now();
     let c = kiln_lang::compile_source(Path::new("models/gpt.kl"), crate::GPT.to_string()).map_err(|e| e.render())?;
@@ -115,15 +160,9 @@ pub fn run(json: bool, quick: bool) -> Result<(), String> {
         "schedule_ms": sched.as_secs_f64() * 1e3, "codegen_ms": (exe.compile_time().saturating_sub(sched)).as_secs_f64() * 1e3,
         "kernels": exe.program().kernels.len()});
     if !json {
-        eprintln!("compile gpt.kl forward: {:.0} ms", total.as_secs_f64() * 1e3);
+        println!("compile gpt.kl forward: {:.0} ms", total.as_secs_f64() * 1e3);
     }
-    let (attention, attention_memory) = attention(&pool, quick, min, json)?;
-    let out = serde_json::json!({"threads": threads, "fma_peak_gflops": peak, "fma_peak_gflops_1t": peak1, "copy_gbs": copy_gbs,
-        "matmul": matmul, "layernorm_gelu": ln, "compile": compile, "attention": attention, "attention_memory": attention_memory});
-    if json {
-        println!("{out}");
-    }
-    Ok(())
+    Ok(compile)
 }
 
 /// Attention written as plain math (B = 1, H = 8, D = 64, f32), causal or not.
@@ -166,7 +205,7 @@ fn attention(pool: &Arc<Pool>, quick: bool, min: Duration, json: bool) -> Result
             }
             if !json {
                 let ms = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
-                eprintln!(
+                println!(
                     "attention S={s:>5} causal={causal:<5}: naive {:8.2} ms, fa2 {:8.2} ms ({:.2}x), fa1 {:8.2} ms",
                     ms("naive_ms"), ms("fa2_ms"), ms("naive_ms") / ms("fa2_ms"), ms("fa1_ms")
                 );
@@ -182,7 +221,7 @@ fn attention(pool: &Arc<Pool>, quick: bool, min: Duration, json: bool) -> Result
         let exe = compile_cpu(&c.module, &fused, &dims, pool.clone(), &ScheduleOptions::default()).map_err(|e| e.to_string())?;
         let scores = (h as u64) * (s as u64) * (s as u64) * 4;
         if !json {
-            eprintln!("attention S={s:>5}: fused peak temporaries {} KiB; the naive score matrix alone {} MiB", exe.plan().peak_bytes >> 10, scores >> 20);
+            println!("attention S={s:>5}: fused peak temporaries {} KiB; the naive score matrix alone {} MiB", exe.plan().peak_bytes >> 10, scores >> 20);
         }
         memory.push(serde_json::json!({"s": s, "fused_peak_bytes": exe.plan().peak_bytes, "naive_score_bytes": scores}));
     }

@@ -32,13 +32,13 @@ enum Cmd {
     Ir {
         /// The `.kl` file.
         file: PathBuf,
-        /// Entry point to print; all of them when omitted (`--stage graph` only).
+        /// Entry point to print; every entry point when omitted.
         #[arg(long)]
         entry: Option<String>,
         /// Which stage: the lowered graph, or the kernels it is scheduled into.
         #[arg(long, value_enum, default_value_t = Stage::Graph)]
         stage: Stage,
-        /// A dimension's size as NAME=N, for `--stage kernels` (defaults as in `kiln run`).
+        /// A dimension's size as NAME=N, for `--stage kernels` (others default as in `kiln run`, and Kiln says so).
         #[arg(long = "dim", value_name = "NAME=N")]
         dims: Vec<String>,
         #[command(flatten)]
@@ -67,6 +67,9 @@ enum Cmd {
         /// GPU kernels' architecture with `--backend cuda`: sm_80 (default) or sm_90a.
         #[arg(long)]
         arch: Option<String>,
+        /// Only this CPU workload (beside the FMA ceiling).
+        #[arg(long, value_enum)]
+        only: Option<bench::Workload>,
     },
 }
 
@@ -115,9 +118,9 @@ struct RunArgs {
     /// Where to execute.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
-    /// Arithmetic of the reference interpreter: f32 rounds every result to its dtype, f64 is exact math.
-    #[arg(long, value_enum, default_value_t = Prec::F32)]
-    precision: Prec,
+    /// Arithmetic of `--backend reference`: f32 (default) rounds every result to its dtype, f64 is exact math.
+    #[arg(long, value_enum)]
+    precision: Option<Prec>,
     /// Run in training mode: `dropout` is active, its seed the input
     /// `dropout_seed` (drawn from --seed when not given). Without it,
     /// dropout is the identity.
@@ -134,7 +137,7 @@ pub struct FuseArgs {
     #[arg(long)]
     pub no_fuse: bool,
     /// Force the fused attention's kernel variant (default fa2).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "no_fuse")]
     pub attention: Option<Variant>,
 }
 
@@ -202,7 +205,22 @@ impl<E: std::fmt::Display> From<E> for Failed {
     }
 }
 
+/// Writing to a closed pipe (`kiln ir ... | head -1`) ends the process
+/// silently, as it does for Unix tools: Rust ignores SIGPIPE, so without
+/// this `println!` would panic on the broken pipe.
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: called first thing in `main`, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     std::panic::set_hook(Box::new(|info| {
         eprintln!("internal error: {info}\nthis is a bug in Kiln; please report it with the command and files that caused it");
     }));
@@ -219,8 +237,9 @@ fn main() -> ExitCode {
         Cmd::Ir { file, entry, stage, dims, fuse } => ir(&file, entry.as_deref(), stage, &dims, fuse),
         Cmd::Run(args) => run(&args),
         Cmd::Demo => demo(),
-        Cmd::Bench { json, quick, backend, arch } => match bench_target(backend, arch.as_deref()) {
-            Ok(BenchTarget::Cpu) => bench::run(json, quick).map_err(|e| Failed(format!("error: {e}\n"))),
+        Cmd::Bench { json, quick, backend, arch, only } => match bench_target(backend, arch.as_deref()) {
+            Ok(BenchTarget::Cpu) => bench::run(json, quick, only).map_err(|e| Failed(format!("error: {e}\n"))),
+            Ok(BenchTarget::Cuda(_)) if only.is_some() => Err(Failed("error: --only applies to the CPU benchmarks\n".into())),
             Ok(BenchTarget::Cuda(arch)) => gpu_bench::run(arch, quick, json).map_err(|e| Failed(format!("error: {e}\n"))),
             Err(e) => Err(e),
         },
@@ -250,36 +269,36 @@ fn check(file: &Path) -> Result<(), Failed> {
 
 fn ir(file: &Path, entry: Option<&str>, stage: Stage, dims: &[String], fuse: FuseArgs) -> Result<(), Failed> {
     let c = compile(file)?;
-    if stage == Stage::Optimized {
-        let names: Vec<&str> = match entry {
-            Some(e) => vec![e],
-            None => c.module.functions.iter().map(|f| f.name.as_str()).collect(),
-        };
-        for name in names {
-            let (f, report) = fuse.apply(&c.module, function(&c, name)?)?;
-            print!("{}", kiln_ir::print::function(&c.module, &f));
-            match report {
-                Some(r) => r.to_string().lines().for_each(|l| println!("# {l}")),
-                None => println!("# optimizer off (--no-fuse)"),
+    let names: Vec<&str> = match entry {
+        Some(e) => vec![e],
+        None => c.module.functions.iter().map(|f| f.name.as_str()).collect(),
+    };
+    match stage {
+        Stage::Graph if entry.is_none() => print!("{}", kiln_ir::print::module(&c.module)),
+        Stage::Graph => print!("{}", kiln_ir::print::function(&c.module, function(&c, names[0])?)),
+        Stage::Optimized => {
+            for name in names {
+                let (f, report) = fuse.apply(&c.module, function(&c, name)?)?;
+                print!("{}", kiln_ir::print::function(&c.module, &f));
+                match report {
+                    Some(r) => r.to_string().lines().for_each(|l| println!("# {l}")),
+                    None => println!("# optimizer off (--no-fuse)"),
+                }
             }
         }
-        return Ok(());
-    }
-    if stage == Stage::Kernels {
-        let (f, _) = fuse.apply(&c.module, function(&c, entry.unwrap_or("forward"))?)?;
-        let f = &f;
-        let bound = rt::bind_dims(f, &vec![None; f.arg_names.len()], &parse_dims(dims)?)?;
-        let env = |n: &str| bound.get(n);
-        let p = kiln_ir::schedule::schedule(&c.module, f, &env, &Default::default())?;
-        println!("# {} kernels, {} buffers", p.kernels.len(), p.buffers.len());
-        print!("{}", kiln_ir::kernel::print::program(&p));
-        return Ok(());
-    }
-    match entry {
-        None => print!("{}", kiln_ir::print::module(&c.module)),
-        Some(name) => {
-            let f = function(&c, name)?;
-            print!("{}", kiln_ir::print::function(&c.module, f));
+        Stage::Kernels => {
+            let dims = parse_dims(dims)?;
+            for name in names {
+                let (f, _) = fuse.apply(&c.module, function(&c, name)?)?;
+                let bound = rt::bind_dims(&f, &vec![None; f.arg_names.len()], &dims)?;
+                if let Some(note) = bound.defaults_note() {
+                    eprintln!("note: {name}: {note} (set them with --dim NAME=N)");
+                }
+                let env = |n: &str| bound.get(n);
+                let p = kiln_ir::schedule::schedule(&c.module, &f, &env, &Default::default())?;
+                println!("# {name}: {} kernels, {} buffers", p.kernels.len(), p.buffers.len());
+                print!("{}", kiln_ir::kernel::print::program(&p));
+            }
         }
     }
     Ok(())
@@ -300,12 +319,15 @@ fn key_value<'s>(s: &'s str, flag: &str) -> Result<(&'s str, &'s str), Failed> {
     s.split_once('=').filter(|(k, v)| !k.is_empty() && !v.is_empty()).ok_or_else(|| Failed(format!("error: `--{flag} {s}`: expected NAME=VALUE\n")))
 }
 
-/// `--dim NAME=N` flags.
+/// `--dim NAME=N` flags; a dim given twice is refused, not overridden.
 fn parse_dims(flags: &[String]) -> Result<Vec<(String, i64)>, Failed> {
-    let mut dims = Vec::new();
+    let mut dims: Vec<(String, i64)> = Vec::new();
     for d in flags {
         let (k, v) = key_value(d, "dim")?;
         let n: i64 = v.parse().map_err(|_| Failed(format!("error: `--dim {d}`: `{v}` is not an integer\n")))?;
+        if let Some((_, first)) = dims.iter().find(|(name, _)| name == k) {
+            return Err(Failed(format!("error: dim `{k}` given twice (`--dim {k}={first}` and `--dim {d}`)\n")));
+        }
         dims.push((k.to_string(), n));
     }
     Ok(dims)
@@ -328,6 +350,9 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         let Some(pos) = f.arg_names.iter().position(|n| n == k) else {
             return Err(Failed(format!("error: `{}` has no input `{k}`; its inputs are: {}\n", f.name, f.arg_names.join(", "))));
         };
+        if let Some((_, first)) = &given[pos] {
+            return Err(Failed(format!("error: input `{k}` given twice (`--input {k}={first}` and `--input {i}`)\n")));
+        }
         given[pos] = Some((rt::read_npy(Path::new(v))?, v.to_string()));
     }
     let refs: Vec<Option<rt::GivenInput>> = given.iter().map(|g| g.as_ref().map(|(t, s)| rt::GivenInput { tensor: t, source: s })).collect();
@@ -336,6 +361,8 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         eprintln!("note: {note} (set them with --dim NAME=N)");
     }
     let env = |n: &str| bound.get(n);
+    let cache = rt::cpu::Cache::new();
+    check_memory(&c.module, f, &given, a.backend, &env, &bound.dims, &cache)?;
     let mut inputs = Vec::new();
     for (i, g) in given.into_iter().enumerate() {
         inputs.push(match g {
@@ -343,9 +370,11 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
             None => rt::random_input(f, i, &env, a.seed.wrapping_add(1 + i as u64))?,
         });
     }
-    let precision = match a.precision {
-        Prec::F32 => Precision::F32,
-        Prec::F64 => Precision::F64,
+    let precision = match (a.backend, a.precision) {
+        (Backend::Reference, Some(Prec::F64)) => Precision::F64,
+        (Backend::Reference, _) => Precision::F32,
+        (_, None) => Precision::F32,
+        (_, Some(_)) => return Err(Failed("error: --precision applies to `--backend reference` only; the cpu and cuda backends compute in each value's dtype\n".into())),
     };
     // Refuse an unusable output directory before the (possibly long) run.
     rt::create_output_dir(&a.out)?;
@@ -357,15 +386,15 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
             outs
         }
         Backend::Cpu => {
-            let (outs, st) = rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &rt::cpu::Cache::new())?;
+            let (outs, st) = rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &cache)?;
             eprintln!(
                 "cpu: compiled in {:.1} ms, ran {} kernel launches in {:.2} ms ({:.2} ms in kernels); temporaries take {} (without reuse: {})",
                 st.compile_time.as_secs_f64() * 1e3,
                 st.launches,
                 st.run_time.as_secs_f64() * 1e3,
                 st.exec_time.as_secs_f64() * 1e3,
-                bytes(st.peak_bytes),
-                bytes(st.naive_bytes)
+                rt::memory::bytes(st.peak_bytes),
+                rt::memory::bytes(st.naive_bytes)
             );
             outs
         }
@@ -378,13 +407,30 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
     Ok(())
 }
 
-/// `12.3 MiB`.
-fn bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
+/// Refuses a run that needs more memory than the machine has, before
+/// anything large is allocated: the inputs still to be drawn, the outputs,
+/// and what the backend holds (the CPU backend's buffers and temporaries,
+/// compiled here into `cache`; every value, for the reference interpreter).
+fn check_memory(
+    m: &kiln_ir::Module,
+    f: &kiln_ir::Function,
+    given: &[Option<(Tensor, String)>],
+    backend: Backend,
+    env: &dyn Fn(&str) -> Option<i64>,
+    dims: &std::collections::BTreeMap<String, i64>,
+    cache: &rt::cpu::Cache,
+) -> Result<(), Failed> {
+    let inputs = f.graph.inputs.iter().zip(given).filter(|(_, g)| g.is_none()).map(|(t, _)| t);
+    let outputs = f.graph.outputs.iter().filter_map(|&o| f.graph.node(o).ty.tensor());
+    // Host tensors hold f64 elements whatever their dtype.
+    let mut parts = vec![("inputs", rt::memory::tensors_bytes(inputs, env, 8)), ("outputs", rt::memory::tensors_bytes(outputs, env, 8))];
+    match backend {
+        Backend::Cpu => parts.push(("kernel buffers and temporaries", rt::cpu::executable(m, f, dims, cache)?.0.memory_bytes())),
+        Backend::Reference => parts.push(("the interpreter's values", rt::exec::reference_bytes(f, env))),
+        Backend::Cuda => {}
     }
+    rt::memory::ensure(&format!("`{}`", f.name), &parts)?;
+    Ok(())
 }
 
 /// `min -1.2 max 3.4 mean 0.01` for a quick look at an output.
@@ -459,7 +505,7 @@ fn demo() -> Result<(), Failed> {
     println!(
         "5. Ran the fused kernels (Cranelift, all cores): loss {loss:.6} in {cpu_ms:.0} ms (compile {:.0} ms, temporaries {}).",
         st.compile_time.as_secs_f64() * 1e3,
-        bytes(st.peak_bytes)
+        rt::memory::bytes(st.peak_bytes)
     );
     println!("   Unfused graph on the same backend: {:.6}; the naive f64 reference interpreter: {exact:.6} in {ref_ms:.0} ms.", naive_out[0].data[0]);
     println!("   |fused - reference| = {:.1e}. Untrained, the loss sits at a uniform guess: ln {vocab} = {:.4}.", (loss - exact).abs(), vocab.ln());

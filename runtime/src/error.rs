@@ -167,6 +167,19 @@ pub enum RuntimeError {
         /// The interpreter's message.
         message: String,
     },
+    /// A run needs more memory than the machine has available (see
+    /// [`crate::memory`]); nothing was allocated for it.
+    #[error("{what} needs {} of memory ({detail}), but only {} is available", crate::memory::bytes(*.needed), crate::memory::bytes(*.available))]
+    OutOfMemory {
+        /// What needs it: an entry point, a training run, a buffer.
+        what: String,
+        /// Bytes needed in all.
+        needed: u64,
+        /// The parts, `inputs 3.0 GiB, temporaries 1.0 GiB`.
+        detail: String,
+        /// Bytes available.
+        available: u64,
+    },
     /// A tensor whose parts disagree (more or fewer values than its shape
     /// holds), or another misuse of the API by the calling code.
     #[error("{0}")]

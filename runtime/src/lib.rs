@@ -11,6 +11,7 @@
 //! - [`cpu`]: run an entry point natively: scheduled, JIT-compiled kernels
 //!   on all cores.
 //! - [`fsutil`]: atomic file replacement and output directories.
+//! - [`memory`]: the memory a run may take, checked before allocating.
 //! - [`train`]: optimizers, schedules, the training loop, checkpoints and
 //!   mixed precision.
 //!
@@ -29,6 +30,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod init;
 pub mod inputs;
+pub mod memory;
 pub mod npy;
 pub mod safetensors;
 pub mod tensor;

@@ -6,6 +6,7 @@
 //! `models/gpt.kl` use `--dim B=1 --dim T=4` unless the default dims are what
 //! is being tested: the reference interpreter is slow in a debug build.
 
+mod flags;
 mod ptx;
 mod util;
 
@@ -199,7 +200,7 @@ fn run_mlp_in_both_precisions() {
     let dir = TempDir::new();
     for p in ["f32", "f64"] {
         let out = dir.join(p);
-        let r = kiln(&["run", &mlp(), "--out", s(&out), "--precision", p]).ok();
+        let r = kiln(&["run", &mlp(), "--backend", "reference", "--out", s(&out), "--precision", p]).ok();
         assert!(r.stderr.contains("using default dims: N = 8"), "{}", r.stderr);
         assert_eq!(read(&out.join("logits.npy")).shape, vec![8, 10]);
     }

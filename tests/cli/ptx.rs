@@ -12,7 +12,7 @@ fn ptx_writes_one_file_per_kernel_and_a_manifest() {
     let out = dir.join("ptx");
     let run = kiln(&["ptx", &mlp(), "--entry", "loss", "--arch", "sm_90a", "--dim", "N=3", "--out", s(&out)]).ok();
     let ir = kiln(&["ir", &mlp(), "--entry", "loss", "--stage", "kernels", "--dim", "N=3"]).ok();
-    let count: usize = ir.stdout.lines().next().and_then(|l| l.strip_prefix("# ")).and_then(|l| l.split(' ').next()).and_then(|n| n.parse().ok()).expect("`# N kernels` header");
+    let count: usize = ir.stdout.lines().next().and_then(|l| l.strip_prefix("# loss: ")).and_then(|l| l.split(' ').next()).and_then(|n| n.parse().ok()).expect("`# loss: N kernels` header");
     assert!(run.stdout.contains(&format!("wrote {count} kernels for sm_90a")), "{}", run.stdout);
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).expect("manifest")).expect("json");
     assert_eq!(manifest["entry"], "loss");

@@ -166,6 +166,13 @@ impl CpuExecutable {
         &self.plan
     }
 
+    /// Bytes one run allocates: the temporaries' arena, and each input,
+    /// parameter and output in its storage dtype.
+    pub fn memory_bytes(&self) -> u64 {
+        let buffers = self.program.buffers.iter().filter(|b| !matches!(b.kind, BufKind::Temp));
+        buffers.fold(self.plan.peak_bytes, |s, b| s.saturating_add(b.len.saturating_mul(b.dtype.size_bytes() as u64)))
+    }
+
     /// The pool kernels run on.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
@@ -211,7 +218,7 @@ impl CpuExecutable {
             if let BufKind::Param(i) = b.kind {
                 let t = &params[i as usize];
                 check_value(t, b.dtype, b.len).map_err(|reason| RuntimeError::BadParam { name: b.name.clone(), reason })?;
-                *slot = Some(Storage::from_tensor(t));
+                *slot = Some(Storage::from_tensor(t)?);
             }
         }
         Ok(PreparedParams { storage })
@@ -233,7 +240,7 @@ impl CpuExecutable {
             if let Some(b) = b {
                 let buf = &bufs[b.0 as usize];
                 check_value(t, buf.dtype, buf.len).map_err(|reason| RuntimeError::BadInput { name: buf.name.clone(), reason })?;
-                input_storage.push((*b, Storage::from_tensor(t)));
+                input_storage.push((*b, Storage::from_tensor(t)?));
             }
         }
         let foreign = params.storage.len() != bufs.len()
@@ -246,9 +253,12 @@ impl CpuExecutable {
             let buf = &bufs[b.0 as usize];
             outputs.push(Storage::for_elements(buf.dtype, buf.len)?);
         }
-        let mut arena = self.arenas.lock().ok().and_then(|mut a| a.pop()).unwrap_or_else(|| Storage::zeroed(0));
+        let mut arena = match self.arenas.lock().ok().and_then(|mut a| a.pop()) {
+            Some(a) => a,
+            None => Storage::zeroed(0)?,
+        };
         if (arena.len() as u64) < self.plan.peak_bytes {
-            arena = Storage::zeroed(self.plan.peak_bytes as usize);
+            arena = Storage::zeroed(self.plan.peak_bytes as usize)?;
         }
 
         // Every buffer's base pointer. Inputs and parameters are only read

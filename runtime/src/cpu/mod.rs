@@ -47,10 +47,16 @@ pub fn run_cpu(
     dims: &BTreeMap<String, i64>,
     cache: &Cache,
 ) -> Result<(Vec<Tensor>, Stats), RuntimeError> {
-    let (exe, cached) = cache.get_or_build(&f.name, dims, || compile_cpu(m, f, dims, cache.pool().clone(), cache.options()))?;
+    let (exe, cached) = executable(m, f, dims, cache)?;
     let (outs, mut stats) = exe.run_with_stats(params, inputs)?;
     stats.cached = cached;
     Ok((outs, stats))
+}
+
+/// The compiled `f` for `dims` from `cache`, built on a miss (the flag is
+/// true on a hit).
+pub fn executable(m: &Module, f: &Function, dims: &BTreeMap<String, i64>, cache: &Cache) -> Result<(Arc<CpuExecutable>, bool), RuntimeError> {
+    cache.get_or_build(&f.name, dims, || compile_cpu(m, f, dims, cache.pool().clone(), cache.options()))
 }
 
 /// Schedules `f` of `m` with concrete dims: the kernel program and the

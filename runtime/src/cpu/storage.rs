@@ -25,22 +25,29 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// `len` zero bytes.
-    pub fn zeroed(len: usize) -> Storage {
-        Storage { blocks: bytemuck::allocation::zeroed_vec(len.div_ceil(ALIGN)), len }
+    /// `len` zero bytes; an allocation the system refuses is an error,
+    /// not an abort.
+    pub fn zeroed(len: usize) -> Result<Storage, RuntimeError> {
+        let blocks = bytemuck::allocation::try_zeroed_vec(len.div_ceil(ALIGN)).map_err(|()| RuntimeError::OutOfMemory {
+            what: "a kernel buffer".into(),
+            needed: len as u64,
+            detail: "one allocation".into(),
+            available: crate::memory::available().unwrap_or(0),
+        })?;
+        Ok(Storage { blocks, len })
     }
 
     /// Storage for `numel` elements of `dtype`, zeroed.
     pub fn for_elements(dtype: DType, numel: u64) -> Result<Storage, RuntimeError> {
         let bytes = byte_len(dtype, numel)?;
-        Ok(Storage::zeroed(bytes))
+        Storage::zeroed(bytes)
     }
 
     /// A tensor's elements in `dtype`'s storage layout.
-    pub fn from_tensor(t: &Tensor) -> Storage {
-        let mut s = Storage::zeroed(t.data.len() * t.dtype.size_bytes());
+    pub fn from_tensor(t: &Tensor) -> Result<Storage, RuntimeError> {
+        let mut s = Storage::zeroed(t.data.len() * t.dtype.size_bytes())?;
         encode(t.dtype, &t.data, s.bytes_mut());
-        s
+        Ok(s)
     }
 
     /// The elements as a tensor of the given dtype and shape; `Invalid`
@@ -145,7 +152,7 @@ mod tests {
     #[test]
     fn storage_is_aligned_and_zeroed() {
         for len in [0, 1, 63, 64, 65, 1000] {
-            let s = Storage::zeroed(len);
+            let s = Storage::zeroed(len).unwrap();
             assert_eq!(s.as_ptr() as usize % ALIGN, 0);
             assert_eq!(s.len(), len);
             assert!(s.bytes().iter().all(|&b| b == 0));
@@ -158,7 +165,7 @@ mod tests {
         for dtype in DType::ALL {
             let data: Vec<f64> = values.iter().map(|&v| dtype.round(v)).collect();
             let t = Tensor::new(dtype, vec![data.len()], data);
-            let s = Storage::from_tensor(&t);
+            let s = Storage::from_tensor(&t).unwrap();
             assert_eq!(s.len(), t.numel() * dtype.size_bytes());
             assert_eq!(s.to_tensor(dtype, t.shape.clone()).unwrap(), t, "{dtype}");
         }
@@ -180,18 +187,25 @@ mod tests {
     #[test]
     fn layouts_are_native() {
         let t = Tensor::new(DType::I32, vec![2], vec![1.0, -1.0]);
-        let s = Storage::from_tensor(&t);
+        let s = Storage::from_tensor(&t).unwrap();
         assert_eq!(s.bytes(), [1i32.to_ne_bytes(), (-1i32).to_ne_bytes()].concat());
         let t = Tensor::new(DType::Bool, vec![3], vec![1.0, 0.0, 5.0]);
-        assert_eq!(Storage::from_tensor(&t).bytes(), [1, 0, 1]);
+        assert_eq!(Storage::from_tensor(&t).unwrap().bytes(), [1, 0, 1]);
         let t = Tensor::new(DType::BF16, vec![1], vec![1.0]);
-        assert_eq!(Storage::from_tensor(&t).bytes(), 0x3f80u16.to_ne_bytes());
+        assert_eq!(Storage::from_tensor(&t).unwrap().bytes(), 0x3f80u16.to_ne_bytes());
     }
 
     #[test]
     fn a_wrong_shape_is_an_error() {
-        let s = Storage::zeroed(8);
+        let s = Storage::zeroed(8).unwrap();
         assert!(s.to_tensor(DType::F32, vec![3]).is_err());
         assert_eq!(s.to_tensor(DType::F32, vec![2]).unwrap().data, [0.0, 0.0]);
+    }
+
+    #[test]
+    fn an_allocation_the_system_refuses_is_an_error() {
+        // 1 EiB is past any machine's address space.
+        let e = Storage::zeroed(1 << 60).err().expect("1 EiB allocated");
+        assert!(matches!(e, RuntimeError::OutOfMemory { needed, .. } if needed == 1 << 60), "{e}");
     }
 }

@@ -139,6 +139,12 @@ impl DatasetBatches {
         if batch == 0 {
             return Err(TrainError::Config("the batch size must be at least 1".into()));
         }
+        // A batch is held as i32 tokens and targets, then as f64 tensors;
+        // the validation batches hold up to `valid_len + batch` sequences.
+        let tokens = |sequences: usize| (sequences as u64).saturating_mul(data.block() as u64);
+        let training = tokens(batch).saturating_mul(2 * (4 + 8));
+        let validation = tokens(data.valid_len().saturating_add(batch)).saturating_mul(2 * 4);
+        crate::memory::ensure(&format!("a batch of {batch} sequences of {} tokens", data.block()), &[("training batch", training), ("validation batches", validation)])?;
         let batches = data.batches(seed);
         Ok(DatasetBatches { data, batches, batch })
     }

@@ -404,6 +404,7 @@ impl Trainer {
         let cache = Cache::new();
         let grad_exe = compile_cpu(&gm, &gf, &dims, cache.pool().clone(), cache.options())?;
         let loss_exe = compile_cpu(module, f, &dims, cache.pool().clone(), cache.options())?;
+        crate::memory::ensure("training", &[("the gradient step", grad_exe.memory_bytes()), ("evaluation", loss_exe.memory_bytes())])?;
         let grad_dtypes = gm.params.iter().map(|p| p.ty.dtype).collect();
         let mut frozen = params;
         for &i in &trainable {
