@@ -7,6 +7,7 @@
 //! is being tested: the reference interpreter is slow in a debug build.
 
 mod ptx;
+mod train_safety;
 mod util;
 
 use kiln_ir::DType;
