@@ -99,6 +99,20 @@ fn a_hand_edited_sidecar_is_refused() {
 }
 
 #[test]
+fn an_older_format_is_named_not_misparsed() {
+    let dir = trained(&tiny_gpt(), config(1));
+    let path = dir.path().join("checkpoint.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    v["format"] = 1.into();
+    for field in ["graph", "graph_fingerprint", "checksum"] {
+        v.as_object_mut().unwrap().remove(field);
+    }
+    std::fs::write(&path, v.to_string()).unwrap();
+    let e = Checkpoint::read_meta(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("format 1 is not supported (this Kiln reads format 2)"), "{e}");
+}
+
+#[test]
 fn the_sidecar_names_the_tensors_of_the_params_file() {
     let m = tiny_gpt();
     let dir = trained(&m, config(1));

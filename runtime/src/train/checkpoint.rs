@@ -324,10 +324,19 @@ impl Checkpoint {
             }
             Err(e) => return Err(RuntimeError::Read { path: path.display().to_string(), reason: e.to_string() }.into()),
         };
-        let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| err(format!("{SIDECAR} is not valid: {e}")))?;
-        if meta.format != FORMAT {
-            return Err(err(format!("format {} is not supported (this Kiln reads format {FORMAT})", meta.format)));
+        let invalid = |e: serde_json::Error| err(format!("{SIDECAR} is not valid: {e}"));
+        // The format first: another format's fields need not parse as ours.
+        let value: Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+        match value.get("format").and_then(Value::as_u64) {
+            Some(f) if f == u64::from(FORMAT) => {}
+            f => {
+                let f = f.map_or_else(|| "missing".to_string(), |f| f.to_string());
+                return Err(err(format!(
+                    "format {f} is not supported (this Kiln reads format {FORMAT}); its `{LATEST_PARAMS}` still loads with `kiln run --weights`"
+                )));
+            }
         }
+        let meta: CheckpointMeta = serde_json::from_value(value).map_err(invalid)?;
         if meta.checksum_of()? != meta.checksum {
             return Err(err(format!(
                 "{SIDECAR} was edited or damaged: its contents no longer match its checksum (a checkpoint's step, learning rate, dtype, batch or schedule cannot be changed by hand)"
