@@ -88,8 +88,9 @@ fn a_fresh_run_refuses_a_folder_with_a_checkpoint_unless_overwrite() {
     assert_eq!(sidecar(&out)["config"]["seed"], 5);
 }
 
-/// Starts a long run, sends `signal` once it reported the first step's
-/// validation loss, and checks the exit code and the checkpoint it left.
+/// Starts a long run; once it reported the first step's validation loss,
+/// checks that a second run into its folder is refused, sends `signal`,
+/// and checks the exit code and the checkpoint it left.
 fn stops_with_a_checkpoint(signal: &str, code: i32) {
     let dir = TempDir::new();
     let out = dir.join("run");
@@ -125,6 +126,9 @@ fn stops_with_a_checkpoint(signal: &str, code: i32) {
             }
         }
     }
+    // Meanwhile a second run into the same folder fails at once.
+    kiln(&["train", s(&model), "--steps", "1", "--out", s(&out), "--overwrite"])
+        .one_line_error(&["another kiln process is writing to it"]);
     let sent = Command::new("kill").args([format!("-{signal}"), child.id().to_string()]).status().expect("kill");
     assert!(sent.success());
     let status = loop {
