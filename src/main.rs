@@ -243,7 +243,10 @@ fn main() -> ExitCode {
             Ok(BenchTarget::Cuda(arch)) => gpu_bench::run(arch, quick, json).map_err(|e| Failed(format!("error: {e}\n"))),
             Err(e) => Err(e),
         },
-        Cmd::Train(args) => train::run(&args),
+        Cmd::Train(args) => match train::run(&args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Cmd::Ptx(args) => ptx::run(&args),
     };
     match r {

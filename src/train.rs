@@ -5,16 +5,26 @@
 //! and saved as `OUT/tokenizer.json`. Training runs on the CPU backend;
 //! `OUT` receives checkpoints (see `kiln_runtime::train::checkpoint`),
 //! `loss.csv` and `loss.png`.
+//!
+//! `OUT` belongs to one run: it is locked while training, a fresh run
+//! refuses a folder holding another run's checkpoint (unless
+//! `--overwrite`), and a fresh run that fails before its first checkpoint
+//! leaves the folder as it found it. SIGINT and SIGTERM stop the run after
+//! the current step with a checkpoint (exit 130 and 143).
 
 use crate::Failed;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_ir::{Module, Relation};
 use kiln_runtime::data::{Dataset, Tokenizer, DEFAULT_CORPUS, DEFAULT_CORPUS_NAME};
+use kiln_runtime::train::checkpoint::SIDECAR;
 use kiln_runtime::train::{
-    self, Checkpoint, DatasetBatches, Event, LogRow, OptimizerConfig, Schedule, ScheduleKind,
-    AttnKernel, TrainConfig, TrainDtype, Trainer,
+    self, AttnKernel, Checkpoint, CheckpointMeta, DatasetBatches, Event, LogRow, OptimizerConfig, OptimizerKind,
+    Schedule, ScheduleKind, TrainConfig, TrainDtype, Trainer,
 };
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Train a model's `loss(tokens, targets)` on a text corpus (CPU backend).
@@ -28,34 +38,34 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Optimizer updates in the whole run [default: 300].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<u64>)]
     steps: Option<u64>,
     /// Sequences per micro-batch [default: 8].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
     batch: Option<usize>,
     /// Tokens per sequence [default: the model's longest, at most 64].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
     block: Option<usize>,
     /// Peak learning rate [default: 1e-3; 0.1 for sgd].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative::<f64>)]
     lr: Option<f64>,
     /// The learning rate decays to this floor [default: lr / 10].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative::<f64>)]
     min_lr: Option<f64>,
     /// Linear warmup updates [default: steps / 10].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<u64>)]
     warmup: Option<u64>,
     /// The optimizer [default: adamw].
     #[arg(long, value_enum)]
     optimizer: Option<Opt>,
     /// Weight decay of matrices and embeddings [default: 0.1 for adamw, 0 otherwise].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative::<f32>)]
     weight_decay: Option<f32>,
     /// Clip gradients to this global norm; 0 turns clipping off [default: 1.0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative::<f32>)]
     clip: Option<f32>,
     /// Micro-batches per update (gradient accumulation) [default: 1].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<usize>)]
     accumulate: Option<usize>,
     /// Learning-rate schedule after the warmup [default: cosine].
     #[arg(long, value_enum)]
@@ -70,20 +80,24 @@ pub struct Args {
     /// Continue the run checkpointed in DIR, bit-identically.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
-    /// Seed of the initial weights and of the data order [default: 0].
+    /// Replace the checkpoint of another run in the output directory
+    /// (deleted when training starts); without it such a folder is refused.
     #[arg(long)]
+    overwrite: bool,
+    /// Seed of the initial weights and of the data order [default: 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<u64>)]
     seed: Option<u64>,
     #[command(flatten)]
     fuse: crate::FuseArgs,
     /// Updates between validation losses [default: 50].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<u64>)]
     eval_every: Option<u64>,
     /// Updates between checkpoints [default: --eval-every].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = count::<u64>)]
     checkpoint_every: Option<u64>,
     /// Stop (with a checkpoint) after this many updates, as if interrupted;
     /// the schedule still spans --steps.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = count::<u64>)]
     stop_at: Option<u64>,
     /// After training, print where the steps' time went, per kernel.
     #[arg(long)]
@@ -97,6 +111,16 @@ enum Opt {
     Sgd,
 }
 
+impl From<Opt> for OptimizerKind {
+    fn from(o: Opt) -> OptimizerKind {
+        match o {
+            Opt::Adamw => OptimizerKind::AdamW,
+            Opt::Adam => OptimizerKind::Adam,
+            Opt::Sgd => OptimizerKind::Sgd,
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Sched {
     Cosine,
@@ -105,11 +129,57 @@ enum Sched {
     Constant,
 }
 
+impl From<Sched> for ScheduleKind {
+    fn from(s: Sched) -> ScheduleKind {
+        match s {
+            Sched::Cosine => ScheduleKind::Cosine,
+            Sched::Linear => ScheduleKind::Linear,
+            Sched::Noam => ScheduleKind::Noam,
+            Sched::Constant => ScheduleKind::Constant,
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Dtype {
     F32,
     Bf16,
     F16,
+}
+
+impl From<Dtype> for TrainDtype {
+    fn from(d: Dtype) -> TrainDtype {
+        match d {
+            Dtype::F32 => TrainDtype::F32,
+            Dtype::Bf16 => TrainDtype::Bf16,
+            Dtype::F16 => TrainDtype::F16,
+        }
+    }
+}
+
+/// Parses a whole number flag; a negative one is out of range (clap would
+/// otherwise take `-1` for a flag and suggest `-- -1`).
+fn count<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    if s.starts_with('-') {
+        return Err(format!("{s} is out of range: it must be 0 or more"));
+    }
+    s.parse().map_err(|_| format!("`{s}` is not a whole number"))
+}
+
+/// Parses a finite number that is 0 or more.
+fn non_negative<T: std::str::FromStr + Into<f64> + Copy>(s: &str) -> Result<T, String> {
+    let x: T = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    let v: f64 = x.into();
+    if v.is_finite() && v >= 0.0 {
+        Ok(x)
+    } else {
+        Err(format!("{s} is out of range: it must be a finite number, 0 or more"))
+    }
+}
+
+/// `--clip X`: 0 turns clipping off.
+fn clip_of(x: f32) -> Option<f32> {
+    (x != 0.0).then_some(x)
 }
 
 /// Validation batches per evaluation, at most.
@@ -173,28 +243,71 @@ pub fn brief(m: &Module, steps: u64, batch: usize, block: usize) -> Result<Brief
     })
 }
 
-/// `kiln train`.
-pub fn run(a: &Args) -> Result<(), Failed> {
+/// `kiln train`: exit 0, or 130 (SIGINT) or 143 (SIGTERM) when a signal
+/// stopped the run after a checkpoint.
+pub fn run(a: &Args) -> Result<ExitCode, Failed> {
     let c = crate::compile(&a.file)?;
     let m = &c.module;
     let vocab = model_vocab(m)?;
 
     let (config, resume) = match &a.resume {
-        Some(dir) => (resumed_config(a, dir)?, Some(dir.clone())),
+        Some(dir) => {
+            let meta = Checkpoint::read_meta(dir)?;
+            meta.check_model(m, dir)?;
+            refuse_changes(a, dir, &meta.config)?;
+            if let Some(done) = nothing_to_do(a, dir, &meta) {
+                println!("{done}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            (meta.config, Some(dir.clone()))
+        }
         None => (fresh_config(a, m)?, None),
     };
     let out = a.out.clone().or_else(|| resume.clone()).unwrap_or_else(|| PathBuf::from("out/train"));
+    let continues = resume.as_deref().is_some_and(|r| same_dir(r, &out));
+    if !continues && !a.overwrite {
+        refuse_other_run(&out)?;
+    }
+    let existed = out.exists();
+    let had_tokenizer = out.join(TOKENIZER).exists();
     // An unusable output folder fails here, before any work.
     kiln_runtime::create_output_dir(&out)?;
+    let lock = kiln_runtime::lock_dir(&out)?;
+    let result = train_into(a, m, vocab, config, resume.as_deref(), &out);
+    if result.is_err() && resume.is_none() && !out.join(SIDECAR).exists() {
+        // A fresh run that failed before its first checkpoint leaves the
+        // folder as it found it (a diverged run's loss curve excepted).
+        if !had_tokenizer {
+            let _ = std::fs::remove_file(out.join(TOKENIZER));
+        }
+        let _ = std::fs::remove_file(lock.path());
+        if !existed {
+            let _ = std::fs::remove_dir(&out);
+        }
+    }
+    drop(lock);
+    result
+}
 
+/// The tokenizer's file in the output directory.
+const TOKENIZER: &str = "tokenizer.json";
+
+/// Trains into `out`, which this process has locked.
+fn train_into(
+    a: &Args,
+    m: &Module,
+    vocab: usize,
+    config: TrainConfig,
+    resume: Option<&Path>,
+    out: &Path,
+) -> Result<ExitCode, Failed> {
     let (text, source) = corpus(a.data.as_deref(), config.data.as_deref().filter(|_| resume.is_some()), &a.file)?;
-    let tok_path = out.join("tokenizer.json");
+    let tok_path = out.join(TOKENIZER);
     let t0 = Instant::now();
-    let tokenizer = match resume.as_ref().map(|d| d.join("tokenizer.json")).filter(|p| p.is_file()) {
+    let tokenizer = match resume.map(|d| d.join(TOKENIZER)).filter(|p| p.is_file()) {
         Some(p) => Tokenizer::load(&p)?,
         None => Tokenizer::train(&text, vocab)?,
     };
-    tokenizer.save(&tok_path)?;
     let dataset = Dataset::from_text(&text, &source, &tokenizer, config.block)?;
     eprintln!(
         "data: {source}: {} tokens (vocabulary {}), {} training and {} validation sequences of {}; tokenizer in {:.1}s -> {}",
@@ -214,7 +327,7 @@ pub fn run(a: &Args) -> Result<(), Failed> {
     let val = src.validation(EVAL_BATCHES);
 
     let t1 = Instant::now();
-    let mut trainer = match &resume {
+    let mut trainer = match resume {
         Some(dir) => {
             let mut t = Trainer::resume(m, dir, Box::new(src), val, a.steps)?;
             if a.eval_every.is_some() || a.checkpoint_every.is_some() {
@@ -225,7 +338,17 @@ pub fn run(a: &Args) -> Result<(), Failed> {
         }
         None => Trainer::new(m, &a.file.display().to_string(), config, Box::new(src), val)?,
     };
-    trainer.set_output(&out)?;
+    trainer.set_output(out)?;
+    if a.overwrite && !resume.is_some_and(|r| same_dir(r, out)) {
+        // Everything is ready: only now is the other run's checkpoint deleted.
+        train::checkpoint::remove(out)?;
+        for f in ["loss.csv", "loss.png"] {
+            let _ = std::fs::remove_file(out.join(f));
+        }
+    }
+    if resume.is_none_or(|r| !same_dir(r, out)) {
+        tokenizer.save(&tok_path)?;
+    }
     let cfg = trainer.config().clone();
     let n_params: usize = trainer.master_weights().map(|(_, w)| w.len()).sum();
     eprintln!(
@@ -247,6 +370,8 @@ pub fn run(a: &Args) -> Result<(), Failed> {
         }
     );
 
+    let (stop, signal) = catch_signals()?;
+    trainer.stop_when(stop);
     let until = a.stop_at.unwrap_or(u64::MAX).min(cfg.steps());
     let bar = ProgressBar::with_draw_target(Some(until), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -257,7 +382,7 @@ pub fn run(a: &Args) -> Result<(), Failed> {
     bar.reset_eta();
     let start = Instant::now();
     let first_step = trainer.step_count();
-    let mut last_val = f64::NAN;
+    let mut last_val = last_val_loss(trainer.history()).unwrap_or(f64::NAN);
     let result = trainer.run(until, &mut |e| match e {
         Event::Step(r) => {
             bar.set_position(r.step);
@@ -282,11 +407,14 @@ pub fn run(a: &Args) -> Result<(), Failed> {
     let secs = start.elapsed().as_secs_f64();
     let steps = trainer.step_count() - first_step;
     let tokens = steps as f64 * (cfg.batch * cfg.block * cfg.accumulate) as f64;
-    let first = history.iter().find_map(|r| r.val_loss).unwrap_or(f64::NAN);
-    let train_loss = history.iter().rev().find_map(|r| r.train_loss).unwrap_or(f64::NAN);
+    let first_val = history.iter().find_map(|r| r.val_loss);
+    let train_loss = history.iter().rev().find_map(|r| r.train_loss);
     println!(
-        "trained {steps} steps in {secs:.1}s ({:.0} tokens/s): train loss {train_loss:.4}, val loss {first:.4} -> {last_val:.4} (uniform: {:.4})",
+        "trained {steps} steps in {secs:.1}s ({:.0} tokens/s): train loss {}, val loss {} -> {} (uniform: {:.4})",
         tokens / secs.max(1e-9),
+        show_loss(train_loss),
+        show_loss(first_val),
+        show_loss(last_val_loss(&history)),
         (vocab as f64).ln()
     );
     println!(
@@ -297,7 +425,91 @@ pub fn run(a: &Args) -> Result<(), Failed> {
     if a.profile {
         println!("time per kernel over the training steps:\n{}", trainer.profile().table(15));
     }
-    Ok(())
+    match signal.load(Ordering::SeqCst) {
+        0 => Ok(ExitCode::SUCCESS),
+        sig => {
+            let name = if sig == signal_hook::consts::SIGINT as usize { "SIGINT" } else { "SIGTERM" };
+            eprintln!(
+                "stopped by {name} after step {} of {}: continue with `kiln train {} --resume {}`",
+                trainer.step_count(),
+                cfg.steps(),
+                a.file.display(),
+                out.display()
+            );
+            Ok(ExitCode::from(128 + sig as u8))
+        }
+    }
+}
+
+/// SIGINT and SIGTERM set the returned flag (the trainer checkpoints after
+/// the current step and stops) and record which signal came; a second one
+/// ends the process at once, as usual.
+fn catch_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>), Failed> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for sig in [SIGINT, SIGTERM] {
+        let err = |e: std::io::Error| fail(format!("cannot handle signal {sig}: {e}"));
+        // Registered first, so it sees the flag as the previous signal left it.
+        flag::register_conditional_shutdown(sig, 128 + sig, stop.clone()).map_err(err)?;
+        flag::register_usize(sig, which.clone(), sig as usize).map_err(err)?;
+        flag::register(sig, stop.clone()).map_err(err)?;
+    }
+    Ok((stop, which))
+}
+
+/// A loss as printed, `-` when there is none.
+fn show_loss(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"))
+}
+
+/// The latest validation loss of a history.
+fn last_val_loss(h: &[LogRow]) -> Option<f64> {
+    h.iter().rev().find_map(|r| r.val_loss)
+}
+
+/// Whether two paths name the same directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Refuses an output folder that holds another run's checkpoint: running
+/// a command again must not destroy the previous run.
+fn refuse_other_run(out: &Path) -> Result<(), Failed> {
+    if !out.join(SIDECAR).exists() {
+        return Ok(());
+    }
+    let step = Checkpoint::read_meta(out).map(|m| format!(" (step {})", m.step)).unwrap_or_default();
+    Err(fail(format!(
+        "`{0}` holds the checkpoint of another run{step}: continue it with --resume {0}, or replace it with --overwrite",
+        out.display()
+    )))
+}
+
+/// What to say when a resumed run has no step left to take (its
+/// checkpoint is at or past --steps or --stop-at); `None` otherwise.
+fn nothing_to_do(a: &Args, dir: &Path, meta: &CheckpointMeta) -> Option<String> {
+    let total = a.steps.unwrap_or(meta.config.steps());
+    let until = a.stop_at.unwrap_or(u64::MAX).min(total);
+    if meta.step < until {
+        return None;
+    }
+    let h = &meta.history;
+    let losses = format!(
+        "last train loss {}, val loss {}",
+        show_loss(h.iter().rev().find_map(|r| r.train_loss)),
+        show_loss(last_val_loss(h))
+    );
+    let dir = dir.display();
+    Some(if meta.step >= total {
+        format!("the run in `{dir}` is already complete: step {} of {total}, {losses}; nothing to train (a larger --steps continues it)", meta.step)
+    } else {
+        format!("the checkpoint in `{dir}` is at step {}, --stop-at {until}: nothing to train ({losses})", meta.step)
+    })
 }
 
 /// The configuration of a new run from the flags and the model.
@@ -321,23 +533,11 @@ fn fresh_config(a: &Args, m: &Module) -> Result<TrainConfig, Failed> {
         c.optimizer.weight_decay = wd;
     }
     let lr = a.lr.unwrap_or(if matches!(kind, Opt::Sgd) { 0.1 } else { 1e-3 });
-    let sched = match a.schedule.unwrap_or(Sched::Cosine) {
-        Sched::Cosine => ScheduleKind::Cosine,
-        Sched::Linear => ScheduleKind::Linear,
-        Sched::Noam => ScheduleKind::Noam,
-        Sched::Constant => ScheduleKind::Constant,
-    };
+    let sched = a.schedule.unwrap_or(Sched::Cosine).into();
     c.schedule = Schedule::new(sched, lr, a.warmup.unwrap_or(steps / 10), steps, a.min_lr.unwrap_or(lr / 10.0));
-    c.clip = match a.clip {
-        Some(x) => (x != 0.0).then_some(x),
-        None => Some(1.0),
-    };
+    c.clip = a.clip.map_or(Some(1.0), clip_of);
     c.accumulate = a.accumulate.unwrap_or(1);
-    c.dtype = match a.dtype.unwrap_or(Dtype::F32) {
-        Dtype::F32 => TrainDtype::F32,
-        Dtype::Bf16 => TrainDtype::Bf16,
-        Dtype::F16 => TrainDtype::F16,
-    };
+    c.dtype = a.dtype.unwrap_or(Dtype::F32).into();
     c.seed = a.seed.unwrap_or(0);
     c.eval_every = a.eval_every.unwrap_or(50);
     c.checkpoint_every = a.checkpoint_every.unwrap_or(c.eval_every);
@@ -347,33 +547,40 @@ fn fresh_config(a: &Args, m: &Module) -> Result<TrainConfig, Failed> {
     Ok(c)
 }
 
-/// The configuration saved in checkpoint `dir`; flags that would change
-/// the run's arithmetic are refused.
-fn resumed_config(a: &Args, dir: &Path) -> Result<TrainConfig, Failed> {
-    let fixed = [
-        ("--batch", a.batch.is_some()),
-        ("--block", a.block.is_some()),
-        ("--lr", a.lr.is_some()),
-        ("--min-lr", a.min_lr.is_some()),
-        ("--warmup", a.warmup.is_some()),
-        ("--optimizer", a.optimizer.is_some()),
-        ("--weight-decay", a.weight_decay.is_some()),
-        ("--clip", a.clip.is_some()),
-        ("--accumulate", a.accumulate.is_some()),
-        ("--schedule", a.schedule.is_some()),
-        ("--dtype", a.dtype.is_some()),
-        ("--seed", a.seed.is_some()),
-        ("--no-fuse", a.fuse.no_fuse),
-        ("--attention", a.fuse.attention.is_some()),
-    ];
-    if let Some((flag, _)) = fixed.iter().find(|(_, given)| *given) {
-        return Err(fail(format!(
-            "{flag} cannot be changed when resuming: the checkpoint in `{}` fixes it (only --steps, --data, --out, --eval-every, --checkpoint-every and --stop-at may be given)",
-            dir.display()
-        )));
+/// Refuses flags that would change the arithmetic of the run saved in
+/// checkpoint `dir` (whose configuration is `c`); a flag equal to the
+/// checkpoint's value is accepted.
+fn refuse_changes(a: &Args, dir: &Path, c: &TrainConfig) -> Result<(), Failed> {
+    /// `(given, saved)` as printed, when a flag was given another value.
+    fn changed<T: PartialEq>(given: Option<T>, saved: T, show: impl Fn(&T) -> String) -> Option<(String, String)> {
+        given.filter(|g| *g != saved).map(|g| (show(&g), show(&saved)))
     }
-    let meta = Checkpoint::read_meta(dir)?;
-    Ok(meta.config)
+    let num = |x: &dyn std::fmt::Display| x.to_string();
+    let clip = |x: &Option<f32>| x.map_or_else(|| "0 (off)".to_string(), |v| v.to_string());
+    let attention = |x: &Option<AttnKernel>| x.map_or_else(|| "(default)".to_string(), |k| format!("{k:?}").to_lowercase());
+    let changes = [
+        ("--batch", changed(a.batch, c.batch, |x| num(x))),
+        ("--block", changed(a.block, c.block, |x| num(x))),
+        ("--lr", changed(a.lr, c.schedule.base_lr, |x| num(x))),
+        ("--min-lr", changed(a.min_lr, c.schedule.min_lr, |x| num(x))),
+        ("--warmup", changed(a.warmup, c.schedule.warmup, |x| num(x))),
+        ("--optimizer", changed(a.optimizer.map(OptimizerKind::from), c.optimizer.kind, |k| k.name().to_string())),
+        ("--weight-decay", changed(a.weight_decay, c.optimizer.weight_decay, |x| num(x))),
+        ("--clip", changed(a.clip.map(clip_of), c.clip, clip)),
+        ("--accumulate", changed(a.accumulate, c.accumulate, |x| num(x))),
+        ("--schedule", changed(a.schedule.map(ScheduleKind::from), c.schedule.kind, |k| k.name().to_string())),
+        ("--dtype", changed(a.dtype.map(TrainDtype::from), c.dtype, |d| d.name().to_string())),
+        ("--seed", changed(a.seed, c.seed, |x| num(x))),
+        ("--no-fuse", changed(a.fuse.no_fuse.then_some(false), c.fuse, |f| if *f { "fusion on" } else { "fusion off" }.to_string())),
+        ("--attention", changed(a.fuse.variant().map(|v| Some(AttnKernel::from(v))), c.attention, attention)),
+    ];
+    match changes.into_iter().find_map(|(flag, d)| d.map(|d| (flag, d))) {
+        None => Ok(()),
+        Some((flag, (given, saved))) => Err(fail(format!(
+            "{flag} {given} differs from the checkpoint in `{}`, which was trained with {saved}: a resumed run keeps its settings (only --steps, --data, --out, --eval-every, --checkpoint-every and --stop-at may change)",
+            dir.display()
+        ))),
+    }
 }
 
 /// The constant `N` of a `where T <= N` constraint on `loss`'s sequence axis.
@@ -433,6 +640,8 @@ fn corpus(given: Option<&Path>, recorded: Option<&str>, model: &Path) -> Result<
 // The loss curve. Plotters draws the lines; labels use a built-in 3×5 pixel
 // font so that no system font (and no font crate) is needed.
 
+use image::codecs::png::PngEncoder;
+use image::{ColorType, ImageEncoder};
 use plotters::prelude::*;
 
 const W: u32 = 800;
@@ -464,10 +673,9 @@ fn plot(path: &Path, rows: &[LogRow]) -> Result<(), String> {
     let px = |x: f64| l + ((x / x_max) * (r - l) as f64).round() as i32;
     let py = |y: f64| b - (((y - y_min) / (y_max - y_min)) * (b - t) as f64).round() as i32;
 
-    // The image crate picks the format by extension: keep `.png` last.
-    let tmp = path.with_file_name(format!(".{}.tmp.png", std::process::id()));
-    let draw = || -> Result<(), Box<dyn std::error::Error>> {
-        let root = BitMapBackend::new(&tmp, (W, H)).into_drawing_area();
+    let mut rgb = vec![0u8; (W * H * 3) as usize];
+    let mut draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::with_buffer(&mut rgb, (W, H)).into_drawing_area();
         root.fill(&WHITE)?;
         for k in 0..=4 {
             let y = y_min + (y_max - y_min) * k as f64 / 4.0;
@@ -495,11 +703,11 @@ fn plot(path: &Path, rows: &[LogRow]) -> Result<(), String> {
         root.present()?;
         Ok(())
     };
-    let result = draw().map_err(|e| e.to_string()).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    draw().map_err(|e| e.to_string())?;
+    // Encoded in memory and written atomically like every other output.
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png).write_image(&rgb, W, H, ColorType::Rgb8).map_err(|e| e.to_string())?;
+    kiln_runtime::write_atomic(path, &png).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy)]

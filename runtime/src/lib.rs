@@ -40,7 +40,9 @@ pub use bind::{bind_dims, bind_dims_from, default_dim, BoundDims, GivenInput};
 pub use cpu::{run_cpu, Cache, CpuExecutable, Pool, Stats};
 pub use error::RuntimeError;
 pub use exec::run_reference;
-pub use fsutil::{create_output_dir, read_file, write_atomic, write_atomic_with};
+pub use fsutil::{
+    create_output_dir, lock_dir, read_file, remove_temp_files, write_atomic, write_atomic_with, DirLock,
+};
 pub use init::{init_param, init_params};
 pub use inputs::random_input;
 pub use kiln_ir::interp::{Precision, Tensor};

@@ -8,6 +8,7 @@
 
 mod flags;
 mod ptx;
+mod train_safety;
 mod util;
 
 use kiln_ir::DType;

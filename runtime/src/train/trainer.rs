@@ -40,7 +40,9 @@ use kiln_ir::{unroll_scans, AttnVariant, DType, Function, Module};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The precision the forward and backward passes store values in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +292,11 @@ pub struct Trainer {
     out: Option<PathBuf>,
     /// The last checkpoint written by this trainer (or resumed from).
     pub(super) last_checkpoint: Option<(u64, PathBuf)>,
+    /// A run without a checkpoint yet writes one after this long, even
+    /// between `checkpoint_every` steps.
+    first_checkpoint_after: Duration,
+    /// Set (by a signal handler, say) to stop after the current step.
+    stop: Option<Arc<AtomicBool>>,
     /// Where the training steps' time went.
     profile: Profile,
 }
@@ -316,6 +323,10 @@ fn optimized_loss(module: &Module, config: &TrainConfig, training: bool) -> Resu
 
 /// The entry point training minimizes.
 pub const LOSS_ENTRY: &str = "loss";
+
+/// How long a run trains before its first checkpoint at the latest (when
+/// it checkpoints periodically), so a killed run loses at most this much.
+pub const FIRST_CHECKPOINT_AFTER: Duration = Duration::from_secs(60);
 
 impl Trainer {
     /// Prepares training `module` (loaded from `model_path`, recorded in
@@ -432,6 +443,8 @@ impl Trainer {
             val,
             out: None,
             last_checkpoint: None,
+            first_checkpoint_after: FIRST_CHECKPOINT_AFTER,
+            stop: None,
             profile: Profile::default(),
         })
     }
@@ -463,11 +476,31 @@ impl Trainer {
     }
 
     /// Writes checkpoints (and `loss.csv`) to `dir`, created if needed;
-    /// fails now when it cannot be written.
+    /// fails now when it cannot be written. What killed writes left there
+    /// is cleaned up ([`checkpoint::tidy`]), so this process must be the
+    /// folder's only writer (the CLI holds its [`crate::DirLock`]).
     pub fn set_output(&mut self, dir: &Path) -> Result<(), TrainError> {
         crate::create_output_dir(dir)?;
+        checkpoint::tidy(dir)?;
         self.out = Some(dir.to_path_buf());
         Ok(())
+    }
+
+    /// Writes the first checkpoint of a run after `after` at the latest
+    /// (default [`FIRST_CHECKPOINT_AFTER`]), unless `checkpoint_every` is 0.
+    pub fn set_first_checkpoint_after(&mut self, after: Duration) {
+        self.first_checkpoint_after = after;
+    }
+
+    /// [`run`](Self::run) stops after the step during which `flag` is set
+    /// (and checkpoints there).
+    pub fn stop_when(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    /// Whether the stop flag is set.
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst))
     }
 
     /// Changes how often the run evaluates and checkpoints (0: only at
@@ -669,16 +702,19 @@ impl Trainer {
     }
 
     /// Trains until `until` updates have been taken (or the run's total,
-    /// whichever comes first), evaluating and checkpointing on the way,
-    /// and at the end. A fresh run first evaluates the initial weights.
+    /// whichever comes first, or the stop flag is set), evaluating and
+    /// checkpointing on the way; with an output directory it always ends
+    /// with a checkpoint of where it stopped. A fresh run first evaluates
+    /// the initial weights.
     pub fn run(&mut self, until: u64, on_event: &mut dyn FnMut(&Event)) -> Result<(), TrainError> {
         let until = until.min(self.config.steps());
+        let start = Instant::now();
         if self.step == 0 && self.history.is_empty() {
             let v = self.eval()?;
             self.record_eval(v);
             on_event(&Event::Eval { step: 0, val_loss: v });
         }
-        while self.step < until {
+        while self.step < until && !self.stop_requested() {
             let r = self.step()?;
             on_event(&Event::Step(r));
             let last = self.step == until;
@@ -692,11 +728,25 @@ impl Trainer {
                 self.record_eval(v);
                 on_event(&Event::Eval { step: self.step, val_loss: v });
             }
-            if self.out.is_some() && (every(self.config.checkpoint_every) || last) {
-                let dir = self.save_checkpoint()?;
-                on_event(&Event::Checkpoint { step: self.step, dir });
+            let overdue = self.config.checkpoint_every > 0
+                && self.last_checkpoint.is_none()
+                && start.elapsed() >= self.first_checkpoint_after;
+            if every(self.config.checkpoint_every) || overdue {
+                self.checkpoint_if_new(on_event)?;
             }
         }
+        self.checkpoint_if_new(on_event)
+    }
+
+    /// Checkpoints the current step to the output directory, if there is
+    /// one and it does not hold this step already.
+    fn checkpoint_if_new(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<(), TrainError> {
+        let Some(out) = &self.out else { return Ok(()) };
+        if self.last_checkpoint.as_ref().is_some_and(|(s, d)| *s == self.step && d == out) {
+            return Ok(());
+        }
+        let dir = self.save_checkpoint()?;
+        on_event(&Event::Checkpoint { step: self.step, dir });
         Ok(())
     }
 
