@@ -173,7 +173,7 @@ pub fn run(arch: Arch, quick: bool, json: bool) -> Result<(), String> {
         let mut buffers = Vec::new();
         for (i, name) in ["q", "k", "v", "o", "do", "dq", "dk", "dv", "lse", "stats"].into_iter().enumerate() {
             let bytes = match name {
-                "lse" => 4 * rows_n,
+                "lse" => 8 * rows_n,
                 "stats" => 8 * rows_n,
                 _ => 2 * elems,
             };

@@ -56,12 +56,13 @@ fn unit_roundoff(dt: Half) -> f64 {
     }
 }
 
-/// Attention in f64 straight from the definition: (o, lse), a fully
-/// masked row giving NaN in both, as `kiln_ir::interp`'s attention does.
+/// Attention in f64 straight from the definition: (o, lse) with `lse` the
+/// pairs `[m, log l]`, a fully masked row giving NaN in o and `log l`, as
+/// `kiln_ir::interp`'s attention does.
 fn reference(cfg: &FlashConfig, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f64>, Vec<f64>) {
     let (sq, sk, d, dv) = (cfg.sq as usize, cfg.sk as usize, cfg.d as usize, cfg.dv as usize);
     let mut o = vec![0f64; cfg.heads as usize * sq * dv];
-    let mut lse = vec![0f64; cfg.heads as usize * sq];
+    let mut lse = vec![0f64; 2 * cfg.heads as usize * sq];
     for h in 0..cfg.heads as usize {
         let kh = h / cfg.group as usize;
         for i in 0..sq {
@@ -77,7 +78,7 @@ fn reference(cfg: &FlashConfig, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f64>, V
                 .collect();
             let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let l: f64 = s.iter().map(|x| (x - m).exp()).sum();
-            lse[h * sq + i] = m + l.ln();
+            lse[2 * (h * sq + i)..][..2].copy_from_slice(&[m, l.ln()]);
             for c in 0..dv {
                 o[(h * sq + i) * dv + c] = (0..sk).map(|j| (s[j] - m).exp() / l * f64::from(v[(kh * sk + j) * dv + c])).sum();
             }
@@ -145,12 +146,12 @@ fn check_arch(cfg: &FlashConfig, arch: Arch) {
     let [q, k, v, _] = inputs(cfg);
     let mut dev = Device { mem: Memory::new() };
     let (pq, pk, pv) = (dev.upload_halves(dt, &q), dev.upload_halves(dt, &k), dev.upload_halves(dt, &v));
-    let (po, pl) = (dev.mem.alloc(2 * hq * sq * dv), dev.mem.alloc(4 * hq * sq));
+    let (po, pl) = (dev.mem.alloc(2 * hq * sq * dv), dev.mem.alloc(8 * hq * sq));
     dev.launch(&kern, &[("q", pq), ("k", pk), ("v", pv), ("o", po), ("lse", pl)]);
 
     let (want_o, want_lse) = reference(cfg, &q, &k, &v);
     let got_o = dev.halves(dt, po, hq * sq * dv);
-    let got_lse = dev.mem.read_f32s(pl, hq * sq).unwrap();
+    let got_lse = dev.mem.read_f32s(pl, 2 * hq * sq).unwrap();
     let vmax = v.iter().fold(0f64, |a, &x| a.max(f64::from(x).abs()));
     let u = unit_roundoff(dt);
     for (i, (&g, &w)) in got_o.iter().zip(&want_o).enumerate() {
@@ -158,8 +159,8 @@ fn check_arch(cfg: &FlashConfig, arch: Arch) {
         assert!(ok, "{}: o[{i}] (head {}, row {}, col {}) = {g}, want {w}", kern.name, i / (sq * dv), i / dv % sq, i % dv);
     }
     for (i, (&g, &w)) in got_lse.iter().zip(&want_lse).enumerate() {
-        let ok = if w.is_nan() { g.is_nan() } else { (f64::from(g) - w).abs() <= 1e-4 };
-        assert!(ok, "{}: lse[{i}] (head {}, row {}) = {g}, want {w}", kern.name, i / sq, i % sq);
+        let ok = if w.is_nan() { g.is_nan() } else { f64::from(g) == w || (f64::from(g) - w).abs() <= 1e-4 };
+        assert!(ok, "{}: lse[{i}] (head {}, row {}) = {g}, want {w}", kern.name, i / 2 / sq, i / 2 % sq);
     }
 }
 
@@ -184,13 +185,14 @@ fn grad_reference(cfg: &FlashConfig, q: &[f32], k: &[f32], v: &[f32], o: &[f32],
         let kh = h / cfg.group as usize;
         for i in 0..sq {
             let row = h * sq + i;
-            if lse[row].is_nan() {
+            let (m, ls) = (f(lse[2 * row]), f(lse[2 * row + 1]));
+            if ls.is_nan() {
                 continue;
             }
             let delta: f64 = (0..dv).map(|c| f(dout[row * dv + c]) * f(o[row * dv + c])).sum();
             for j in (0..sk).filter(|&j| cfg.causal.is_none_or(|c| j as i64 <= i as i64 + c)) {
                 let s = scale * (0..d).map(|x| f(q[row * d + x]) * f(k[(kh * sk + j) * d + x])).sum::<f64>();
-                let p = (s - f(lse[row])).exp();
+                let p = ((s - m) - ls).exp();
                 let dp: f64 = (0..dv).map(|c| f(dout[row * dv + c]) * f(v[(kh * sk + j) * dv + c])).sum();
                 let ds = p * (dp - delta);
                 for x in 0..d {
@@ -227,7 +229,7 @@ fn check_backward(cfg: &FlashConfig) {
         ("v", dev.upload_halves(dt, &v)),
         ("o", dev.upload_halves(dt, &o)),
         ("do", dev.upload_halves(dt, &dout)),
-        ("lse", dev.mem.alloc(4 * hq * sq)),
+        ("lse", dev.mem.alloc(8 * hq * sq)),
         ("stats", dev.mem.alloc(8 * hq * sq)),
         ("dq", dev.mem.alloc(2 * hq * sq * d)),
         ("dk", dev.mem.alloc(2 * kv_heads * sk * d)),

@@ -14,14 +14,20 @@
 //! Semantics, for each batch index, query head `h` and query `i`:
 //! `s[j] = scale * (q[i] · k[j])`, plus `mask[i, j]` for an additive bias,
 //! or `-inf` where a keep-mask is false or, when causal with offset `c`,
-//! where `j > i + c`; then `lse[i] = log Σ_j exp(s[j])` and
-//! `o[i] = Σ_j exp(s[j] - lse[i]) v[j]`. A row with every key masked gives
-//! NaN, exactly as the naive softmax does, so fusing never changes results
+//! where `j > i + c`; then `m[i] = max_j s[j]`, `ls[i] = log Σ_j
+//! exp(s[j] - m[i])` and `o[i] = Σ_j P[i, j] v[j]` with
+//! `P[i, j] = exp((s[j] - m[i]) - ls[i])`. The second result, `lse`, holds
+//! the logsumexp `m + ls` as the pair `lse[i] = [m[i], ls[i]]`: one f32 sum
+//! would round `ls` away next to a large `|m|` (a row whose every key is
+//! masked by a large finite bias, −1e9 or `f32::MIN`, where `ls = log Sk`
+//! is all that makes the row a mean), and the backward recomputes `P` from
+//! it. A row with every key masked by `-inf` gives NaN (`ls` is NaN),
+//! exactly as the naive softmax does, so fusing never changes results
 //! beyond rounding.
 //!
 //! With dropout `p > 0` (the naive `dropout(softmax(s), p) @ v`), a last
 //! argument holds the seed and the probabilities are dropped before they
-//! meet `v`: `o[i] = Σ_j z[i, j] / (1 - p) · exp(s[j] - lse[i]) v[j]`,
+//! meet `v`: `o[i] = Σ_j z[i, j] / (1 - p) · P[i, j] v[j]`,
 //! where `z[i, j] = rng::keep(seed, (row(i) · Sk + j), p)` and `row(i)` is
 //! the flat index of query `i` in `[..., Hq, Sq]`, so `row(i) · Sk + j` is
 //! the score element's flat index, the counter the naive dropout draws
@@ -121,7 +127,8 @@ impl Attention {
     }
 
     /// The forward op's result types, `(o, lse)`, from its argument types;
-    /// `lse` is always f32.
+    /// `lse` is always f32, shaped like `o` with a last axis of 2: `[m, ls]`
+    /// (see the module docs).
     pub fn forward_types(&self, a: &[&TensorType]) -> Result<Vec<TensorType>, String> {
         if a.len() != self.forward_arity() {
             return Err(format!("takes {} arguments, got {}", self.forward_arity(), a.len()));
@@ -167,7 +174,9 @@ impl Attention {
         }
         let mut o = q.shape[..r - 1].to_vec();
         o.push(v.shape[r - 1].clone());
-        Ok(vec![TensorType::new(q.dtype, o), TensorType::new(DType::F32, q.shape[..r - 1].to_vec())])
+        let mut lse = q.shape[..r - 1].to_vec();
+        lse.push(DimExpr::constant(2));
+        Ok(vec![TensorType::new(q.dtype, o), TensorType::new(DType::F32, lse)])
     }
 
     /// The backward op's result types, `(dq, dk, dv)`, after checking that

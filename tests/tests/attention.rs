@@ -40,6 +40,18 @@ struct Case {
     seed: u64,
     /// Dropout on the probabilities (0 for none); its seed is the last input.
     dropout: f64,
+    /// Rows and keys a bias mask hides with a large finite value.
+    fill: Option<Fill>,
+}
+
+/// A bias mask that hides with a large finite value (−1e9, or `f32::MIN`
+/// as Hugging Face models pad) instead of `-inf`: the first `pad` keys
+/// (left padding: with a causal mask, the first queries see nothing) and
+/// every third query row from row 1 entirely.
+#[derive(Clone, Copy, Debug)]
+struct Fill {
+    bias: f64,
+    pad: usize,
 }
 
 impl Case {
@@ -238,9 +250,11 @@ fn forward(c: &Case, g: &mut G, args: &[ValueId], fused: bool) -> (ValueId, Valu
     let e = g.like(Op::Unary(UnaryOp::Exp), vec![e]);
     let sum = g.reduce(ReduceOp::Sum, e, 3, false);
     let log = g.like(Op::Unary(UnaryOp::Log), vec![sum]);
-    let rows = g.shape(log);
-    let m = g.reshape(m, &rows);
-    let lse = g.bin(BinaryOp::Add, log, m);
+    // lse = [m, log l] per row, the fused node's layout.
+    let mut pair = g.shape(m);
+    let log = g.reshape(log, &pair);
+    *pair.last_mut().expect("rank") = DimExpr::constant(2);
+    let lse = g.op(Op::Concat { axis: 3 }, vec![m, log], g.ty(m).dtype, pair);
     (o, lse)
 }
 
@@ -283,7 +297,9 @@ fn module(c: &Case, fused: bool, dtype: DType) -> Module {
 
 /// Deterministic values in [-0.5, 0.5), per input (gradients then stay
 /// near 1, where the criterion's 1e-6 slack is a few f32 ulps); key 0 of
-/// every mask row is kept so no row is fully masked.
+/// every mask row is kept so no row is fully masked by `-inf`. A bias
+/// mask (input 3) hides what `c.fill` says with its large value (plus
+/// the random one, which rounding may absorb).
 fn inputs(c: &Case, f: &Function) -> Vec<Tensor> {
     let mut state = c.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = move || {
@@ -295,14 +311,18 @@ fn inputs(c: &Case, f: &Function) -> Vec<Tensor> {
     f.graph
         .inputs
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(x, t)| {
             let shape: Vec<usize> = t.shape.iter().map(|d| d.eval(&|_| None).expect("constant") as usize).collect();
             let n: usize = shape.iter().product();
             let last = shape.last().copied().unwrap_or(1);
+            let fill = c.fill.filter(|_| x == 3 && c.mask == AttnMask::Bias);
+            let hidden = |i: usize| fill.is_some_and(|f| i % last < f.pad || (i / last) % 3 == 1);
             let data = (0..n)
                 .map(|i| match t.dtype {
                     DType::Bool => (i % last == 0 || next() > -0.2) as u8 as f64,
                     DType::I64 => (c.seed % kiln_ir::rng::SEED_LIMIT) as f64,
+                    d if hidden(i) => d.round(fill.expect("hidden").bias + next()),
                     d => d.round(next()),
                 })
                 .collect();
@@ -337,7 +357,8 @@ fn max_err(got: &Tensor, want: &Tensor) -> f64 {
 }
 
 /// Fused vs naive, both on the CPU backend, against the f64 reference of
-/// the fused graph (the interpreter's naive attention).
+/// the naive graph; the reference's fused node agrees with that to f64
+/// rounding.
 fn check(c: &Case) {
     let fused = module(c, true, DType::F32);
     let naive = module(c, false, DType::F32);
@@ -345,7 +366,12 @@ fn check(c: &Case) {
     for (fi, names) in [(0usize, &["o", "lse"][..]), (2, &["", "dq", "dk", "dv"][..])] {
         let (ff, nf) = (&fused.functions[fi], &naive.functions[fi]);
         let x = inputs(c, ff);
-        let want = reference(&fused, ff, &x);
+        let want = reference(&naive, nf, &x);
+        // (A −1e9 bias leaves scores a 1e-7 f64 ulp apart: 1e-6.)
+        for (k, (r, w)) in reference(&fused, ff, &x).iter().zip(&want).enumerate().skip(fi / 2) {
+            let bad = r.data.iter().zip(&w.data).position(|(p, q)| !(p.is_nan() && q.is_nan()) && !((p - q).abs() <= 1e-6 * (1.0 + p.abs().max(q.abs()))));
+            assert!(bad.is_none(), "{}: the reference's fused node gives {} at {bad:?}, the naive graph {} in {c:?}", names[k], r.data[bad.unwrap_or(0)], w.data[bad.unwrap_or(0)]);
+        }
         let got = cpu(&fused, ff, &x, Some(c));
         let base = cpu(&naive, nf, &x, None);
         for (k, name) in names.iter().enumerate().filter(|(_, n)| !n.is_empty()) {
@@ -374,7 +400,7 @@ fn case() -> impl Strategy<Value = Case> {
             let dropout = prop_oneof![Just(0.0), Just(0.1), Just(0.5)];
             (Just((b, hkv, group, sq, sk, d)), causal, mask(), variant(), any::<bool>(), (1..=8u64, 1..=8u64), backward(), any::<u64>(), dropout)
         })
-        .prop_map(|((b, hkv, group, sq, sk, d), causal, mask, variant, bshd, blocks, backward, seed, dropout)| Case { b, hkv, group, sq, sk, d, causal, mask, variant, bshd, blocks, backward, seed, dropout })
+        .prop_map(|((b, hkv, group, sq, sk, d), causal, mask, variant, bshd, blocks, backward, seed, dropout)| Case { b, hkv, group, sq, sk, d, causal, mask, variant, bshd, blocks, backward, seed, dropout, fill: None })
 }
 
 proptest! {
@@ -386,12 +412,115 @@ proptest! {
     }
 }
 
+/// Cases whose bias hides keys and whole rows with −1e9 or `f32::MIN`,
+/// also as left padding under a causal mask.
+fn filled_case() -> impl Strategy<Value = Case> {
+    let bias = prop_oneof![Just(-1e9), Just(f64::from(f32::MIN))];
+    (case(), bias, 0..=3usize).prop_map(|(c, bias, pad)| Case { mask: AttnMask::Bias, fill: Some(Fill { bias, pad }), ..c })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn large_finite_biases_are_as_accurate_as_the_naive_graph(c in filled_case()) {
+        check(&c);
+    }
+}
+
+/// One batch row of GQA attention whose bias hides every key with `bias`
+/// (`f32::MIN`, or −1e9 with small scores: both round every f32 score to
+/// the same value), so each row's softmax is uniform.
+fn hidden_case(bias: f64, variant: AttnVariant, backward: AttnBackward) -> Case {
+    let fill = Some(Fill { bias, pad: 5 });
+    Case { b: 1, hkv: 2, group: 2, sq: 3, sk: 5, d: 16, causal: None, mask: AttnMask::Bias, variant, bshd: false, blocks: (2, 2), backward, seed: 9, dropout: 0.0, fill }
+}
+
+/// What a uniform softmax gives by hand, from the gradient's inputs
+/// `q, k, v, bias, w` (`do = w`): `o` is the mean of `v`, and every key of
+/// a key/value head gets `dv = Σ w / Sk` over the rows of its query heads.
+fn uniform_oracle(c: &Case, x: &[Tensor]) -> (Vec<f64>, Vec<f64>) {
+    let (v, w, d) = (&x[2].data, &x[4].data, c.d);
+    let mut o = vec![0.0; c.hq() * c.sq * d];
+    let mut dv = vec![0.0; c.hkv * c.sk * d];
+    for h in 0..c.hq() {
+        let kh = h / c.group;
+        for i in 0..c.sq {
+            for e in 0..d {
+                o[(h * c.sq + i) * d + e] = (0..c.sk).map(|j| v[(kh * c.sk + j) * d + e]).sum::<f64>() / c.sk as f64;
+                for j in 0..c.sk {
+                    dv[(kh * c.sk + j) * d + e] += w[(h * c.sq + i) * d + e] / c.sk as f64;
+                }
+            }
+        }
+    }
+    (o, dv)
+}
+
+/// Asserts `got` is within `tol` of the hand-computed `want`.
+fn assert_near(what: &str, got: &Tensor, want: &[f64], tol: f64) {
+    assert_eq!(got.data.len(), want.len(), "{what}");
+    let (i, e) = got.data.iter().zip(want).map(|(a, b)| (a - b).abs()).enumerate().fold((0, 0.0), |m, (i, e)| if !(e <= m.1) { (i, e) } else { m });
+    assert!(e <= tol, "{what}: error {e:e} > {tol:e}: {} vs {} at {i}", got.data[i], want[i]);
+}
+
+/// The reference's fused node on rows hidden by `f32::MIN`: the mean of
+/// `v` and its gradient, as the naive softmax gives (it once returned `Σv`
+/// and `Sk`-fold gradients: `m + log Sk` rounds to `m` next to 3.4e38, even
+/// in f64).
+#[test]
+fn reference_rows_under_a_min_bias_are_the_mean_of_v() {
+    let c = hidden_case(f64::from(f32::MIN), AttnVariant::Fa2, AttnBackward::OnePass);
+    let m = module(&c, true, DType::F32);
+    let x = inputs(&c, &m.functions[2]);
+    let (o, dv) = uniform_oracle(&c, &x);
+    assert_near("o", &reference(&m, &m.functions[0], &x[..4])[0], &o, 1e-12);
+    assert_near("dv", &reference(&m, &m.functions[2], &x)[3], &dv, 1e-12);
+}
+
+/// The CPU kernels (FA1 and FA2 forward, one-pass and split backward) on
+/// rows hidden by −1e9 and by `f32::MIN`: the mean of `v` and a uniform
+/// softmax's `dv` (the backward once recomputed `P` from `lse` rounded to
+/// the row max, `Sk` times too large).
+#[test]
+fn cpu_rows_under_large_biases_are_the_mean_of_v() {
+    for bias in [-1e9, f64::from(f32::MIN)] {
+        for (variant, backward) in [(AttnVariant::Fa1, AttnBackward::OnePass), (AttnVariant::Fa2, AttnBackward::Split), (AttnVariant::Fa2, AttnBackward::OnePass)] {
+            let c = hidden_case(bias, variant, backward);
+            let m = module(&c, true, DType::F32);
+            let x = inputs(&c, &m.functions[2]);
+            let (o, dv) = uniform_oracle(&c, &x);
+            let what = format!("{bias:e} {variant:?} {backward:?}");
+            assert_near(&format!("o, {what}"), &cpu(&m, &m.functions[0], &x[..4], Some(&c))[0], &o, 1e-6);
+            assert_near(&format!("dv, {what}"), &cpu(&m, &m.functions[2], &x, Some(&c))[3], &dv, 1e-5);
+        }
+    }
+}
+
+/// The PTX backend's generic attention kernels (a bias mask keeps them off
+/// the flash kernels) in the emulator, f32 under `f32::MIN` and bf16 under
+/// −1e9 (`f32::MIN` overflows bf16 to `-inf`): the same uniform rows.
+#[test]
+fn ptx_rows_under_large_biases_are_the_mean_of_v() {
+    for (dtype, bias, tol) in [(DType::F32, f64::from(f32::MIN), 1e-5), (DType::BF16, -1e9, 3e-2)] {
+        let c = hidden_case(bias, AttnVariant::Fa2, AttnBackward::Split);
+        let m = module(&c, true, dtype);
+        let x = inputs(&c, &m.functions[2]);
+        let (o, dv) = uniform_oracle(&c, &x);
+        for arch in [Arch::Sm80, Arch::Sm90a] {
+            let run = |fi: usize, x: &[Tensor]| kiln_tests::backends::PtxEmu(arch).run_traced(&m, &m.functions[fi], &[], x, &BTreeMap::new()).expect("ptx-emu").0;
+            assert_near(&format!("o, {dtype} {arch:?}"), &run(0, &x[..4])[0], &o, tol);
+            assert_near(&format!("dv, {dtype} {arch:?}"), &run(2, &x)[3], &dv, tol);
+        }
+    }
+}
+
 /// The default (cost-model) block sizes at a length that spans several
 /// blocks and leaves a partial one.
 #[test]
 fn default_blocks_at_a_longer_sequence() {
     for (variant, backward) in [(AttnVariant::Fa1, AttnBackward::OnePass), (AttnVariant::Fa2, AttnBackward::Split)] {
-        let c = Case { b: 1, hkv: 2, group: 2, sq: 300, sk: 300, d: 64, causal: Some(0), mask: AttnMask::None, variant, bshd: true, blocks: (0, 0), backward, seed: 7, dropout: 0.0 };
+        let c = Case { b: 1, hkv: 2, group: 2, sq: 300, sk: 300, d: 64, causal: Some(0), mask: AttnMask::None, variant, bshd: true, blocks: (0, 0), backward, seed: 7, dropout: 0.0, fill: None };
         let fused = module(&c, true, DType::F32);
         let naive = module(&c, false, DType::F32);
         for fi in [0, 2] {
@@ -424,7 +553,7 @@ fn half_precision_storage() {
         (DType::F16, AttnVariant::Fa1, AttnBackward::OnePass),
     ];
     for (dtype, variant, backward) in cases {
-        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), backward, seed: 3, dropout: 0.0 };
+        let c = Case { b: 1, hkv: 1, group: 2, sq: 9, sk: 13, d: 32, causal: Some(4), mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), backward, seed: 3, dropout: 0.0, fill: None };
         let m = module(&c, true, dtype);
         for fi in [0, 2] {
             let f = &m.functions[fi];
@@ -451,7 +580,7 @@ fn kernel_evaluator_matches_the_interpreter() {
         // spreads that NaN over keys the kernels rightly skip: forward only).
         let cases = [(AttnMask::None, Some(2), 0.0), (AttnMask::Bias, None, 0.0), (AttnMask::Keep, Some(0), 0.0), (AttnMask::None, Some(-1), 0.0), (AttnMask::Keep, Some(1), 0.3), (AttnMask::None, None, 0.5)];
         for (mask, causal, dropout) in cases {
-            let c = Case { b: 1, hkv: 1, group: 2, sq: 5, sk: 7, d: 16, causal, mask, variant, bshd: true, blocks: (2, 3), backward, seed: 11 + n, dropout };
+            let c = Case { b: 1, hkv: 1, group: 2, sq: 5, sk: 7, d: 16, causal, mask, variant, bshd: true, blocks: (2, 3), backward, seed: 11 + n, dropout, fill: None };
             n += 1;
             let m = module(&c, true, DType::F32);
             let functions: &[usize] = if causal == Some(-1) { &[0] } else { &[0, 2] };
@@ -464,7 +593,7 @@ fn kernel_evaluator_matches_the_interpreter() {
                 let got = kiln_ir::kernel::eval::run(&p, &x, &[]).expect("eval");
                 for (g, w) in got.iter().zip(&want) {
                     for (a, b) in g.iter().zip(&w.data) {
-                        let same = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * (1.0 + b.abs());
+                        let same = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-5 * (1.0 + b.abs());
                         assert!(same, "{variant:?} {backward:?} {mask:?} {causal:?} dropout {dropout}: {a} vs {b}");
                     }
                 }
@@ -488,7 +617,7 @@ fn fused_kernel_programs() {
         let shapes: Vec<Vec<usize>> = naive.graph.inputs.iter().map(|t| t.shape.iter().map(|d| d.eval(&|n| env.get(n).copied()).expect("bound") as usize).collect()).collect();
         let args: Vec<ValueId> = shapes.iter().map(|s| g.input(DType::F32, s)).collect();
         let (b, h, t, d) = (shapes[0][0], shapes[0][1], shapes[0][2], shapes[0][3]);
-        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), backward: AttnBackward::OnePass, seed: 0, dropout: 0.0 };
+        let case = Case { b, hkv: h, group: 1, sq: t, sk: t, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), backward: AttnBackward::OnePass, seed: 0, dropout: 0.0, fill: None };
         let (o, _) = forward(&case, &mut g, &args, true);
         g.g.outputs = vec![o];
         let fused = function("attn", g.g, &["o"]);
@@ -507,7 +636,7 @@ fn fused_kernel_programs() {
 /// The lse result and a bias mask have no gradient: clear errors.
 #[test]
 fn nondifferentiable_parts_are_errors() {
-    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 3, d: 16, causal: None, mask: AttnMask::Bias, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), backward: AttnBackward::OnePass, seed: 1, dropout: 0.0 };
+    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 3, d: 16, causal: None, mask: AttnMask::Bias, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), backward: AttnBackward::OnePass, seed: 1, dropout: 0.0, fill: None };
     let build = |use_lse: bool| {
         let mut g = G { g: Graph::default() };
         let args = operands(&c, &mut g, DType::F32);
@@ -534,7 +663,7 @@ fn nondifferentiable_parts_are_errors() {
 #[test]
 fn merged_head_axes_are_read_from_a_dense_copy() {
     let (b, s, h, d) = (2, 6, 3, 16);
-    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), backward: AttnBackward::OnePass, seed: 5, dropout: 0.0 };
+    let c = Case { b: 1, hkv: 1, group: 1, sq: s, sk: s, d, causal: Some(0), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (4, 4), backward: AttnBackward::OnePass, seed: 5, dropout: 0.0, fill: None };
     let mut g = G { g: Graph::default() };
     let args: Vec<ValueId> = (0..3)
         .map(|_| {
@@ -564,7 +693,7 @@ fn merged_head_axes_are_read_from_a_dense_copy() {
 fn attention_nodes_are_recorded_as_intrinsics() {
     use kiln_ir::kernel::IntrinsicOp;
     for bshd in [false, true] {
-        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), backward: AttnBackward::Split, seed: 1, dropout: 0.0 };
+        let c = Case { b: 2, hkv: 1, group: 3, sq: 5, sk: 7, d: 16, causal: Some(2), mask: AttnMask::None, variant: AttnVariant::Fa2, bshd, blocks: (2, 4), backward: AttnBackward::Split, seed: 1, dropout: 0.0, fill: None };
         let m = module(&c, true, DType::BF16);
         let opts = ScheduleOptions { attention_blocks: Some(c.blocks), ..Default::default() };
         let fwd = schedule(&m, &m.functions[0], &|_| None, &opts).expect("schedule");
@@ -576,7 +705,7 @@ fn attention_nodes_are_recorded_as_intrinsics() {
         assert_eq!(q.shape, [2, 3, 5, 16]);
         // [B, S, H, D] memory read as [B, H, S, D]
         assert_eq!(q.strides, if bshd { [5 * 3 * 16, 16, 3 * 16, 1] } else { [3 * 5 * 16, 5 * 16, 16, 1] });
-        assert_eq!(x.results.iter().map(|r| r.shape.clone()).collect::<Vec<_>>(), [vec![2, 3, 5, 16], vec![2, 3, 5]]);
+        assert_eq!(x.results.iter().map(|r| r.shape.clone()).collect::<Vec<_>>(), [vec![2, 3, 5, 16], vec![2, 3, 5, 2]]);
         let grad = schedule(&m, &m.functions[2], &|_| None, &opts).expect("schedule");
         let kinds: Vec<bool> = grad.intrinsics.iter().map(|x| matches!(x.op, IntrinsicOp::AttentionGrad(_))).collect();
         assert_eq!(kinds, [false, true]);
@@ -591,12 +720,12 @@ fn attention_nodes_are_recorded_as_intrinsics() {
 /// kernels (in the emulator) when they apply: bf16 and f16, causal or not,
 /// GQA, awkward lengths, forward and gradients; and on the generic kernels
 /// otherwise (f32, a mask, transposed operands, an unsupported head size,
-/// dropout).
+/// dropout, rows hidden by a large finite bias).
 /// Either way it matches the f64 reference within the differential
 /// suite's tolerance for the dtype.
 #[test]
 fn ptx_backend_uses_flash_kernels_when_they_apply() {
-    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), backward: AttnBackward::Split, seed: 5, dropout: 0.0 };
+    let case = |b, hkv, group, sq, sk, d, causal, mask, bshd| Case { b, hkv, group, sq, sk, d, causal, mask, variant: AttnVariant::Fa2, bshd, blocks: (16, 16), backward: AttnBackward::Split, seed: 5, dropout: 0.0, fill: None };
     let flash = [
         (DType::BF16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
         (DType::F16, case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false)),
@@ -610,6 +739,9 @@ fn ptx_backend_uses_flash_kernels_when_they_apply() {
         (DType::F16, case(1, 1, 2, 9, 13, 32, Some(4), AttnMask::None, true)),
         (DType::BF16, case(1, 1, 1, 9, 13, 16, Some(0), AttnMask::None, false)),
         (DType::BF16, Case { dropout: 0.1, ..case(1, 1, 1, 17, 17, 64, Some(0), AttnMask::None, false) }),
+        // left padding by f32::MIN under a causal mask (f64 rounds those
+        // scores alike: the reference's rows are uniform too)
+        (DType::F32, Case { fill: Some(Fill { bias: f64::from(f32::MIN), pad: 3 }), ..case(1, 1, 2, 9, 13, 32, Some(0), AttnMask::Bias, false) }),
     ];
     for (dtype, c, want_flash) in flash.iter().map(|(d, c)| (*d, c, true)).chain(generic.iter().map(|(d, c)| (*d, c, false))) {
         let m = module(c, true, dtype);

@@ -21,11 +21,16 @@ fn forms() -> Vec<PathBuf> {
 
 /// Runs `f` in f64 on random inputs drawn with `seed`, sizes from `dims`.
 fn run(m: &Module, f: &Function, dims: &[(String, i64)], seed: u64) -> Vec<Tensor> {
+    run_with(m, f, dims, seed, |_, t| t)
+}
+
+/// [`run`] with input `i` replaced by `edit(i, input)`.
+fn run_with(m: &Module, f: &Function, dims: &[(String, i64)], seed: u64, edit: impl Fn(usize, Tensor) -> Tensor) -> Vec<Tensor> {
     let dims: Vec<(String, i64)> = dims.iter().filter(|(n, _)| f.dim_vars.contains(n)).cloned().collect();
     let bound = rt::bind_dims(f, &vec![None; f.arg_names.len()], &dims).expect("bind");
     let env = |n: &str| bound.get(n);
     let inputs: Vec<Tensor> =
-        (0..f.arg_names.len()).map(|i| rt::random_input(f, i, &env, seed + i as u64).expect("input")).collect();
+        (0..f.arg_names.len()).map(|i| edit(i, rt::random_input(f, i, &env, seed + i as u64).expect("input"))).collect();
     let params = rt::init_params(m, seed).expect("init");
     rt::run_reference(m, f, &params, &inputs, &bound.dims, rt::Precision::F64).expect("reference run")
 }
@@ -76,6 +81,29 @@ proptest! {
     #[test]
     fn optimized_gpt_matches_the_original(b in 1i64..3, t in 1i64..5, seed in 0u64..1000) {
         check_equivalent(&repo_root().join("models/gpt.kl"), &dims(b, 1, t, 1, 1), seed, &OptOptions::default());
+    }
+}
+
+/// Left padding hidden by a large finite bias (`f32::MIN` under a causal
+/// mask, −1e9 without): batch row 0 pads 2 keys, so its first queries see
+/// only padding, and row 1 pads them all. Those rows are uniform softmaxes
+/// in the original graph; the fused node gives the same numbers (the
+/// reference's once gave `Σv` next to `f32::MIN`).
+#[test]
+fn left_padding_by_large_biases_matches_the_originals() {
+    for form in ["padding_min_bias.kl", "padding_large_bias.kl"] {
+        let path = repo_root().join("tests/filetests/optimized").join(form);
+        let c = compile_file(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let f = &c.module.functions[0];
+        let (g, report) = optimize(&c.module, f, &OptOptions::default()).expect("optimize");
+        assert_eq!(report.fused().count(), 1, "{report}");
+        let s = 4;
+        let keep = |i: usize, t: Tensor| match i {
+            3 => Tensor { data: (0..2 * s).map(|x| f64::from(u8::from(x % s >= [2, s][x / s]))).collect(), ..t },
+            _ => t,
+        };
+        let dims = dims(2, 2, s as i64, s as i64, 1);
+        assert_close(form, &run_with(&c.module, f, &dims, 7, keep), &run_with(&c.module, &g, &dims, 7, keep));
     }
 }
 

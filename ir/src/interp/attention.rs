@@ -67,11 +67,17 @@ fn each_row(a: &Attention, n: &Dims, q: &Tensor, k: &Tensor, mask: Option<&Tenso
     }
 }
 
-/// `log Σ exp(s)`, max-subtracted (NaN when every score is `-inf`, as the
-/// naive softmax's 0/0).
-fn logsumexp(s: &[f64]) -> f64 {
+/// `[m, log Σ exp(s - m)]` with `m` the row max (the log is NaN when every
+/// score is `-inf`, as the naive softmax's 0/0). Kept apart: `m + log Σ`
+/// would lose the log next to `|m| ~ 1e38` (see [`crate::attention`]).
+fn logsumexp(s: &[f64]) -> [f64; 2] {
     let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    m + s.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    [m, s.iter().map(|x| (x - m).exp()).sum::<f64>().ln()]
+}
+
+/// The probability of score `s` in a row with logsumexp `[m, ls]`.
+fn probability(s: f64, [m, ls]: [f64; 2]) -> f64 {
+    ((s - m) - ls).exp()
 }
 
 /// The mask argument, if any.
@@ -98,12 +104,12 @@ pub(crate) fn forward(a: &Attention, args: &[&Tensor], c: i64) -> Vec<Tensor> {
     let z = dropout(a, args, &n);
     let rows = n.batch * n.heads * n.sq;
     let mut o = vec![0.0; rows * n.dv];
-    let mut lse = vec![0.0; rows];
+    let mut lse = vec![0.0; 2 * rows];
     each_row(a, &n, q, k, mask(a, args), c, |row, k0, _, s| {
         let l = logsumexp(s);
-        lse[row] = l;
-        for (j, sj) in s.iter().enumerate() {
-            let p = (sj - l).exp() * z(row, j);
+        lse[2 * row..2 * row + 2].copy_from_slice(&l);
+        for (j, &sj) in s.iter().enumerate() {
+            let p = probability(sj, l) * z(row, j);
             for e in 0..n.dv {
                 o[row * n.dv + e] += p * v.data[(k0 + j) * n.dv + e];
             }
@@ -111,7 +117,8 @@ pub(crate) fn forward(a: &Attention, args: &[&Tensor], c: i64) -> Vec<Tensor> {
     });
     let mut o_shape = q.shape.clone();
     *o_shape.last_mut().expect("rank >= 2") = n.dv;
-    let lse_shape = q.shape[..q.shape.len() - 1].to_vec();
+    let mut lse_shape = q.shape[..q.shape.len() - 1].to_vec();
+    lse_shape.push(2);
     vec![Tensor::new(q.dtype, o_shape, o), Tensor::new(DType::F32, lse_shape, lse)]
 }
 
@@ -129,8 +136,9 @@ pub(crate) fn backward(a: &Attention, args: &[&Tensor], c: i64) -> Vec<Tensor> {
     each_row(a, &n, q, k, mask(a, args), c, |row, k0, qi, s| {
         let dro = &dout.data[row * n.dv..(row + 1) * n.dv];
         let delta: f64 = dro.iter().zip(&o.data[row * n.dv..(row + 1) * n.dv]).map(|(x, y)| x * y).sum();
-        for (j, sj) in s.iter().enumerate() {
-            let (p, zj) = ((sj - lse.data[row]).exp(), z(row, j));
+        let l = [lse.data[2 * row], lse.data[2 * row + 1]];
+        for (j, &sj) in s.iter().enumerate() {
+            let (p, zj) = (probability(sj, l), z(row, j));
             let vj = (k0 + j) * n.dv;
             let dp: f64 = (0..n.dv).map(|e| dro[e] * v.data[vj + e]).sum();
             for e in 0..n.dv {

@@ -12,7 +12,7 @@
 //!   and an unnormalized output accumulator, all in scratch; each K/V block
 //!   rescales the accumulator by `exp(m_old - m_new)` before `O += P·V`.
 //!   Normalization is deferred to the end (`o = O / l`,
-//!   `lse = m + log l`). Blocks entirely above the causal diagonal are
+//!   `lse = [m, log l]`). Blocks entirely above the causal diagonal are
 //!   skipped by a [`Stmt::If`].
 //! - **FA1 forward**: the paper's algorithm — one tile per (batch, query
 //!   head), the outer loop over K/V blocks, the inner over Q blocks, with
@@ -31,9 +31,12 @@
 //!   or *split* — a kernel with a tile per (batch, key/value head, K block)
 //!   for `dK`, `dV` and one with a tile per (batch, query head, Q block)
 //!   for `dQ`, each recomputing `P` and `dS`, for when heads are too few
-//!   to keep the threads busy. Either way `P = exp(S − lse)` is recomputed
-//!   block by block (never stored), causally invisible blocks are skipped,
-//!   and tiles write disjoint outputs, so no atomics are needed.
+//!   to keep the threads busy. Either way `P = exp((S − m) − log l)` is
+//!   recomputed block by block (never stored) from `lse = [m, log l]`,
+//!   causally invisible blocks are skipped, and tiles write disjoint
+//!   outputs, so no atomics are needed. (Never `exp(S − (m + log l))`:
+//!   next to `|m| ~ 1e38`, a row masked by a large finite bias, that sum
+//!   rounds to `m` and `P` comes out `l` times too large.)
 //!
 //! Every kernel turns scores into probabilities in one function,
 //! `probability`, per (Q block, K block) pair.
@@ -120,7 +123,7 @@ pub(crate) fn emit(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[S
         (Some(plan), _) => at.backward(cx, gs, &results, plan)?,
     }
     let args = node.args.iter().map(|&x| super::intrinsic::arg_view(cx, gs, at.dense.get(&x), x)).collect::<Result<_, _>>()?;
-    let shapes = if backward { (0..3).map(|k| gs.shapes[node.args[k].index()].clone()).collect() } else { vec![at.o_shape.clone(), at.lse_shape.clone()] };
+    let shapes = if backward { (0..3).map(|k| gs.shapes[node.args[k].index()].clone()).collect() } else { vec![at.o_shape.clone(), at.lse_pairs()] };
     let call = AttentionCall { scale: a.scale, causal: at.causal, group: a.group, mask: a.mask, dropout: a.dropout };
     cx.prog.intrinsics.push(Intrinsic {
         op: if backward { IntrinsicOp::AttentionGrad(call) } else { IntrinsicOp::Attention(call) },
@@ -149,7 +152,8 @@ struct Attn<'a> {
     plan: Option<AttnBackward>,
     /// The causal offset's value.
     causal: Option<i64>,
-    /// Shapes of `o` and of `lse` (also the layout of `Δ`).
+    /// Shapes of `o` and of the query rows (`lse` has a pair per row, `Δ`
+    /// a number).
     o_shape: Vec<u64>,
     lse_shape: Vec<u64>,
     /// Operands that are not strided views, stored densely once.
@@ -251,6 +255,11 @@ impl<'a> Attn<'a> {
 
     fn gqa(&self) -> bool {
         self.group != 1
+    }
+
+    /// The shape of the `lse` result: `[m, log l]` per query row.
+    fn lse_pairs(&self) -> Vec<u64> {
+        self.lse_shape.iter().copied().chain([2]).collect()
     }
 
     /// Tile dimensions over query heads: batch axes, then (with GQA) the
@@ -470,7 +479,7 @@ impl<'a> Attn<'a> {
     }
 
     /// `o = O / l` (`o = O` when the accumulator is already `normalized`)
-    /// and `lse = m + log l` for rows `q0..q0 + qsz`.
+    /// and `lse = [m, log l]` for rows `q0..q0 + qsz`.
     fn finish_rows(&self, kb: &mut KernelBuilder, h: &Heads, (q0, qsz): (&Ix, u64), run: &Running, (o, lse): (&Src, &Src), normalized: bool) -> Vec<Stmt> {
         let (om, lm) = (kb.arg(o, Access::Write), kb.arg(lse, Access::Write));
         let i = kb.var(qsz);
@@ -490,10 +499,11 @@ impl<'a> Attn<'a> {
         let out: Vec<Ix> = h.q.iter().cloned().chain([row.clone(), Ix::var(e)]).collect();
         let value = bin(BinaryOp::Mul, ld(run.o, oi), factor);
         rb.push(Stmt::Loop { var: e, extent: self.dv, vector: true, body: vec![Stmt::Store { mem: om, index: linearize(&out, &self.o_shape).to_expr(), value }] });
-        let li: Vec<Ix> = h.q.iter().cloned().chain([row]).collect();
-        let lse_value = bin(BinaryOp::Add, ld(run.m, ri), un(UnaryOp::Log, l));
-        let value = Expr::Select(Box::new(empty), Box::new(f(f64::NAN)), Box::new(lse_value));
-        rb.push(Stmt::Store { mem: lm, index: linearize(&li, &self.lse_shape).to_expr(), value });
+        let pairs = self.lse_pairs();
+        let at = |k: i64| linearize(&h.q.iter().cloned().chain([row.clone(), Ix::constant(k)]).collect::<Vec<_>>(), &pairs).to_expr();
+        rb.push(Stmt::Store { mem: lm, index: at(0), value: ld(run.m, ri) });
+        let log_l = Expr::Select(Box::new(empty), Box::new(f(f64::NAN)), Box::new(un(UnaryOp::Log, l)));
+        rb.push(Stmt::Store { mem: lm, index: at(1), value: log_l });
         vec![Stmt::Loop { var: i, extent: qsz, vector: false, body: rb }]
     }
 
@@ -712,7 +722,7 @@ impl<'a> Attn<'a> {
         Ok(Stmt::Gemm(Gemm { m: p.qsz, n: self.d, k: p.ksz, a: dense(dp, Expr::idx(0), self.bk), b: k, c: dq, accumulate: true }))
     }
 
-    /// For one block pair: `P = exp(S − lse)` (dropped, with dropout) into
+    /// For one block pair: `P = exp((S − m) − log l)` (dropped, with dropout) into
     /// scratch `s` and `dS = P ∘ (dO·Vᵀ − Δ) · scale` (with `dO·Vᵀ`
     /// dropped) into scratch `dp`.
     fn grad_block(&mut self, cx: &mut Cx, gs: &GraphState, kb: &mut KernelBuilder, p: &Pair, dp: Mem, delta: &Src) -> Result<Vec<Stmt>, ScheduleError> {
@@ -726,8 +736,12 @@ impl<'a> Attn<'a> {
         let row = q0.add(&Ix::var(i));
         let li: Vec<Ix> = h.q.iter().cloned().chain([row.clone()]).collect();
         let mut rb = Vec::new();
-        let lse = gs.value(cx, kb, self.args[nf + 1], &li)?;
-        let lse = let_(kb, &mut rb, lse);
+        let mut stat = |k: i64| -> Result<Expr, ScheduleError> {
+            let idx: Vec<Ix> = li.iter().cloned().chain([Ix::constant(k)]).collect();
+            let x = gs.value(cx, kb, self.args[nf + 1], &idx)?;
+            Ok(let_(kb, &mut rb, x))
+        };
+        let (m, log_l) = (stat(0)?, stat(1)?);
         let dm = kb.arg(delta, Access::Read);
         let dl = let_(kb, &mut rb, ld(dm, linearize(&li, &self.lse_shape).to_expr()));
         let j = kb.var(ksz);
@@ -740,7 +754,7 @@ impl<'a> Attn<'a> {
         let dpd = self.dropped(cx, gs, kb, &h.q, (&row, &col), ld(dp, at.clone()))?;
         let ds = bin(BinaryOp::Mul, bin(BinaryOp::Mul, Expr::Var(prob), bin(BinaryOp::Sub, dpd, dl)), f(self.a.scale));
         let jb = vec![
-            Stmt::Let { var: prob, value: probability(sc, lse) },
+            Stmt::Let { var: prob, value: probability(bin(BinaryOp::Sub, sc, m), log_l) },
             Stmt::Store { mem: s, index: at.clone(), value: kept },
             Stmt::Store { mem: dp, index: at, value: ds },
         ];
@@ -775,8 +789,8 @@ impl<'a> Attn<'a> {
 }
 
 /// The probability of a score given its row's offset (the running max
-/// in the forward pass, the logsumexp in the backward): the one place
-/// every kernel turns scores into `P`.
+/// in the forward pass; in the backward, `log l` from the score less the
+/// max): the one place every kernel turns scores into `P`.
 fn probability(score: Expr, offset: Expr) -> Expr {
     un(UnaryOp::Exp, bin(BinaryOp::Sub, score, offset))
 }

@@ -1,7 +1,8 @@
 //! FlashAttention-2 backward for sm_80 (runs unchanged on sm_90a), in
 //! three deterministic kernels (no atomics):
 //!
-//! 1. `prep`: per query row, `Δ = Σ dO∘O` and `lse · log2 e`, written to an
+//! 1. `prep`: per query row, `Δ = Σ dO∘O` and `lse · log2 e` (the sum of
+//!    the forward's pair `lse = [m, log l]`), written to an
 //!    f32 workspace `stats` of `[heads, sq, 2]`. A fully masked row (NaN
 //!    lse) gets `lse = +inf` and `Δ = 0` so its probabilities are exact
 //!    zeros and it contributes no gradient (instead of spreading NaN).
@@ -54,7 +55,7 @@ fn prep(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i(format!("@%p0 bra {done};"));
     a.global_param("%go", "o", "%row", cfg.dv * 2);
     a.global_param("%gdo", "do", "%row", cfg.dv * 2);
-    a.global_param("%gl", "lse", "%row", 4);
+    a.global_param("%gl", "lse", "%row", 8);
     a.global_param("%gs", "stats", "%row", 8);
     a.i("mul.wide.u32 %cd1, %lane, 2;");
     a.i("add.s64 %go, %go, %cd1;");
@@ -75,6 +76,8 @@ fn prep(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.i("setp.ne.u32 %p0, %lane, 0;");
     a.i(format!("@%p0 bra {done};"));
     a.i("ld.global.f32 %f0, [%gl];");
+    a.i("ld.global.f32 %f1, [%gl+4];");
+    a.i("add.f32 %f0, %f0, %f1;");
     a.i(format!("mul.f32 %f1, %f0, {};", f32_imm(std::f32::consts::LOG2_E)));
     a.i("setp.nan.f32 %p0, %f0, %f0;");
     a.i("selp.f32 %f1, 0f7F800000, %f1, %p0;");

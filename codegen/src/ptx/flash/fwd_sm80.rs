@@ -11,7 +11,7 @@
 //! memory round trip) and `O += P V` with `ldmatrix.trans` of V. Tiles
 //! entirely above the causal diagonal are never loaded. The row sum `l`
 //! stays a per-lane partial until the end; O is normalized once, and
-//! `lse = ln 2 · (m + log2 l)` is written in natural-log units.
+//! `lse = [ln 2 · m, ln 2 · log2 l]` is written in natural-log units.
 
 use super::asm::{module, Asm, BLayout, NEG_INF};
 use super::{mask, pipeline, softmax};
@@ -40,7 +40,7 @@ pub fn generate(cfg: &FlashConfig, arch: Arch) -> FlashKernel {
     a.global_param("%gk", "k", "%kvh", cfg.sk * d * 2);
     a.global_param("%gv", "v", "%kvh", cfg.sk * dv * 2);
     a.global_param("%go", "o", "%head", cfg.sq * dv * 2);
-    a.global_param("%gl", "lse", "%head", cfg.sq * 4);
+    a.global_param("%gl", "lse", "%head", cfg.sq * 8);
     a.i("mov.u64 %cd0, smem;");
     a.i("cvt.u32.u64 %sq, %cd0;");
     a.i(format!("add.u32 %sk0, %sq, {q_bytes};"));

@@ -270,7 +270,7 @@ fn consumers(a: &mut Asm, cfg: &FlashConfig, lay: &Layout) {
     a.i("add.u32 %bme, %wg, 1;");
     a.i("sub.u32 %bother, 2, %wg;");
     a.global_param("%go", "o", "%head", cfg.sq * dv * 2);
-    a.global_param("%gl", "lse", "%head", cfg.sq * 4);
+    a.global_param("%gl", "lse", "%head", cfg.sq * 8);
     mask::row_limits(a, cfg);
     // accumulators start empty; with no visible tile they stay so, and
     // l = 0 gives NaN rows and NaN lse, as the naive softmax

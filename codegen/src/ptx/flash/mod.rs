@@ -75,7 +75,7 @@ pub enum FlashError {
 }
 
 /// The forward kernel: `q, k, v -> o, lse` (`o` in the input dtype, `lse`
-/// f32). For sm_80 the parameters are the pointers `q, k, v, o, lse`; for
+/// f32 pairs `[m, log l]` per row, as `kiln_ir::attention` lays them out). For sm_80 the parameters are the pointers `q, k, v, o, lse`; for
 /// sm_90a they are the tensor maps `tmap_q, tmap_k, tmap_v` (see
 /// [`FlashKernel::tensor_maps`]) and the pointers `o, lse`. The sm_90a
 /// kernel needs `d` and `dv` in {64, 128}; for other sizes sm_90a gets the

@@ -47,8 +47,9 @@ pub fn update_row(a: &mut Asm, s: &str, h: u32, alpha: &str) {
 }
 
 /// The epilogue: sums `%l{h}` over the quad, normalizes O (`%o..`, `dv`
-/// columns) and stores it as halves to `%go` and `lse` (natural log, f32)
-/// to `%gl`, for lane rows below `sq` (rows from `lane_row(%q0)`). Uses
+/// columns) and stores it as halves to `%go` and `lse = [m, log l]`
+/// (natural log, f32 pairs; kept apart, see `kiln_ir::attention`) to
+/// `%gl`, for lane rows below `sq` (rows from `lane_row(%q0)`). Uses
 /// `%z`, `%x`, `%al`, `%ft`, `%p0`, `%p1`.
 pub fn finish(a: &mut Asm, cfg: &FlashConfig) {
     let dv = cfg.dv;
@@ -64,15 +65,16 @@ pub fn finish(a: &mut Asm, cfg: &FlashConfig) {
         a.store_row(cfg.dtype, "o", h, dv, "%x", "%go");
         a.i("setp.ne.u32 %p0, %t, 0;");
         a.i(format!("@%p0 bra {skip};"));
+        a.i("mul.wide.u32 %cd0, %x, 8;");
+        a.i("add.s64 %cd0, %cd0, %gl;");
+        a.i(format!("mul.f32 %ft, %m{h}, {};", f32_imm(LN2)));
+        a.i("st.global.f32 [%cd0], %ft;");
         a.i(format!("lg2.approx.ftz.f32 %ft, %l{h};"));
-        a.i(format!("add.f32 %ft, %ft, %m{h};"));
         a.i(format!("mul.f32 %ft, %ft, {};", f32_imm(LN2)));
         // l = 0 only when every key is hidden: NaN, as log Σ exp over nothing max-subtracted
         a.i(format!("setp.eq.f32 %p1, %l{h}, 0f00000000;"));
         a.i("selp.f32 %ft, 0f7FC00000, %ft, %p1;");
-        a.i("mul.wide.u32 %cd0, %x, 4;");
-        a.i("add.s64 %cd0, %cd0, %gl;");
-        a.i("st.global.f32 [%cd0], %ft;");
+        a.i("st.global.f32 [%cd0+4], %ft;");
         a.place(&skip);
     }
 }
