@@ -95,8 +95,8 @@ pub enum Relation {
 impl Constraint {
     /// Checks the constraint with concrete dims; `Err` gives the message.
     pub fn check(&self, env: &dyn Fn(&str) -> Option<i64>) -> Result<(), String> {
-        let l = self.lhs.eval(env).map_err(|v| format!("dimension `{v}` is unbound"))?;
-        let r = self.rhs.eval(env).map_err(|v| format!("dimension `{v}` is unbound"))?;
+        let l = self.lhs.eval(env).map_err(|e| e.to_string())?;
+        let r = self.rhs.eval(env).map_err(|e| e.to_string())?;
         let ok = match self.rel {
             Relation::Eq => l == r,
             Relation::Le => l <= r,
