@@ -244,9 +244,12 @@ impl<'a> Checker<'a> {
         })();
         match r {
             Ok(vals) => {
+                self.diags.extend(super::program::duplicates(names));
                 for (n, v) in names.iter().zip(vals) {
                     if let Err(f) = self.bind_name(scope, n, v) {
+                        // Later uses of the name stay silent.
                         self.report(f);
+                        scope.vars.insert(n.name.clone(), Val::Poison);
                     }
                 }
             }
@@ -354,6 +357,9 @@ impl<'a> Checker<'a> {
                 Val::Poison => Err(Fail::Reported),
                 v => Ok(v.clone()),
             };
+        }
+        if prog.failed.contains(n) {
+            return Err(Fail::Reported);
         }
         if let Some(inst) = prog.instances.get(n) {
             return Ok(Val::Layer(LayerVal { layer: inst.layer.clone(), src: LayerSrc::Path(n.to_string()), stacked: inst.count }));
@@ -642,7 +648,26 @@ pub(crate) fn dtype_of(id: &ast::Ident) -> R<DType> {
     })
 }
 
-/// Folds a value expression that must be a constant (slice bounds, counts).
-pub(crate) fn eval_const(cx: &Checker, e: &ast::Expr) -> R<Num> {
-    Ok(const_eval(e, &|n| cx.prog.lookup_const(n))?)
+/// Folds a value expression that must be a constant (slice steps, counts,
+/// keywords such as `eps:`). `what` names the argument, for the error when
+/// a local value, a parameter or a run-time dimension is given instead.
+pub(crate) fn eval_const(cx: &Checker, scope: &Scope, e: &ast::Expr, what: &str) -> R<Num> {
+    const_eval(e, cx.prog).map_err(|f| {
+        let Fail::Diag(d) = &f else { return f };
+        let n = cx.sources.snippet(d.primary.span);
+        let kind = match scope.vars.get(n) {
+            _ if d.code != "E0200" => return f,
+            Some(Val::Poison) => return Fail::Reported,
+            Some(Val::Tensor(t)) => format!("a tensor ({})", t.ty.written()),
+            Some(Val::Weak(..)) => "a local value".to_string(),
+            Some(Val::Layer(_)) => "a layer".to_string(),
+            Some(Val::Tuple(_)) => "a tuple".to_string(),
+            None if cx.prog.param_index.contains_key(n) => "a parameter".to_string(),
+            None if scope.dims.contains_key(n) || cx.prog.aliases.contains_key(n) => "a dimension known only at run time".to_string(),
+            None => return f,
+        };
+        Diagnostic::new("E0217", format!("{what} must be a constant, but `{n}` is {kind}"), d.primary.span)
+            .help("constants are numbers, config values and arithmetic on them; declare the value in `config { }`")
+            .into()
+    })
 }

@@ -56,6 +56,13 @@ impl From<Diagnostic> for Fail {
 
 pub(crate) type R<T> = Result<T, Fail>;
 
+/// Records a failure unless it was already reported.
+pub(crate) fn report(diags: &mut Vec<Diagnostic>, f: Fail) {
+    if let Fail::Diag(d) = f {
+        diags.push(*d);
+    }
+}
+
 /// Checks parsed files (the root first, then its imports) and lowers them.
 pub fn check(sources: &Sources, files: &[(FileId, ast::File)]) -> Result<Checked, Vec<Diagnostic>> {
     let mut diags = Vec::new();
@@ -128,8 +135,6 @@ impl Checker<'_> {
 
     /// Records a failure unless it was already reported.
     pub fn report(&mut self, f: Fail) {
-        if let Fail::Diag(d) = f {
-            self.diags.push(*d);
-        }
+        report(&mut self.diags, f);
     }
 }
