@@ -446,7 +446,8 @@ impl<'a> Checker<'a> {
 
     fn reshape_to(&mut self, scope: &Scope, x: TVal, dims: Vec<(Option<DimExpr>, Option<String>, Span)>, a: &Args) -> R<TVal> {
         let numel = x.ty.ir().numel();
-        let known = dims.iter().filter_map(|d| d.0.clone()).fold(DimExpr::constant(1), |p, d| p.mul(&d));
+        let known = dims.iter().filter_map(|d| d.0.as_ref()).try_fold(DimExpr::constant(1), |p, d| p.checked_mul(d));
+        let known = super::scope::dim_checked(known, || "the product of the sizes".to_string(), a.span)?;
         let holes = dims.iter().filter(|d| d.0.is_none()).count();
         let fill = match holes {
             0 => None,
@@ -494,7 +495,7 @@ impl<'a> Checker<'a> {
                     self.require_eq(scope, &x.size, &y.size, e.span, &format!("`concat` axis {i}"))?;
                 }
             }
-            total = total.add(&t.ty.axes[axis].size);
+            total = super::scope::dim_checked(total.checked_add(&t.ty.axes[axis].size), || "the concatenated size".to_string(), e.span)?;
         }
         let mut axes = first.ty.axes.clone();
         axes[axis] = Axis::new(total, None, Some(a.span));
@@ -523,7 +524,8 @@ impl<'a> Checker<'a> {
                 vec![part; n as usize]
             }
         };
-        let total = sizes.iter().fold(DimExpr::default(), |s, d| s.add(d));
+        let total = sizes.iter().try_fold(DimExpr::default(), |s, d| s.checked_add(d));
+        let total = super::scope::dim_checked(total, || "the sum of the parts".to_string(), a.span)?;
         self.require_eq(scope, &total, &size, a.span, "the parts of `split` add up to the axis")?;
         let mut start = DimExpr::default();
         let mut out = Vec::new();

@@ -202,7 +202,7 @@ impl<'a> Program<'a> {
             })?;
             axes.push(Axis::declared(size, name, d));
         }
-        Ok(Ty::new(dtype, axes))
+        Ty::new(dtype, axes).fits(t.span)
     }
 
     /// Adds a parameter (a tensor, or a layer's parameters under its name).
@@ -236,6 +236,7 @@ impl<'a> Program<'a> {
                 let init = self.init(init)?;
                 if let Some((_, n, span)) = &stack {
                     ty.axes.insert(0, Axis::new(DimExpr::constant(*n), None, Some(*span)));
+                    ty = ty.fits(*span)?;
                 }
                 self.param_index.insert(name.to_string(), self.params.len() as u32);
                 self.params.push(Param { name: name.to_string(), ty: ty.ir(), init, stack: stack.map(|s| s.0) });

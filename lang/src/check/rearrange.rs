@@ -58,7 +58,8 @@ impl Checker<'_> {
                 PatternAxis::Unit(s) => self.require_eq(scope, &axis.size, &DimExpr::constant(1), *s, "a `1` in the pattern")?,
                 PatternAxis::Group(ids, gspan) => {
                     let unknown: Vec<&ast::Ident> = ids.iter().filter(|i| !given.contains_key(i.name.as_str())).collect();
-                    let known = ids.iter().filter_map(|i| given.get(i.name.as_str())).fold(DimExpr::constant(1), |p, g| p.mul(&g.0));
+                    let known = ids.iter().filter_map(|i| given.get(i.name.as_str())).try_fold(DimExpr::constant(1), |p, g| p.checked_mul(&g.0));
+                    let known = super::scope::dim_checked(known, || "the product of the group's sizes".to_string(), *gspan)?;
                     let inferred = match unknown.as_slice() {
                         [] => {
                             self.require_eq(scope, &known, &axis.size, *gspan, "the group's sizes multiply to the axis")?;
