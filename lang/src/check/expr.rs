@@ -474,6 +474,12 @@ impl<'a> Checker<'a> {
     fn binary(&mut self, scope: &Scope, op: ast::BinOp, x: (Val, Span), y: (Val, Span), span: Span) -> R<Val> {
         if let (Val::Weak(a, fa), Val::Weak(b, fb)) = (&x.0, &y.0) {
             let (a, b, float) = (*a, *b, *fa || *fb);
+            // Integer literals and config values: exact, never wrapped.
+            if !float {
+                if let Some(r) = super::scope::int_arith(op, a as i64, b as i64, span) {
+                    return Ok(Val::Weak(r? as f64, false));
+                }
+            }
             let v = match op {
                 ast::BinOp::Add => a + b,
                 ast::BinOp::Sub => a - b,

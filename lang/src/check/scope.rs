@@ -93,6 +93,18 @@ pub(crate) fn overflow(what: impl std::fmt::Display, span: Span) -> Fail {
         .into()
 }
 
+/// `x op y` for the integer operators `+ - *` (`None` for the others),
+/// with overflow an error (E0228) rather than a wrapped value.
+pub(crate) fn int_arith(op: ast::BinOp, x: i64, y: i64, span: Span) -> Option<R<i64>> {
+    let (r, sym) = match op {
+        ast::BinOp::Add => (x.checked_add(y), "+"),
+        ast::BinOp::Sub => (x.checked_sub(y), "-"),
+        ast::BinOp::Mul => (x.checked_mul(y), "*"),
+        _ => return None,
+    };
+    Some(r.ok_or_else(|| overflow(format_args!("`{x} {sym} {y}`"), span)))
+}
+
 /// Folds a constant expression (config values, initializer arguments).
 /// A name whose own definition failed stops the fold silently.
 pub(crate) fn const_eval(e: &ast::Expr, prog: &Program) -> R<Num> {
@@ -116,18 +128,19 @@ pub(crate) fn const_eval(e: &ast::Expr, prog: &Program) -> R<Num> {
         },
         K::Binary(a, op, b) => {
             let (x, y) = (const_eval(a, prog)?, const_eval(b, prog)?);
-            let int = |r: Option<i64>, sym: &str, x: i64, y: i64| r.ok_or_else(|| overflow(format_args!("`{x} {sym} {y}`"), e.span));
+            if let (Num::Int(x), Num::Int(y)) = (x, y) {
+                if let Some(r) = int_arith(*op, x, y, e.span) {
+                    return Ok(Num::Int(r?));
+                }
+            }
             match (x, y, op) {
-                (Num::Int(x), Num::Int(y), ast::BinOp::Add) => Num::Int(int(x.checked_add(y), "+", x, y)?),
-                (Num::Int(x), Num::Int(y), ast::BinOp::Sub) => Num::Int(int(x.checked_sub(y), "-", x, y)?),
-                (Num::Int(x), Num::Int(y), ast::BinOp::Mul) => Num::Int(int(x.checked_mul(y), "*", x, y)?),
                 (Num::Int(x), Num::Int(y), ast::BinOp::Div) => {
                     if y == 0 || x % y != 0 {
                         return Err(Diagnostic::new("E0310", format!("`{x} / {y}` is not a whole number"), e.span)
                             .help("integer config values divide exactly; write a float (`1.0 * a / b`) for a ratio")
                             .into());
                     }
-                    Num::Int(int(x.checked_div(y), "/", x, y)?)
+                    Num::Int(x.checked_div(y).ok_or_else(|| overflow(format_args!("`{x} / {y}`"), e.span))?)
                 }
                 (x, y, ast::BinOp::Add) => Num::Float(x.f() + y.f()),
                 (x, y, ast::BinOp::Sub) => Num::Float(x.f() - y.f()),
