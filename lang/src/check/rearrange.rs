@@ -35,6 +35,7 @@ impl Checker<'_> {
                 .with(x_span, x.ty.describe())
                 .into());
         }
+        super::program::unique(sizes.iter().map(|(l, _)| l))?;
         let mut given: HashMap<&str, (DimExpr, Option<String>, Span)> = HashMap::new();
         for (l, d) in sizes {
             let (size, name) = resolve_known(self.prog, &scope.dims, d)?;
