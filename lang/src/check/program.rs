@@ -315,11 +315,15 @@ impl<'a> Program<'a> {
             for (i, a) in args.iter().enumerate() {
                 vals[i] = Some(num(a)?);
             }
+            unique(kwargs.iter().map(|(k, _)| k))?;
             for (k, v) in kwargs {
                 let i = slots.iter().position(|s| *s == k.name).ok_or_else(|| {
                     Diagnostic::new("E0207", format!("`{name}` has no argument `{}`", k.name), k.span)
                         .help(format!("its arguments are: {}", slots.join(", ")))
                 })?;
+                if let Some(positional) = args.get(i) {
+                    return Err(defined_twice(k, positional.span).into());
+                }
                 vals[i] = Some(num(v)?);
             }
             vals.iter()
