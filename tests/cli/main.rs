@@ -153,8 +153,10 @@ fn check_garbage_file() {
 #[test]
 fn check_binary_file() {
     let dir = TempDir::new();
-    let bad = write(&dir, "binary.kl", [0x93u8, 0xff, 0x00, 0xfe, 0x01]);
-    kiln(&["check", s(&bad)]).one_line_error(&["binary.kl", "UTF-8"]);
+    write(&dir, "binary.kl", [0x93u8, 0xff, 0x00, 0xfe, 0x01]);
+    let r = util::kiln_in(dir.path(), &["check", "binary.kl"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("binary.kl:1:1: error[E0008]: the file is not valid UTF-8: byte 0x93 at offset 0\n"), "{}", r.stderr);
 }
 
 // ------------------------------------------------------------------- run
