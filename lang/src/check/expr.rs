@@ -690,10 +690,13 @@ pub(crate) fn dtype_of(id: &ast::Ident) -> R<DType> {
 /// a local value, a parameter or a run-time dimension is given instead.
 pub(crate) fn eval_const(cx: &Checker, scope: &Scope, e: &ast::Expr, what: &str) -> R<Num> {
     const_eval(e, cx.prog).map_err(|f| {
-        let Fail::Diag(d) = &f else { return f };
+        // Only "unknown name" means a non-constant name: say what it is.
+        let d = match &f {
+            Fail::Diag(d) if d.code == "E0200" => d,
+            _ => return f,
+        };
         let n = cx.sources.snippet(d.primary.span);
         let kind = match scope.vars.get(n) {
-            _ if d.code != "E0200" => return f,
             Some(Val::Poison) => return Fail::Reported,
             Some(Val::Tensor(t)) => format!("a tensor ({})", t.ty.written()),
             Some(Val::Weak(..)) => "a local value".to_string(),
