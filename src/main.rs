@@ -267,6 +267,10 @@ fn check(file: &Path) -> Result<(), Failed> {
     for s in &c.signatures {
         println!("{s}");
     }
+    // Valid (a file of helpers to import), but nothing in it can be run.
+    if c.signatures.is_empty() {
+        eprintln!("warning: `{}` has no entry points (no `pub fn`); `kiln run` has nothing to call", file.display());
+    }
     Ok(())
 }
 

@@ -32,6 +32,22 @@ pub struct DimExpr {
     terms: BTreeMap<Mono, i64>,
 }
 
+/// Why a dimension has no concrete value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DimError {
+    /// A variable the expression mentions has no value.
+    #[error("dimension `{0}` is unbound")]
+    Unbound(String),
+    /// The value does not fit in a 64-bit integer.
+    #[error("dimension `{expr}` overflows 64-bit integers ({})", values.join(", "))]
+    Overflow {
+        /// The symbolic size.
+        expr: String,
+        /// `name = value` for each variable in it.
+        values: Vec<String>,
+    },
+}
+
 /// The answer to a symbolic comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Truth {
@@ -49,6 +65,12 @@ fn mono_mul(a: &Mono, b: &Mono) -> Mono {
         *m.entry(atom.clone()).or_insert(0) += p;
     }
     m.into_iter().collect()
+}
+
+/// The panic of the unchecked operators: a broken invariant, since every
+/// size user input controls is built with the checked ones.
+fn overflow(a: &DimExpr, op: &str, b: &DimExpr) -> ! {
+    panic!("dimension arithmetic overflows i64: ({a}) {op} ({b})")
 }
 
 impl DimExpr {
@@ -90,43 +112,65 @@ impl DimExpr {
         }
     }
 
-    /// `self + other`.
+    /// `self + other`. Panics on overflow: sizes that user input can make
+    /// arbitrarily large go through [`DimExpr::checked_add`] instead.
     pub fn add(&self, other: &DimExpr) -> DimExpr {
+        self.checked_add(other).unwrap_or_else(|| overflow(self, "+", other))
+    }
+
+    /// `self - other`; panics on overflow (see [`DimExpr::add`]).
+    pub fn sub(&self, other: &DimExpr) -> DimExpr {
+        self.checked_sub(other).unwrap_or_else(|| overflow(self, "-", other))
+    }
+
+    /// `c * self`; panics on overflow (see [`DimExpr::add`]).
+    pub fn scale(&self, c: i64) -> DimExpr {
+        self.checked_scale(c).unwrap_or_else(|| overflow(self, "*", &DimExpr::constant(c)))
+    }
+
+    /// `self * other`; panics on overflow (see [`DimExpr::add`]).
+    pub fn mul(&self, other: &DimExpr) -> DimExpr {
+        self.checked_mul(other).unwrap_or_else(|| overflow(self, "*", other))
+    }
+
+    /// `self + other`, or `None` if a coefficient overflows `i64`.
+    pub fn checked_add(&self, other: &DimExpr) -> Option<DimExpr> {
         let mut terms = self.terms.clone();
         for (m, c) in &other.terms {
             let e = terms.entry(m.clone()).or_insert(0);
-            *e += c;
+            *e = e.checked_add(*c)?;
             if *e == 0 {
                 terms.remove(m);
             }
         }
-        DimExpr { terms }
+        Some(DimExpr { terms })
     }
 
-    /// `self - other`.
-    pub fn sub(&self, other: &DimExpr) -> DimExpr {
-        self.add(&other.scale(-1))
+    /// `self - other`, or `None` on overflow.
+    pub fn checked_sub(&self, other: &DimExpr) -> Option<DimExpr> {
+        self.checked_add(&other.checked_scale(-1)?)
     }
 
-    /// `c * self`.
-    pub fn scale(&self, c: i64) -> DimExpr {
+    /// `c * self`, or `None` on overflow.
+    pub fn checked_scale(&self, c: i64) -> Option<DimExpr> {
         if c == 0 {
-            return DimExpr::default();
+            return Some(DimExpr::default());
         }
-        DimExpr { terms: self.terms.iter().map(|(m, k)| (m.clone(), k * c)).collect() }
+        let terms = self.terms.iter().map(|(m, k)| Some((m.clone(), k.checked_mul(c)?))).collect::<Option<_>>()?;
+        Some(DimExpr { terms })
     }
 
-    /// `self * other`.
-    pub fn mul(&self, other: &DimExpr) -> DimExpr {
+    /// `self * other`, or `None` on overflow.
+    pub fn checked_mul(&self, other: &DimExpr) -> Option<DimExpr> {
         let mut out = DimExpr::default();
         for (ma, ca) in &self.terms {
             for (mb, cb) in &other.terms {
                 let mut t = BTreeMap::new();
-                t.insert(mono_mul(ma, mb), ca * cb);
-                out = out.add(&DimExpr { terms: t });
+                t.insert(mono_mul(ma, mb), ca.checked_mul(*cb)?);
+                out = out.checked_add(&DimExpr { terms: t })?;
             }
         }
-        out
+        Some(out)
     }
 
     /// `self / c` when every coefficient is divisible by `c`, else `None`.
@@ -164,40 +208,50 @@ impl DimExpr {
     }
 
     /// Replaces variables by expressions; variables missing from `map` stay.
+    /// Panics on overflow (see [`DimExpr::add`]).
     pub fn subst(&self, map: &dyn Fn(&str) -> Option<DimExpr>) -> DimExpr {
+        self.checked_subst(map).unwrap_or_else(|| panic!("dimension arithmetic overflows i64 substituting into `{self}`"))
+    }
+
+    /// [`DimExpr::subst`], or `None` if the result overflows `i64`.
+    pub fn checked_subst(&self, map: &dyn Fn(&str) -> Option<DimExpr>) -> Option<DimExpr> {
         let mut out = DimExpr::default();
         for (mono, c) in &self.terms {
             let mut term = DimExpr::constant(*c);
             for (atom, p) in mono {
                 let a = match atom {
                     Atom::Var(v) => map(v).unwrap_or_else(|| DimExpr::var(v)),
-                    Atom::FloorDiv(e, k) => e.subst(map).floor_div(*k),
-                    Atom::Mod(e, k) => e.subst(map).modulo(*k),
+                    Atom::FloorDiv(e, k) => e.checked_subst(map)?.floor_div(*k),
+                    Atom::Mod(e, k) => e.checked_subst(map)?.modulo(*k),
                 };
                 for _ in 0..*p {
-                    term = term.mul(&a);
+                    term = term.checked_mul(&a)?;
                 }
             }
-            out = out.add(&term);
+            out = out.checked_add(&term)?;
         }
-        out
+        Some(out)
     }
 
-    /// Evaluates with concrete variable values; `Err(name)` names the first
-    /// variable that `env` does not bind.
-    pub fn eval(&self, env: &dyn Fn(&str) -> Option<i64>) -> Result<i64, String> {
+    /// Evaluates with concrete variable values: an error names the first
+    /// variable that `env` does not bind, or says the value overflows.
+    pub fn eval(&self, env: &dyn Fn(&str) -> Option<i64>) -> Result<i64, DimError> {
         let missing = std::cell::RefCell::new(None);
-        let e = self.subst(&|v| match env(v) {
+        let e = self.checked_subst(&|v| match env(v) {
             Some(x) => Some(DimExpr::constant(x)),
             None => {
                 missing.borrow_mut().get_or_insert_with(|| v.to_string());
                 None
             }
         });
+        let Some(e) = e else {
+            let vars = self.vars().into_iter().filter_map(|v| env(&v).map(|x| format!("{v} = {x}"))).collect();
+            return Err(DimError::Overflow { expr: self.to_string(), values: vars });
+        };
         match (e.as_const(), missing.into_inner()) {
             (Some(v), _) => Ok(v),
-            (None, Some(m)) => Err(m),
-            (None, None) => Err(e.to_string()),
+            (None, Some(m)) => Err(DimError::Unbound(m)),
+            (None, None) => Err(DimError::Unbound(e.to_string())),
         }
     }
 
@@ -227,11 +281,11 @@ impl DimExpr {
         let mut lb = 0i64;
         for (mono, &c) in &self.terms {
             if mono.is_empty() {
-                lb += c;
+                lb = lb.checked_add(c)?;
             } else if c < 0 {
                 return None;
             } else if mono.iter().all(|(a, _)| matches!(a, Atom::Var(_))) {
-                lb += c;
+                lb = lb.checked_add(c)?;
             }
         }
         Some(lb)
@@ -239,7 +293,7 @@ impl DimExpr {
 
     /// Upper bound, when every non-constant coefficient is non-positive.
     fn upper_bound(&self) -> Option<i64> {
-        self.scale(-1).lower_bound().map(|v| -v)
+        self.checked_scale(-1)?.lower_bound()?.checked_neg()
     }
 }
 
@@ -309,15 +363,17 @@ pub struct Facts {
 impl Facts {
     /// Is `a == b`? Canonical forms make equality structural; a difference
     /// that is a nonzero constant, or provably positive or negative, refutes.
+    /// Arithmetic that overflows proves nothing (`Unknown`).
     pub fn eq(&self, a: &DimExpr, b: &DimExpr) -> Truth {
-        let d = a.sub(b);
+        let Some(d) = a.checked_sub(b) else { return Truth::Unknown };
         if d.terms.is_empty() {
             return Truth::True;
         }
         if matches!(d.lower_bound(), Some(l) if l > 0) || matches!(d.upper_bound(), Some(u) if u < 0) {
             return Truth::False;
         }
-        if self.nonneg(&d.sub(&DimExpr::constant(1))) || self.nonneg(&d.scale(-1).sub(&DimExpr::constant(1))) {
+        let one = DimExpr::constant(1);
+        if self.nonneg(d.checked_sub(&one)) || self.nonneg(d.checked_scale(-1).and_then(|n| n.checked_sub(&one))) {
             return Truth::False;
         }
         Truth::Unknown
@@ -325,10 +381,10 @@ impl Facts {
 
     /// Is `a <= b`?
     pub fn le(&self, a: &DimExpr, b: &DimExpr) -> Truth {
-        let d = b.sub(a);
-        if self.nonneg(&d) {
+        let Some(d) = b.checked_sub(a) else { return Truth::Unknown };
+        if self.nonneg(Some(d.clone())) {
             Truth::True
-        } else if self.nonneg(&d.scale(-1).sub(&DimExpr::constant(1))) {
+        } else if self.nonneg(d.checked_scale(-1).and_then(|n| n.checked_sub(&DimExpr::constant(1)))) {
             Truth::False
         } else {
             Truth::Unknown
@@ -336,11 +392,14 @@ impl Facts {
     }
 
     /// Is `d >= 0`, directly or by subtracting one stated fact's slack?
-    fn nonneg(&self, d: &DimExpr) -> bool {
+    /// `None` (an overflowed difference) is not.
+    fn nonneg(&self, d: Option<DimExpr>) -> bool {
+        let Some(d) = d else { return false };
         if matches!(d.lower_bound(), Some(l) if l >= 0) {
             return true;
         }
-        self.le.iter().any(|(x, y)| matches!(d.sub(&y.sub(x)).lower_bound(), Some(l) if l >= 0))
+        let slack = |x: &DimExpr, y: &DimExpr| d.checked_sub(&y.checked_sub(x)?)?.lower_bound();
+        self.le.iter().any(|(x, y)| matches!(slack(x, y), Some(l) if l >= 0))
     }
 }
 
@@ -397,7 +456,30 @@ mod tests {
         let s = e.subst(&|n| (n == "B").then(|| DimExpr::constant(3)));
         assert_eq!(s, v("T").scale(4));
         assert_eq!(e.eval(&|n| Some(if n == "B" { 2 } else { 5 })), Ok(15));
-        assert_eq!(e.eval(&|n| (n == "B").then_some(2)), Err("T".to_string()));
+        assert_eq!(e.eval(&|n| (n == "B").then_some(2)), Err(DimError::Unbound("T".to_string())));
         assert_eq!(e.vars(), vec!["B".to_string(), "T".to_string()]);
+    }
+
+    #[test]
+    fn overflow_is_detected_not_wrapped() {
+        // 2^32 * 2^32 + 5 wraps to 5 in i64 arithmetic.
+        let a = DimExpr::constant(1 << 32);
+        assert_eq!(a.checked_mul(&a), None);
+        assert_eq!(DimExpr::constant(i64::MAX).checked_add(&DimExpr::constant(1)), None);
+        assert_eq!(DimExpr::constant(i64::MIN).checked_scale(-1), None);
+        let e = v("a").mul(&v("a")).add(&DimExpr::constant(5));
+        let err = e.eval(&|_| Some(1 << 32)).unwrap_err();
+        assert!(matches!(&err, DimError::Overflow { values, .. } if values == &["a = 4294967296"]), "{err}");
+        assert_eq!(e.eval(&|_| Some(3)), Ok(14));
+    }
+
+    #[test]
+    fn comparisons_that_overflow_prove_nothing() {
+        let f = Facts::default();
+        let big = DimExpr::constant(i64::MAX);
+        let neg = DimExpr::constant(-2);
+        // MAX - (-2) overflows: neither true nor false.
+        assert_eq!(f.le(&neg, &big), Truth::Unknown);
+        assert_eq!(f.eq(&big, &neg), Truth::Unknown);
     }
 }

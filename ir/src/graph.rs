@@ -79,6 +79,9 @@ pub struct Constraint {
     pub rhs: DimExpr,
     /// The condition as the user wrote it, for the error message.
     pub text: String,
+    /// The config constants `text` names, with their values (folded into
+    /// `lhs`/`rhs`), so a failure can state them.
+    pub consts: Vec<(String, i64)>,
 }
 
 /// Relation in a [`Constraint`].
@@ -95,21 +98,28 @@ pub enum Relation {
 impl Constraint {
     /// Checks the constraint with concrete dims; `Err` gives the message.
     pub fn check(&self, env: &dyn Fn(&str) -> Option<i64>) -> Result<(), String> {
-        let l = self.lhs.eval(env).map_err(|v| format!("dimension `{v}` is unbound"))?;
-        let r = self.rhs.eval(env).map_err(|v| format!("dimension `{v}` is unbound"))?;
+        let l = self.lhs.eval(env).map_err(|e| e.to_string())?;
+        let r = self.rhs.eval(env).map_err(|e| e.to_string())?;
         let ok = match self.rel {
             Relation::Eq => l == r,
             Relation::Le => l <= r,
             Relation::Divides => r != 0 && l % r == 0,
         };
         if ok {
-            Ok(())
-        } else {
-            // Name the symbolic sides' values; constants speak for themselves.
-            let side = |e: &DimExpr, v: i64| e.as_const().is_none().then(|| format!("{e} = {v}"));
-            let values: Vec<String> = [side(&self.lhs, l), side(&self.rhs, r)].into_iter().flatten().collect();
-            Err(format!("constraint `{}` does not hold: {}", self.text, values.join(", ")))
+            return Ok(());
         }
+        // Every name the clause mentions, in the order written, then any
+        // variable it reaches only through an alias.
+        let mut names: Vec<String> = Vec::new();
+        let written = self.text.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+        for w in written.map(str::to_string).chain(self.lhs.vars()).chain(self.rhs.vars()) {
+            if !names.contains(&w) {
+                names.push(w);
+            }
+        }
+        let value = |n: &str| env(n).or_else(|| self.consts.iter().find(|(c, _)| c == n).map(|c| c.1));
+        let values: Vec<String> = names.iter().filter_map(|n| value(n).map(|v| format!("{n} = {v}"))).collect();
+        Err(format!("constraint `{}` does not hold: {}", self.text, values.join(", ")))
     }
 }
 

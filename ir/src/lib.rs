@@ -27,7 +27,7 @@ mod types;
 pub mod verify;
 
 pub use attention::{AttnMask, AttnVariant, Attention};
-pub use dim::{DimExpr, Facts, Truth};
+pub use dim::{DimError, DimExpr, Facts, Truth};
 pub use dtype::DType;
 pub use graph::{Constraint, Function, Graph, Module, Node, Param, Relation, ValueId};
 pub use op::{int_pow, BinaryOp, CmpOp, Init, Op, ReduceOp, UnaryOp};

@@ -33,6 +33,11 @@ impl TensorType {
         self.shape.iter().fold(DimExpr::constant(1), |acc, d| acc.mul(d))
     }
 
+    /// [`TensorType::numel`], or `None` if a coefficient overflows `i64`.
+    pub fn checked_numel(&self) -> Option<DimExpr> {
+        self.shape.iter().try_fold(DimExpr::constant(1), |acc, d| acc.checked_mul(d))
+    }
+
     /// The same shape with another dtype.
     pub fn with_dtype(&self, dtype: DType) -> TensorType {
         TensorType { dtype, shape: self.shape.clone() }

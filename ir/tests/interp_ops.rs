@@ -648,7 +648,7 @@ fn symbolic_dims_are_bound_by_the_caller() {
     let out = interp::run(&m, &g, &|v| (v == "B").then_some(2), &[], std::slice::from_ref(&x), Precision::F64).unwrap();
     assert_exact(&out[0], &[2], &[6.0, 15.0]);
     let e = interp::run(&m, &g, &|_| None, &[], std::slice::from_ref(&x), Precision::F64).unwrap_err();
-    assert_eq!(e, InterpError::UnboundDim("B".into()));
+    assert_eq!(e, InterpError::Dim(kiln_ir::DimError::Unbound("B".into())));
     // B = 3 makes the input's shape wrong.
     let e = interp::run(&m, &g, &|_| Some(3), &[], &[x], Precision::F64).unwrap_err();
     assert_eq!(e.to_string(), "input 0: expected f32[3, 3], got f32[2, 3]");

@@ -199,6 +199,15 @@ impl DimExpr {
             DimExpr::Name(i) => i.span,
         }
     }
+
+    /// The names it mentions, in the order written.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            DimExpr::Int(..) => Vec::new(),
+            DimExpr::Name(i) => vec![i.name.as_str()],
+            DimExpr::Bin(a, _, b, _) => [a.names(), b.names()].concat(),
+        }
+    }
 }
 
 impl fmt::Display for DimExpr {

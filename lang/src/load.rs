@@ -1,7 +1,7 @@
 //! Loading a program: the root file, then every file it imports (paths
 //! relative to the importing file), each parsed once.
 
-use crate::ast::{self, FileId};
+use crate::ast::{self, FileId, Span};
 use crate::check::{check, Checked};
 use crate::{parse, Diagnostic, Sources};
 use kiln_ir::Module;
@@ -56,8 +56,27 @@ impl CompileError {
 
 /// Reads, parses and checks a `.kl` file and its imports.
 pub fn compile_file(path: &Path) -> Result<Compiled, CompileError> {
-    let text = std::fs::read_to_string(path).map_err(|error| CompileError::Io { path: path.to_path_buf(), error })?;
-    compile_source(path, text)
+    let bytes = std::fs::read(path).map_err(|error| CompileError::Io { path: path.to_path_buf(), error })?;
+    match String::from_utf8(bytes) {
+        Ok(text) => compile_source(path, text),
+        Err(e) => {
+            let mut sources = Sources::default();
+            let d = not_utf8(&mut sources, path.to_path_buf(), e);
+            Err(CompileError::Diagnostics { sources, diagnostics: vec![d] })
+        }
+    }
+}
+
+/// E0008 at the first byte that is not UTF-8. The file is kept (with that
+/// byte and any later bad ones replaced) so the report can show the line.
+fn not_utf8(sources: &mut Sources, path: PathBuf, e: std::string::FromUtf8Error) -> Diagnostic {
+    let at = e.utf8_error().valid_up_to();
+    let byte = e.as_bytes()[at];
+    let id = sources.add(path, String::from_utf8_lossy(e.as_bytes()).into_owned());
+    // The lossy text equals the original up to `at`, where U+FFFD (3 bytes) stands for the bad byte.
+    Diagnostic::new("E0008", format!("the file is not valid UTF-8: byte 0x{byte:02x} at offset {at}"), Span::new(id, at, at + 3))
+        .label("not UTF-8")
+        .help("Kiln reads source files as UTF-8; re-save the file in that encoding")
 }
 
 /// Like [`compile_file`], with the root file's text given (imports are
@@ -79,10 +98,14 @@ pub fn compile_source(path: &Path, text: String) -> Result<Compiled, CompileErro
                     if seen.contains(&canonical(&p)) {
                         continue;
                     }
-                    match std::fs::read_to_string(&p) {
-                        Ok(text) => {
+                    match std::fs::read(&p).map(String::from_utf8) {
+                        Ok(Ok(text)) => {
                             seen.push(canonical(&p));
                             queue.push(sources.add(p, text));
+                        }
+                        Ok(Err(e)) => {
+                            seen.push(canonical(&p));
+                            diagnostics.push(not_utf8(&mut sources, p, e));
                         }
                         Err(e) => diagnostics.push(
                             Diagnostic::new("E0100", format!("cannot import `{rel}`: {}", io_reason(&e)), *span)

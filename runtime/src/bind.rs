@@ -14,7 +14,7 @@
 
 use crate::tensor::{check_consistent, type_string};
 use crate::{RuntimeError, Tensor};
-use kiln_ir::{DimExpr, Function};
+use kiln_ir::{DimError, DimExpr, Function};
 use std::collections::BTreeMap;
 
 /// The size a dimension variable gets when nothing binds it: `B` (batch)
@@ -157,7 +157,7 @@ pub fn bind_dims_from(
         let bad = |reason: String| RuntimeError::BadInput { name: arg_name(i), reason };
         let mut shape = Vec::with_capacity(ty.rank());
         for d in &ty.shape {
-            let v = d.eval(&env).map_err(|v| bad(format!("dimension `{v}` is unbound")))?;
+            let v = d.eval(&env).map_err(|e| bad(e.to_string()))?;
             shape.push(usize::try_from(v).map_err(|_| bad(format!("dimension {d} evaluates to {v}")))?);
         }
         if g.tensor.dtype != ty.dtype || g.tensor.shape != shape {
@@ -170,7 +170,7 @@ pub fn bind_dims_from(
             return Err(RuntimeError::InputType { name: arg_name(i), expected, found: found(g) });
         }
         if let Some(Some(b)) = f.arg_bounds.get(i) {
-            let limit = b.eval(&env).map_err(|v| bad(format!("dimension `{v}` of the index bound is unbound")))?;
+            let limit = b.eval(&env).map_err(|e| bad(format!("the index bound {b}: {e}")))?;
             let ignored = f.arg_ignore.get(i).copied().flatten().map(|c| c as f64);
             let bad_index = |&(_, &x): &(usize, &f64)| !(x >= 0.0 && x < limit as f64) && Some(x) != ignored;
             if let Some((pos, x)) = g.tensor.data.iter().enumerate().find(bad_index) {
@@ -185,17 +185,19 @@ pub fn bind_dims_from(
     // a huge --dim is an error here, not an allocation abort later.
     for node in &f.graph.nodes {
         let Some(t) = node.ty.tensor() else { continue };
-        let numel = t.numel();
-        if let Ok(n) = numel.eval(&env) {
-            if n > MAX_ELEMENTS {
-                let vs = type_vars(&t.shape);
-                let parts: Vec<String> = vs.iter().map(|v| format!("{v} = {}", out.dims[v])).collect();
-                return Err(RuntimeError::Invalid(format!(
-                    "`{}` would need a tensor {} of {n} elements ({}); at most {MAX_ELEMENTS} are supported",
-                    f.name, t, parts.join(", ")
-                )));
-            }
-        }
+        // A count past i64 is as much too large as one past the limit.
+        let n = match t.numel().eval(&env) {
+            Ok(n) if n <= MAX_ELEMENTS => continue,
+            Ok(n) => n.to_string(),
+            Err(DimError::Overflow { .. }) => "more than 2^63".to_string(),
+            Err(DimError::Unbound(_)) => continue,
+        };
+        let vs = type_vars(&t.shape);
+        let parts: Vec<String> = vs.iter().map(|v| format!("{v} = {}", out.dims[v])).collect();
+        return Err(RuntimeError::Invalid(format!(
+            "`{}` would need a tensor {} of {n} elements ({}); at most {MAX_ELEMENTS} are supported",
+            f.name, t, parts.join(", ")
+        )));
     }
 
     for c in &f.constraints {

@@ -34,14 +34,14 @@ pub fn random_input(
         .shape
         .iter()
         .map(|d| {
-            let v = d.eval(dims).map_err(|v| bad(format!("dimension `{v}` is unbound")))?;
+            let v = d.eval(dims).map_err(|e| bad(e.to_string()))?;
             usize::try_from(v).map_err(|_| bad(format!("dimension {d} evaluates to {v}")))
         })
         .collect::<Result<Vec<usize>, _>>()?;
     let n = numel(&shape).ok_or_else(|| bad(format!("shape {shape:?} has too many elements")))?;
     let bound = match f.arg_bounds.get(index).and_then(|b| b.as_ref()) {
         Some(b) if ty.dtype.is_int() => {
-            b.eval(dims).map_err(|v| bad(format!("dimension `{v}` of the index bound {b} is unbound")))?
+            b.eval(dims).map_err(|e| bad(format!("the index bound {b}: {e}")))?
         }
         _ => DEFAULT_INT_BOUND,
     };

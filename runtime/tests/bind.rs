@@ -144,14 +144,16 @@ fn index_inputs_must_be_below_their_bound() {
 #[test]
 fn constraints_are_checked_with_their_text() {
     let mut f = forward();
-    f.constraints.push(le(DimExpr::var("T"), DimExpr::constant(8), "T <= block_size"));
+    let mut c = le(DimExpr::var("T"), DimExpr::constant(8), "T <= block_size");
+    c.consts.push(("block_size".into(), 8));
+    f.constraints.push(c);
     let x = tensor(DType::F32, &[2, 8, 4], &[0.0; 64]);
     assert!(bind_dims(&f, &[None, None, Some(&x)], &[]).is_ok());
     let x = tensor(DType::F32, &[2, 9, 4], &[0.0; 72]);
     let err = bind_dims(&f, &[None, None, Some(&x)], &[]).unwrap_err();
     assert!(matches!(err, RuntimeError::Constraint { .. }));
     let msg = err.to_string();
-    assert_eq!(msg, "`forward`: constraint `T <= block_size` does not hold: T = 9");
+    assert_eq!(msg, "`forward`: constraint `T <= block_size` does not hold: T = 9, block_size = 8");
 
     // When defaults are involved, the message says so.
     let msg = bind_dims(&f, &[], &[]).unwrap_err().to_string();
@@ -163,6 +165,7 @@ fn constraints_are_checked_with_their_text() {
         rel: Relation::Divides,
         rhs: DimExpr::constant(4),
         text: "T % 4 == 0".into(),
+        consts: Vec::new(),
     });
     assert!(bind_dims(&f, &[], &[("T".into(), 12)]).is_ok());
     assert!(bind_dims(&f, &[], &[("T".into(), 10)]).unwrap_err().to_string().contains("T % 4 == 0"));

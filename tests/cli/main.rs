@@ -7,6 +7,7 @@
 //! is being tested: the reference interpreter is slow in a debug build.
 
 mod flags;
+mod front_end;
 mod ptx;
 mod train_safety;
 mod util;
@@ -154,8 +155,10 @@ fn check_garbage_file() {
 #[test]
 fn check_binary_file() {
     let dir = TempDir::new();
-    let bad = write(&dir, "binary.kl", [0x93u8, 0xff, 0x00, 0xfe, 0x01]);
-    kiln(&["check", s(&bad)]).one_line_error(&["binary.kl", "UTF-8"]);
+    write(&dir, "binary.kl", [0x93u8, 0xff, 0x00, 0xfe, 0x01]);
+    let r = util::kiln_in(dir.path(), &["check", "binary.kl"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.starts_with("binary.kl:1:1: error[E0008]: the file is not valid UTF-8: byte 0x93 at offset 0\n"), "{}", r.stderr);
 }
 
 // ------------------------------------------------------------------- run
@@ -611,7 +614,7 @@ fn error_index_is_complete_and_its_examples_are_right() {
     let stale: Vec<&String> = documented.difference(&emitted).collect();
     assert!(stale.is_empty(), "codes documented in docs/errors.md but emitted nowhere: {stale:?}");
 
-    let without_example = ["E0203", "E0299", "E0900"];
+    let without_example = ["E0008", "E0203", "E0229", "E0299", "E0900"];
     let mut checked = 0;
     for (code, (example, report)) in &sections {
         let (Some(example), Some(report)) = (example, report) else {

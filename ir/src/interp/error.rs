@@ -10,9 +10,10 @@ pub enum InterpError {
     /// The graph failed verification; nothing was run.
     #[error("invalid graph: {0}")]
     Invalid(#[from] VerifyError),
-    /// A shape mentions a dimension variable the caller did not bind.
-    #[error("dimension `{0}` is unbound")]
-    UnboundDim(String),
+    /// A shape mentions a dimension variable the caller did not bind, or
+    /// its size overflows 64 bits.
+    #[error(transparent)]
+    Dim(#[from] crate::DimError),
     /// A shape evaluated to a negative size.
     #[error("dimension `{expr}` evaluates to {value}")]
     NegativeDim {

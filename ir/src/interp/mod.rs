@@ -81,12 +81,12 @@ impl Env<'_> {
     }
 
     fn dim(&self, d: &DimExpr) -> Result<usize, InterpError> {
-        let v = d.eval(self.dims).map_err(InterpError::UnboundDim)?;
+        let v = d.eval(self.dims).map_err(InterpError::Dim)?;
         usize::try_from(v).map_err(|_| InterpError::NegativeDim { expr: d.to_string(), value: v })
     }
 
     fn index(&self, d: &DimExpr) -> Result<i64, InterpError> {
-        d.eval(self.dims).map_err(InterpError::UnboundDim)
+        d.eval(self.dims).map_err(InterpError::Dim)
     }
 
     /// Rounds a result to its dtype: always for integers and bools, and for

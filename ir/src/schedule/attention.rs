@@ -235,7 +235,7 @@ impl<'a> Attn<'a> {
         let lead = qs[..r - 2 - gqa as usize].to_vec();
         let hkv = if gqa { ks[r - 3] } else { 1 };
         let causal = match &a.causal {
-            Some(c) => Some(c.eval(cx.dims).map_err(ScheduleError::UnboundDim)?),
+            Some(c) => Some(c.eval(cx.dims)?),
             None => None,
         };
         let (sq, sk, d, dv) = (qs[r - 2], ks[r - 2], qs[r - 1], vs[r - 1]);

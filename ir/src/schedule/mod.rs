@@ -121,9 +121,9 @@ fn parse_size(s: &str) -> Option<u64> {
 /// Why scheduling failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
-    /// A dimension has no value.
-    #[error("dimension `{0}` is unbound")]
-    UnboundDim(String),
+    /// A dimension has no value, or one too large for 64 bits.
+    #[error(transparent)]
+    Dim(#[from] crate::DimError),
     /// A dimension evaluated to a negative size.
     #[error("a dimension evaluates to {0}")]
     NegativeDim(i64),
@@ -177,7 +177,7 @@ pub(crate) struct Cx<'a> {
 
 impl Cx<'_> {
     fn dim(&self, d: &crate::DimExpr) -> Result<u64, ScheduleError> {
-        let v = d.eval(self.dims).map_err(ScheduleError::UnboundDim)?;
+        let v = d.eval(self.dims)?;
         u64::try_from(v).map_err(|_| ScheduleError::NegativeDim(v))
     }
 

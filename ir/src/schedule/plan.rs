@@ -54,6 +54,11 @@ fn reduces_row(op: &Op, axis: usize) -> bool {
     matches!(op, Op::Reduce { op: ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Max | ReduceOp::Min, axes, .. } if axes[..] == [axis as u32])
 }
 
+/// The deepest expression a value is inlined into before it is stored: far
+/// more than real fusions need, and shallow enough for the recursive walks
+/// over kernel expressions (here, in the backends) on any thread's stack.
+const MAX_INLINE_DEPTH: usize = 128;
+
 pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<GraphState<'g>, ScheduleError> {
     let n = g.nodes.len();
     let mut shapes = Vec::with_capacity(n);
@@ -82,6 +87,8 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
     }
     let is_output: Vec<bool> = (0..n).map(|i| g.outputs.iter().any(|o| o.index() == i)).collect();
     let mut materialize = vec![false; n];
+    // How deep the expression inlining each value is (0 when stored).
+    let mut depth = vec![0usize; n];
     for i in 0..n {
         if !live[i] {
             continue;
@@ -96,7 +103,11 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
             op if is_row(op) => true,
             _ => is_output[i] || !cx.opts.fuse || (uses[i] > 1 && !cheap(g, &materialize, i)),
         };
-        materialize[i] = m;
+        // Every later pass walks a kernel's expression recursively, so a
+        // chain of any length is cut into stored pieces of bounded depth.
+        let d = 1 + g.nodes[i].args.iter().filter(|a| !materialize[a.index()]).map(|a| depth[a.index()]).max().unwrap_or(0);
+        materialize[i] = m || d > MAX_INLINE_DEPTH;
+        depth[i] = if materialize[i] { 0 } else { d };
         // Scan arguments and non-view matmul operands must be memory.
         match op {
             Op::Scan { .. } => {

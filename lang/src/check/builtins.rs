@@ -38,6 +38,7 @@ impl<'e> Args<'e> {
             let n = if min == max { format!("{min}") } else { format!("{min} to {max}") };
             return Err(Diagnostic::new("E0206", format!("`{}` takes {n} positional argument{}, {} given", self.name, if max == 1 { "" } else { "s" }, self.pos.len()), self.span).into());
         }
+        super::program::unique(self.kw.iter().map(|(k, _)| k))?;
         for (k, _) in self.kw {
             if !kws.contains(&k.name.as_str()) {
                 let help = if kws.is_empty() { "it takes no keyword arguments".to_string() } else { format!("its keyword arguments are: {}", kws.join(", ")) };
@@ -180,7 +181,7 @@ impl<'a> Checker<'a> {
                 let x = self.arg_tensor(scope, &a.pos[0])?;
                 let mut axes = x.ty.axes.clone();
                 let rank = if a.name == "unsqueeze" { axes.len() + 1 } else { axes.len() };
-                let i = self.position(&a.pos[1], rank, a.name)?;
+                let i = self.position(scope, &a.pos[1], rank, a.name)?;
                 if a.name == "unsqueeze" {
                     axes.insert(i, Axis::unnamed(DimExpr::constant(1)));
                 } else {
@@ -246,7 +247,7 @@ impl<'a> Checker<'a> {
                     .collect();
                 let value = match value {
                     Some(v) => v,
-                    None => eval_const(self, &a.pos[1])?.f(),
+                    None => eval_const(self, scope, &a.pos[1], &format!("the value of `{}`", a.name))?.f(),
                 };
                 let dtype = self.dtype_kw(a, DType::F32)?;
                 self.filled(value, dtype, &axes?)
@@ -349,7 +350,7 @@ impl<'a> Checker<'a> {
             }
         }
         let eps = match a.kw("eps") {
-            Some(e) => eval_const(self, e)?.f(),
+            Some(e) => eval_const(self, scope, e, &format!("`eps:` of `{}`", a.name))?.f(),
             None => 1e-5,
         };
         let mut args = vec![x.clone()];
@@ -445,7 +446,8 @@ impl<'a> Checker<'a> {
 
     fn reshape_to(&mut self, scope: &Scope, x: TVal, dims: Vec<(Option<DimExpr>, Option<String>, Span)>, a: &Args) -> R<TVal> {
         let numel = x.ty.ir().numel();
-        let known = dims.iter().filter_map(|d| d.0.clone()).fold(DimExpr::constant(1), |p, d| p.mul(&d));
+        let known = dims.iter().filter_map(|d| d.0.as_ref()).try_fold(DimExpr::constant(1), |p, d| p.checked_mul(d));
+        let known = super::scope::dim_checked(known, || "the product of the sizes".to_string(), a.span)?;
         let holes = dims.iter().filter(|d| d.0.is_none()).count();
         let fill = match holes {
             0 => None,
@@ -493,7 +495,7 @@ impl<'a> Checker<'a> {
                     self.require_eq(scope, &x.size, &y.size, e.span, &format!("`concat` axis {i}"))?;
                 }
             }
-            total = total.add(&t.ty.axes[axis].size);
+            total = super::scope::dim_checked(total.checked_add(&t.ty.axes[axis].size), || "the concatenated size".to_string(), e.span)?;
         }
         let mut axes = first.ty.axes.clone();
         axes[axis] = Axis::new(total, None, Some(a.span));
@@ -512,7 +514,7 @@ impl<'a> Checker<'a> {
         let sizes: Vec<DimExpr> = match &a.pos[1].kind {
             K::List(_) | K::Tuple(_) => self.dim_list(scope, &a.pos[1])?.into_iter().map(|d| d.0.unwrap_or_default()).collect(),
             _ => {
-                let n = match eval_const(self, &a.pos[1])? {
+                let n = match eval_const(self, scope, &a.pos[1], "the count of `split`")? {
                     super::scope::Num::Int(n) if n >= 1 => n,
                     _ => return Err(Diagnostic::new("E0209", "`split` takes a positive count or a list of sizes", a.pos[1].span).into()),
                 };
@@ -522,7 +524,8 @@ impl<'a> Checker<'a> {
                 vec![part; n as usize]
             }
         };
-        let total = sizes.iter().fold(DimExpr::default(), |s, d| s.add(d));
+        let total = sizes.iter().try_fold(DimExpr::default(), |s, d| s.checked_add(d));
+        let total = super::scope::dim_checked(total, || "the sum of the parts".to_string(), a.span)?;
         self.require_eq(scope, &total, &size, a.span, "the parts of `split` add up to the axis")?;
         let mut start = DimExpr::default();
         let mut out = Vec::new();
@@ -549,7 +552,7 @@ impl<'a> Checker<'a> {
     fn triangle(&mut self, scope: &mut Scope, a: &Args) -> R<TVal> {
         a.expect(1, 2, &["k"])?;
         let k = match a.kw("k") {
-            Some(e) => match eval_const(self, e)? {
+            Some(e) => match eval_const(self, scope, e, &format!("`k:` of `{}`", a.name))? {
                 super::scope::Num::Int(k) => k,
                 _ => return Err(Diagnostic::new("E0209", "`k:` takes an integer", e.span).into()),
             },
@@ -593,7 +596,7 @@ impl<'a> Checker<'a> {
     fn dropout(&mut self, scope: &mut Scope, a: &Args) -> R<TVal> {
         a.expect(2, 2, &[])?;
         let x = self.float_tensor(scope, &a.pos[0], "dropout")?;
-        let p = eval_const(self, &a.pos[1])?.f();
+        let p = eval_const(self, scope, &a.pos[1], "the probability of `dropout`")?.f();
         if !(0.0..1.0).contains(&p) {
             return Err(Diagnostic::new("E0226", format!("the dropout probability must be in [0, 1), got {p}"), a.pos[1].span)
                 .help("`p` is the fraction of elements zeroed in training")
@@ -621,7 +624,7 @@ impl<'a> Checker<'a> {
             None => self.last_axis(&logits, a)?,
         };
         let ignore = match a.kw("ignore_index") {
-            Some(e) => match eval_const(self, e)? {
+            Some(e) => match eval_const(self, scope, e, "`ignore_index:` of `cross_entropy`")? {
                 super::scope::Num::Int(k) => Some(k),
                 _ => return Err(Diagnostic::new("E0209", "`ignore_index:` takes an integer", e.span).into()),
             },
@@ -680,7 +683,7 @@ impl<'a> Checker<'a> {
     /// An axis given by dim name or position (`over: T`, `over: -1`).
     pub fn axis_of(&self, scope: &Scope, ty: &Ty, e: &ast::Expr, what: &str) -> R<usize> {
         match &e.kind {
-            K::Int(_) | K::Unary(ast::UnOp::Neg, _) => self.position(e, ty.rank(), what),
+            K::Int(_) | K::Unary(ast::UnOp::Neg, _) => self.position(scope, e, ty.rank(), what),
             K::Name(n) => {
                 let named: Vec<usize> = (0..ty.rank()).filter(|&i| ty.axes[i].name.as_deref() == Some(n)).collect();
                 match named.as_slice() {
@@ -718,8 +721,8 @@ impl<'a> Checker<'a> {
     }
 
     /// An integer position, negative from the end, checked against `rank`.
-    fn position(&self, e: &ast::Expr, rank: usize, what: &str) -> R<usize> {
-        let i = match eval_const(self, e)? {
+    fn position(&self, scope: &Scope, e: &ast::Expr, rank: usize, what: &str) -> R<usize> {
+        let i = match eval_const(self, scope, e, &format!("the axis of `{what}`"))? {
             super::scope::Num::Int(i) => i,
             _ => return Err(Diagnostic::new("E0309", "an axis position must be an integer", e.span).into()),
         };

@@ -1,13 +1,24 @@
 //! Function bodies: signatures, statements, expressions and inlined calls.
 
 use super::frame::Frame;
-use super::scope::{const_eval, resolve_dim, resolve_known, suggest, DimBind, LayerSrc, LayerVal, Num, Scope, TVal, Val};
+use super::scope::{const_eval, dim_checked, resolve_dim, resolve_known, suggest, DimBind, LayerSrc, LayerVal, Num, Scope, TVal, Val};
 use super::ty::{Axis, Ty};
 use super::{Checker, Fail, R};
 use crate::ast::{self, ArgType, ExprKind as K, Span};
 use crate::Diagnostic;
 use kiln_ir::{BinaryOp, CmpOp, Constraint, DType, DimExpr, Function, Op, Relation, Truth, UnaryOp};
 use std::collections::HashMap;
+
+/// How deep inlined calls may nest: far beyond real models, and a bound
+/// on the memory a pathological chain takes.
+pub(crate) const MAX_CALL_DEPTH: usize = 10_000;
+
+/// Stack left below which [`Checker::expr`] switches to a new segment: more
+/// than the deepest walk between two of its calls (a builtin's frames).
+const STACK_RED_ZONE: usize = 256 * 1024;
+
+/// The size of each new stack segment.
+const STACK_SEGMENT: usize = 4 * 1024 * 1024;
 
 impl<'a> Checker<'a> {
     /// Lowers a `pub fn` to an IR entry point.
@@ -44,6 +55,7 @@ impl<'a> Checker<'a> {
 
     /// Checks a non-entry function on its own signature, discarding the graph.
     pub fn standalone(&mut self, def: &'a ast::FnDef) {
+        self.elaborated.insert(def.name.name.clone());
         self.frames.push(Frame::default());
         if let Err(f) = self.entry_inner(def) {
             self.report(f);
@@ -65,7 +77,7 @@ impl<'a> Checker<'a> {
                         let (size, name) = resolve_dim(prog, &scope.dims, d, &mut free)?;
                         axes.push(Axis::declared(size, name, d));
                     }
-                    let ty = Ty::new(dtype, axes);
+                    let ty = Ty::new(dtype, axes).fits(t.span)?;
                     let frame = self.frames.last_mut().expect("frame");
                     let index = frame.graph.inputs.len();
                     frame.graph.inputs.push(ty.ir());
@@ -117,7 +129,8 @@ impl<'a> Checker<'a> {
                     if rel == Relation::Le {
                         scope.facts.le.push((l.clone(), r.clone()));
                     }
-                    constraints.push(Constraint { lhs: l, rel, rhs: r, text });
+                    let consts = [&w.lhs, &w.rhs].iter().flat_map(|d| d.names()).filter_map(|n| Some((n.to_string(), *prog.dims.get(n)?))).collect();
+                    constraints.push(Constraint { lhs: l, rel, rhs: r, text, consts });
                 }
             }
         }
@@ -132,9 +145,9 @@ impl<'a> Checker<'a> {
         let one = DimExpr::constant(1);
         Ok(match w.op {
             ast::CmpOp::Le => (l, r, Relation::Le),
-            ast::CmpOp::Lt => (l.add(&one), r, Relation::Le),
+            ast::CmpOp::Lt => (dim_checked(l.checked_add(&one), || format!("`{l} + 1`"), w.span)?, r, Relation::Le),
             ast::CmpOp::Ge => (r, l, Relation::Le),
-            ast::CmpOp::Gt => (r.add(&one), l, Relation::Le),
+            ast::CmpOp::Gt => (dim_checked(r.checked_add(&one), || format!("`{r} + 1`"), w.span)?, l, Relation::Le),
             ast::CmpOp::Eq => (l, r, Relation::Eq),
             ast::CmpOp::Ne => {
                 return Err(Diagnostic::new("E0220", "`!=` is not supported in `where` clauses", w.span)
@@ -193,7 +206,7 @@ impl<'a> Checker<'a> {
             let (size, name) = resolve_known(self.prog, &scope.dims, d)?;
             axes.push(Axis::declared(size, name, d));
         }
-        Ok(Ty::new(dtype, axes))
+        Ty::new(dtype, axes).fits(t.span)
     }
 
     /// Checks `v` against a declared type and renames its axes to the
@@ -244,9 +257,12 @@ impl<'a> Checker<'a> {
         })();
         match r {
             Ok(vals) => {
+                self.diags.extend(super::program::duplicates(names));
                 for (n, v) in names.iter().zip(vals) {
                     if let Err(f) = self.bind_name(scope, n, v) {
+                        // Later uses of the name stay silent.
                         self.report(f);
+                        scope.vars.insert(n.name.clone(), Val::Poison);
                     }
                 }
             }
@@ -271,8 +287,14 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    /// Elaborates an expression.
+    /// Elaborates an expression. Inlined calls nest this walk as deep as
+    /// the call chain (up to [`MAX_CALL_DEPTH`]), so it moves to a fresh
+    /// heap-allocated stack segment whenever the current one runs low.
     pub fn expr(&mut self, e: &ast::Expr, scope: &mut Scope) -> R<Val> {
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.expr_inner(e, scope))
+    }
+
+    fn expr_inner(&mut self, e: &ast::Expr, scope: &mut Scope) -> R<Val> {
         Ok(match &e.kind {
             K::Int(i) => Val::Weak(*i as f64, false),
             K::Float(f) => Val::Weak(*f, true),
@@ -354,6 +376,9 @@ impl<'a> Checker<'a> {
                 Val::Poison => Err(Fail::Reported),
                 v => Ok(v.clone()),
             };
+        }
+        if prog.failed.contains(n) {
+            return Err(Fail::Reported);
         }
         if let Some(inst) = prog.instances.get(n) {
             return Ok(Val::Layer(LayerVal { layer: inst.layer.clone(), src: LayerSrc::Path(n.to_string()), stacked: inst.count }));
@@ -449,6 +474,12 @@ impl<'a> Checker<'a> {
     fn binary(&mut self, scope: &Scope, op: ast::BinOp, x: (Val, Span), y: (Val, Span), span: Span) -> R<Val> {
         if let (Val::Weak(a, fa), Val::Weak(b, fb)) = (&x.0, &y.0) {
             let (a, b, float) = (*a, *b, *fa || *fb);
+            // Integer literals and config values: exact, never wrapped.
+            if !float {
+                if let Some(r) = super::scope::int_arith(op, a as i64, b as i64, span) {
+                    return Ok(Val::Weak(r? as f64, false));
+                }
+            }
             let v = match op {
                 ast::BinOp::Add => a + b,
                 ast::BinOp::Sub => a - b,
@@ -495,7 +526,16 @@ impl<'a> Checker<'a> {
                 .with(def.span, "defined here")
                 .into());
         }
-        if self.call_stack.contains(&def.name.name) {
+        if self.call_stack.len() >= MAX_CALL_DEPTH {
+            if std::mem::replace(&mut self.too_deep, true) {
+                return Err(Fail::Reported);
+            }
+            return Err(Diagnostic::new("E0229", format!("function calls nested more than {MAX_CALL_DEPTH} deep"), span)
+                .note(format!("the innermost calls are {} -> {}", self.call_stack[self.call_stack.len() - 3..].join(" -> "), def.name))
+                .help("flatten the call chain; express repetition with `scan`")
+                .into());
+        }
+        if self.calling.contains(&def.name.name) {
             return Err(Diagnostic::new("E0213", format!("`{}` calls itself", def.name), span)
                 .help("recursion is not supported; use `scan` for loops")
                 .into());
@@ -579,8 +619,11 @@ impl<'a> Checker<'a> {
                 callee.facts.le.push((l, r));
             }
         }
+        self.elaborated.insert(def.name.name.clone());
         self.call_stack.push(def.name.name.clone());
+        self.calling.insert(def.name.name.clone());
         let results = self.body(def, &mut callee);
+        self.calling.remove(&def.name.name);
         self.call_stack.pop();
         let results = results?;
         let back = |t: TVal| -> TVal {
@@ -642,7 +685,29 @@ pub(crate) fn dtype_of(id: &ast::Ident) -> R<DType> {
     })
 }
 
-/// Folds a value expression that must be a constant (slice bounds, counts).
-pub(crate) fn eval_const(cx: &Checker, e: &ast::Expr) -> R<Num> {
-    Ok(const_eval(e, &|n| cx.prog.lookup_const(n))?)
+/// Folds a value expression that must be a constant (slice steps, counts,
+/// keywords such as `eps:`). `what` names the argument, for the error when
+/// a local value, a parameter or a run-time dimension is given instead.
+pub(crate) fn eval_const(cx: &Checker, scope: &Scope, e: &ast::Expr, what: &str) -> R<Num> {
+    const_eval(e, cx.prog).map_err(|f| {
+        // Only "unknown name" means a non-constant name: say what it is.
+        let d = match &f {
+            Fail::Diag(d) if d.code == "E0200" => d,
+            _ => return f,
+        };
+        let n = cx.sources.snippet(d.primary.span);
+        let kind = match scope.vars.get(n) {
+            Some(Val::Poison) => return Fail::Reported,
+            Some(Val::Tensor(t)) => format!("a tensor ({})", t.ty.written()),
+            Some(Val::Weak(..)) => "a local value".to_string(),
+            Some(Val::Layer(_)) => "a layer".to_string(),
+            Some(Val::Tuple(_)) => "a tuple".to_string(),
+            None if cx.prog.param_index.contains_key(n) => "a parameter".to_string(),
+            None if scope.dims.contains_key(n) || cx.prog.aliases.contains_key(n) => "a dimension known only at run time".to_string(),
+            None => return f,
+        };
+        Diagnostic::new("E0217", format!("{what} must be a constant, but `{n}` is {kind}"), d.primary.span)
+            .help("constants are numbers, config values and arithmetic on them; declare the value in `config { }`")
+            .into()
+    })
 }

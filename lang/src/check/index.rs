@@ -44,7 +44,7 @@ impl Checker<'_> {
                         None => (axis.size.clone(), axis.name.clone()),
                     };
                     let step = match step {
-                        Some(e) => match super::expr::eval_const(self, e)? {
+                        Some(e) => match super::expr::eval_const(self, scope, e, "a slice step")? {
                             super::scope::Num::Int(s) if s >= 1 => s,
                             _ => return Err(Diagnostic::new("E0314", "a slice step must be a positive integer", e.span).into()),
                         },

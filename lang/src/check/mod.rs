@@ -2,8 +2,10 @@
 //! lowering to the graph IR, in one walk over the syntax tree.
 //!
 //! Each `pub fn` becomes an IR entry point; other functions are inlined at
-//! their call sites and are also checked once on their own signature, so an
-//! error in a function nobody calls is still reported. Layers are parameter
+//! their call sites. A function no entry point reaches is checked once on
+//! its own signature, so an error in a function nobody calls is still
+//! reported; each body is elaborated from its outermost caller only, so a
+//! chain of n calls costs n elaborations, not n². Layers are parameter
 //! groups; a stacked layer's parameters carry a leading layer axis and are
 //! iterated with `scan`.
 //!
@@ -13,6 +15,7 @@
 //! `index.rs`, `einsum.rs`, `rearrange.rs`, `scan.rs`).
 
 mod builtins;
+mod calls;
 mod einsum;
 mod expr;
 mod frame;
@@ -56,20 +59,32 @@ impl From<Diagnostic> for Fail {
 
 pub(crate) type R<T> = Result<T, Fail>;
 
+/// Records a failure unless it was already reported.
+pub(crate) fn report(diags: &mut Vec<Diagnostic>, f: Fail) {
+    if let Fail::Diag(d) = f {
+        diags.push(*d);
+    }
+}
+
 /// Checks parsed files (the root first, then its imports) and lowers them.
 pub fn check(sources: &Sources, files: &[(FileId, ast::File)]) -> Result<Checked, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let prog = Program::build(files, &mut diags);
-    let mut cx = Checker { sources, prog: &prog, diags, frames: Vec::new(), call_stack: Vec::new() };
+    let mut cx = Checker { sources, prog: &prog, diags, frames: Vec::new(), call_stack: Vec::new(), calling: HashSet::new(), elaborated: HashSet::new(), too_deep: false };
     let mut module = Module { params: prog.params.clone(), functions: Vec::new() };
     let mut signatures = Vec::new();
-    for def in prog.fn_order.iter().map(|n| prog.fns[n]) {
-        if def.public {
-            if let Some(f) = cx.entry(def) {
-                module.functions.push(f);
-            }
-            signatures.push(signature(sources, def));
-        } else {
+    for def in prog.fn_order.iter().map(|n| prog.fns[n]).filter(|d| d.public) {
+        if let Some(f) = cx.entry(def) {
+            module.functions.push(f);
+        }
+        signatures.push(signature(sources, def));
+    }
+    // Helpers no entry point reached: the outermost callers first (each
+    // elaborates its callees), then any left, e.g. in a recursive cycle.
+    let called: HashSet<&str> = prog.fn_order.iter().flat_map(|n| calls::callees(prog.fns[n])).collect();
+    let helpers = || prog.fn_order.iter().map(|n| prog.fns[n]).filter(|d| !d.public);
+    for def in helpers().filter(|d| !called.contains(d.name.name.as_str())).chain(helpers()) {
+        if !cx.elaborated.contains(&def.name.name) {
             cx.standalone(def);
         }
     }
@@ -106,6 +121,13 @@ pub(crate) struct Checker<'a> {
     pub frames: Vec<Frame>,
     /// Functions being inlined, innermost last (to refuse recursion).
     pub call_stack: Vec<String>,
+    /// The names in `call_stack`, for a constant-time recursion check.
+    pub calling: HashSet<String>,
+    /// Functions whose body has been elaborated (inlined or on their own
+    /// signature): each is checked, and reported on, through that.
+    pub elaborated: HashSet<String>,
+    /// Whether E0229 (calls nested too deeply) was reported: once is enough.
+    pub too_deep: bool,
 }
 
 impl Checker<'_> {
@@ -128,8 +150,6 @@ impl Checker<'_> {
 
     /// Records a failure unless it was already reported.
     pub fn report(&mut self, f: Fail) {
-        if let Fail::Diag(d) = f {
-            self.diags.push(*d);
-        }
+        report(&mut self.diags, f);
     }
 }

@@ -35,6 +35,7 @@ impl Checker<'_> {
                 .with(x_span, x.ty.describe())
                 .into());
         }
+        super::program::unique(sizes.iter().map(|(l, _)| l))?;
         let mut given: HashMap<&str, (DimExpr, Option<String>, Span)> = HashMap::new();
         for (l, d) in sizes {
             let (size, name) = resolve_known(self.prog, &scope.dims, d)?;
@@ -58,7 +59,8 @@ impl Checker<'_> {
                 PatternAxis::Unit(s) => self.require_eq(scope, &axis.size, &DimExpr::constant(1), *s, "a `1` in the pattern")?,
                 PatternAxis::Group(ids, gspan) => {
                     let unknown: Vec<&ast::Ident> = ids.iter().filter(|i| !given.contains_key(i.name.as_str())).collect();
-                    let known = ids.iter().filter_map(|i| given.get(i.name.as_str())).fold(DimExpr::constant(1), |p, g| p.mul(&g.0));
+                    let known = ids.iter().filter_map(|i| given.get(i.name.as_str())).try_fold(DimExpr::constant(1), |p, g| p.checked_mul(&g.0));
+                    let known = super::scope::dim_checked(known, || "the product of the group's sizes".to_string(), *gspan)?;
                     let inferred = match unknown.as_slice() {
                         [] => {
                             self.require_eq(scope, &known, &axis.size, *gspan, "the group's sizes multiply to the axis")?;

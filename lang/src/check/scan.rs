@@ -141,6 +141,8 @@ impl Checker<'_> {
         seqs: &[(ast::Ident, Seq)],
         inits: &[(ast::Ident, TVal)],
     ) -> R<(Vec<kiln_ir::ValueId>, Vec<Ty>)> {
+        super::program::unique(inits.iter().map(|(n, _)| n).chain(seqs.iter().map(|(n, _)| n)))?;
+        super::program::unique(s.next.iter().map(|(n, _)| n))?;
         let depth = self.depth();
         let mut scope = Scope { dims: outer.dims.clone(), vars: outer.vars.clone(), facts: outer.facts.clone() };
         let input = |cx: &mut Self, ty: Ty| -> TVal {

@@ -3,6 +3,7 @@
 
 use super::program::Program;
 use super::ty::Ty;
+use super::{Fail, R};
 use crate::ast::{self, Span};
 use crate::Diagnostic;
 use kiln_ir::{DimExpr, Facts, ValueId};
@@ -85,36 +86,61 @@ impl Num {
     }
 }
 
+/// The error for integer arithmetic past 64 bits (E0228).
+pub(crate) fn overflow(what: impl std::fmt::Display, span: Span) -> Fail {
+    Diagnostic::new("E0228", format!("integer overflow: {what} does not fit in 64 bits"), span)
+        .help(format!("sizes and integer constants must stay below 2^63 ({})", i64::MAX))
+        .into()
+}
+
+/// `x op y` for the integer operators `+ - *` (`None` for the others),
+/// with overflow an error (E0228) rather than a wrapped value.
+pub(crate) fn int_arith(op: ast::BinOp, x: i64, y: i64, span: Span) -> Option<R<i64>> {
+    let (r, sym) = match op {
+        ast::BinOp::Add => (x.checked_add(y), "+"),
+        ast::BinOp::Sub => (x.checked_sub(y), "-"),
+        ast::BinOp::Mul => (x.checked_mul(y), "*"),
+        _ => return None,
+    };
+    Some(r.ok_or_else(|| overflow(format_args!("`{x} {sym} {y}`"), span)))
+}
+
 /// Folds a constant expression (config values, initializer arguments).
-pub(crate) fn const_eval(e: &ast::Expr, lookup: &dyn Fn(&str) -> Option<Num>) -> Result<Num, Diagnostic> {
+/// A name whose own definition failed stops the fold silently.
+pub(crate) fn const_eval(e: &ast::Expr, prog: &Program) -> R<Num> {
     use ast::ExprKind as K;
-    let not_const = || {
+    let not_const = || -> Fail {
         Diagnostic::new("E0217", "expected a constant", e.span)
             .help("constants are numbers, config names and arithmetic on them (+ - * / ** sqrt exp log)")
+            .into()
     };
     Ok(match &e.kind {
         K::Int(i) => Num::Int(*i),
         K::Float(f) => Num::Float(*f),
-        K::Name(n) => lookup(n).ok_or_else(|| {
+        K::Name(n) if prog.failed.contains(n) => return Err(Fail::Reported),
+        K::Name(n) => prog.lookup_const(n).ok_or_else(|| {
             Diagnostic::new("E0200", format!("unknown name `{n}` in a constant"), e.span)
                 .help("a config value may only use config names defined before it")
         })?,
-        K::Unary(ast::UnOp::Neg, x) => match const_eval(x, lookup)? {
-            Num::Int(i) => Num::Int(-i),
+        K::Unary(ast::UnOp::Neg, x) => match const_eval(x, prog)? {
+            Num::Int(i) => Num::Int(i.checked_neg().ok_or_else(|| overflow(format_args!("`-({i})`"), e.span))?),
             Num::Float(f) => Num::Float(-f),
         },
         K::Binary(a, op, b) => {
-            let (x, y) = (const_eval(a, lookup)?, const_eval(b, lookup)?);
+            let (x, y) = (const_eval(a, prog)?, const_eval(b, prog)?);
+            if let (Num::Int(x), Num::Int(y)) = (x, y) {
+                if let Some(r) = int_arith(*op, x, y, e.span) {
+                    return Ok(Num::Int(r?));
+                }
+            }
             match (x, y, op) {
-                (Num::Int(x), Num::Int(y), ast::BinOp::Add) => Num::Int(x.checked_add(y).ok_or_else(not_const)?),
-                (Num::Int(x), Num::Int(y), ast::BinOp::Sub) => Num::Int(x.checked_sub(y).ok_or_else(not_const)?),
-                (Num::Int(x), Num::Int(y), ast::BinOp::Mul) => Num::Int(x.checked_mul(y).ok_or_else(not_const)?),
                 (Num::Int(x), Num::Int(y), ast::BinOp::Div) => {
                     if y == 0 || x % y != 0 {
                         return Err(Diagnostic::new("E0310", format!("`{x} / {y}` is not a whole number"), e.span)
-                            .help("integer config values divide exactly; write a float (`1.0 * a / b`) for a ratio"));
+                            .help("integer config values divide exactly; write a float (`1.0 * a / b`) for a ratio")
+                            .into());
                     }
-                    Num::Int(x / y)
+                    Num::Int(x.checked_div(y).ok_or_else(|| overflow(format_args!("`{x} / {y}`"), e.span))?)
                 }
                 (x, y, ast::BinOp::Add) => Num::Float(x.f() + y.f()),
                 (x, y, ast::BinOp::Sub) => Num::Float(x.f() - y.f()),
@@ -125,7 +151,7 @@ pub(crate) fn const_eval(e: &ast::Expr, lookup: &dyn Fn(&str) -> Option<Num>) ->
             }
         }
         K::Call { func, args, kwargs } if args.len() == 1 && kwargs.is_empty() => {
-            let x = const_eval(&args[0], lookup)?.f();
+            let x = const_eval(&args[0], prog)?.f();
             Num::Float(match func.name.as_str() {
                 "sqrt" => x.sqrt(),
                 "exp" => x.exp(),
@@ -137,6 +163,10 @@ pub(crate) fn const_eval(e: &ast::Expr, lookup: &dyn Fn(&str) -> Option<Num>) ->
     })
 }
 
+/// How many `dim` aliases may expand inside one another: far more than
+/// any real program, and few enough for the recursion's stack.
+pub(crate) const MAX_ALIAS_CHAIN: usize = 1000;
+
 /// Resolves a dimension expression. Names are, in order: dims bound in the
 /// function, config constants, aliases. With `free` given, an unknown name
 /// becomes a fresh variable recorded there (signatures bind dims that way);
@@ -146,26 +176,24 @@ pub(crate) fn resolve_dim(
     dims: &HashMap<String, DimBind>,
     e: &ast::DimExpr,
     free: &mut Vec<(String, Span)>,
-) -> Result<(DimExpr, Option<String>), Diagnostic> {
-    resolve_inner(prog, dims, e, Some(free), 0)
+) -> R<(DimExpr, Option<String>)> {
+    resolve_inner(prog, dims, e, Some(free), &mut Vec::new())
 }
 
 /// Like [`resolve_dim`], but every name must already be known.
-pub(crate) fn resolve_known(
-    prog: &Program,
-    dims: &HashMap<String, DimBind>,
-    e: &ast::DimExpr,
-) -> Result<(DimExpr, Option<String>), Diagnostic> {
-    resolve_inner(prog, dims, e, None, 0)
+pub(crate) fn resolve_known(prog: &Program, dims: &HashMap<String, DimBind>, e: &ast::DimExpr) -> R<(DimExpr, Option<String>)> {
+    resolve_inner(prog, dims, e, None, &mut Vec::new())
 }
 
+/// `expanding` holds the aliases being expanded, outermost first: meeting
+/// one of them again is a cycle.
 fn resolve_inner(
     prog: &Program,
     dims: &HashMap<String, DimBind>,
     e: &ast::DimExpr,
     mut free: Option<&mut Vec<(String, Span)>>,
-    depth: usize,
-) -> Result<(DimExpr, Option<String>), Diagnostic> {
+    expanding: &mut Vec<String>,
+) -> R<(DimExpr, Option<String>)> {
     match e {
         ast::DimExpr::Int(v, _) => Ok((DimExpr::constant(*v), None)),
         ast::DimExpr::Name(id) => {
@@ -176,15 +204,27 @@ fn resolve_inner(
             if let Some(v) = prog.dims.get(n) {
                 return Ok((DimExpr::constant(*v), Some(n.to_string())));
             }
+            if prog.failed.contains(n) {
+                return Err(Fail::Reported);
+            }
             if let Some(target) = prog.aliases.get(n) {
-                if depth > 16 {
-                    return Err(Diagnostic::new("E0218", format!("dim alias `{n}` refers to itself"), id.span));
+                if let Some(i) = expanding.iter().position(|a| a == n) {
+                    let cycle = expanding[i..].iter().chain([&n.to_string()]).cloned().collect::<Vec<_>>().join(" -> ");
+                    let d = Diagnostic::new("E0218", format!("dim alias `{n}` refers to itself"), id.span);
+                    return Err(if i + 1 == expanding.len() { d } else { d.note(format!("the cycle is {cycle}")) }.into());
                 }
-                let (size, _) = resolve_inner(prog, dims, target, free, depth + 1)?;
-                return Ok((size, Some(n.to_string())));
+                if expanding.len() >= MAX_ALIAS_CHAIN {
+                    return Err(Diagnostic::new("E0229", format!("dim aliases nested more than {MAX_ALIAS_CHAIN} deep"), id.span)
+                        .help("refer to the underlying dimension directly")
+                        .into());
+                }
+                expanding.push(n.to_string());
+                let r = resolve_inner(prog, dims, target, free, expanding);
+                expanding.pop();
+                return Ok((r?.0, Some(n.to_string())));
             }
             if prog.scalars.contains_key(n) {
-                return Err(Diagnostic::new("E0204", format!("`{n}` is a float constant, not a dimension"), id.span));
+                return Err(Diagnostic::new("E0204", format!("`{n}` is a float constant, not a dimension"), id.span).into());
             }
             match free {
                 Some(f) if n.chars().next().is_some_and(|c| c.is_alphabetic()) => {
@@ -201,28 +241,36 @@ fn resolve_inner(
                     } else {
                         d = d.help("dimensions are config constants, aliases (`dim S = T`) or names bound by the function's argument types");
                     }
-                    Err(d)
+                    Err(d.into())
                 }
             }
         }
         ast::DimExpr::Bin(a, op, b, span) => {
-            let (x, _) = resolve_inner(prog, dims, a, free.as_deref_mut(), depth + 1)?;
-            let (y, _) = resolve_inner(prog, dims, b, free, depth + 1)?;
+            let (x, _) = resolve_inner(prog, dims, a, free.as_deref_mut(), expanding)?;
+            let (y, _) = resolve_inner(prog, dims, b, free, expanding)?;
             Ok((dim_binop(&x, *op, &y, *span)?, None))
         }
     }
 }
 
+/// Checked dimension arithmetic: `None` (an overflow) becomes E0228 at `span`.
+pub(crate) fn dim_checked(r: Option<DimExpr>, what: impl FnOnce() -> String, span: Span) -> R<DimExpr> {
+    r.ok_or_else(|| overflow(what(), span))
+}
+
 /// Dimension arithmetic; `/` is exact division by a constant.
-pub(crate) fn dim_binop(x: &DimExpr, op: ast::DimOp, y: &DimExpr, span: Span) -> Result<DimExpr, Diagnostic> {
+pub(crate) fn dim_binop(x: &DimExpr, op: ast::DimOp, y: &DimExpr, span: Span) -> R<DimExpr> {
+    let paren = |d: &DimExpr| if d.to_string().contains(' ') { format!("({d})") } else { d.to_string() };
+    let text = |sym: &'static str| move || format!("`{} {sym} {}`", paren(x), paren(y));
     Ok(match op {
-        ast::DimOp::Add => x.add(y),
-        ast::DimOp::Sub => x.sub(y),
-        ast::DimOp::Mul => x.mul(y),
+        ast::DimOp::Add => dim_checked(x.checked_add(y), text("+"), span)?,
+        ast::DimOp::Sub => dim_checked(x.checked_sub(y), text("-"), span)?,
+        ast::DimOp::Mul => dim_checked(x.checked_mul(y), text("*"), span)?,
         ast::DimOp::Div | ast::DimOp::Mod => {
             let Some(c) = y.as_const().filter(|c| *c > 0) else {
                 return Err(Diagnostic::new("E0310", format!("cannot divide a dimension by `{y}`"), span)
-                    .help("dimensions divide only by positive constants (config values)"));
+                    .help("dimensions divide only by positive constants (config values)")
+                    .into());
             };
             if op == ast::DimOp::Mod {
                 x.modulo(c)

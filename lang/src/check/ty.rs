@@ -52,6 +52,15 @@ impl Ty {
         Ty { dtype, axes }
     }
 
+    /// The type itself if its element count fits in 64 bits (E0228 at
+    /// `span` if not): every later product of its sizes then fits too.
+    pub fn fits(self, span: Span) -> super::R<Ty> {
+        match self.ir().checked_numel() {
+            Some(_) => Ok(self),
+            None => Err(super::scope::overflow(format_args!("the element count of {}", self.written()), span)),
+        }
+    }
+
     pub fn rank(&self) -> usize {
         self.axes.len()
     }

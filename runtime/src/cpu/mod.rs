@@ -70,7 +70,7 @@ pub fn schedule_entry(m: &Module, f: &Function, dims: &BTreeMap<String, i64>, op
         let ty = f.graph.node(o).ty.tensor().ok_or_else(|| internal(format!("result {o} is not a tensor")))?;
         let mut shape = Vec::with_capacity(ty.shape.len());
         for d in &ty.shape {
-            let v = d.eval(&env).map_err(|v| internal(format!("dimension `{v}` is unbound")))?;
+            let v = d.eval(&env).map_err(|e| internal(e.to_string()))?;
             shape.push(usize::try_from(v).map_err(|_| internal(format!("a result dimension evaluates to {v}")))?);
         }
         shapes.push(shape);

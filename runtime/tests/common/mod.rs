@@ -64,7 +64,7 @@ pub fn function(name: &str, args: &[(&str, TensorType, Option<DimExpr>)], dim_va
 
 /// `lhs <= rhs` with its source text.
 pub fn le(lhs: DimExpr, rhs: DimExpr, text: &str) -> Constraint {
-    Constraint { lhs, rel: Relation::Le, rhs, text: text.into() }
+    Constraint { lhs, rel: Relation::Le, rhs, text: text.into(), consts: Vec::new() }
 }
 
 /// A tensor from its parts.
