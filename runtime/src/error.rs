@@ -167,6 +167,15 @@ pub enum RuntimeError {
         /// The interpreter's message.
         message: String,
     },
+    /// A compiled program's run-time check failed (an index read from the
+    /// data is out of range); the message is the reference interpreter's.
+    #[error("`{function}` failed: {fault}")]
+    Fault {
+        /// The entry point (`program` until [`RuntimeError::in_function`]).
+        function: String,
+        /// What the check found.
+        fault: kiln_ir::kernel::check::Fault,
+    },
     /// A tensor whose parts disagree (more or fewer values than its shape
     /// holds), or another misuse of the API by the calling code.
     #[error("{0}")]
@@ -193,6 +202,14 @@ impl RuntimeError {
     /// A read failure from an I/O error.
     pub(crate) fn read(path: &std::path::Path, e: &std::io::Error) -> RuntimeError {
         RuntimeError::Read { path: path.display().to_string(), reason: io_reason(e) }
+    }
+
+    /// Names the entry point whose run a [`RuntimeError::Fault`] stopped.
+    pub fn in_function(self, name: &str) -> RuntimeError {
+        match self {
+            RuntimeError::Fault { fault, .. } => RuntimeError::Fault { function: name.to_string(), fault },
+            e => e,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! `models/gpt.kl` use `--dim B=1 --dim T=4` unless the default dims are what
 //! is being tested: the reference interpreter is slow in a debug build.
 
+mod bad_indices;
 mod ptx;
 mod util;
 

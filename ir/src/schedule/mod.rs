@@ -195,6 +195,24 @@ impl Cx<'_> {
         Src { buf, offset: HostOffset::default(), len, dtype }
     }
 
+    /// The site number of an index check, shared by equal sites.
+    fn check_site(&mut self, site: kernel::check::Site) -> u32 {
+        let sites = &mut self.prog.checks;
+        let at = sites.iter().position(|s| *s == site).unwrap_or_else(|| {
+            sites.push(site);
+            sites.len() - 1
+        });
+        at as u32
+    }
+
+    /// The program's status buffer (see [`kernel::check`]), made on first use.
+    fn status(&mut self) -> Src {
+        match kernel::check::status_buffer(&self.prog) {
+            Some(b) => Src { buf: kernel::BufId(b as u32), offset: HostOffset::default(), len: kernel::check::STATUS_LEN, dtype: crate::DType::I64 },
+            None => self.buffer(crate::DType::I64, kernel::check::STATUS_LEN, BufKind::Status, "status".into()),
+        }
+    }
+
     fn param(&mut self, index: u32) -> Result<Src, ScheduleError> {
         if let Some(s) = self.params.get(&index) {
             return Ok(s.clone());

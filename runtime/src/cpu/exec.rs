@@ -19,7 +19,7 @@ use super::storage::{byte_len, Storage};
 use crate::tensor::type_string;
 use crate::{RuntimeError, Tensor};
 use kiln_codegen::cpu::{Compiled, KernelFn};
-use kiln_ir::kernel::{Access, BufId, BufKind, HostOffset, Program, Step, View};
+use kiln_ir::kernel::{check, Access, BufId, BufKind, HostOffset, Program, Step, View};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -246,6 +246,11 @@ impl CpuExecutable {
             let buf = &bufs[b.0 as usize];
             outputs.push(Storage::for_elements(buf.dtype, buf.len)?);
         }
+        // Zeroed status words (see `kiln_ir::kernel::check`), read after the run.
+        let mut status = match check::status_buffer(&self.program) {
+            Some(b) => Some((b, Storage::for_elements(bufs[b].dtype, bufs[b].len)?)),
+            None => None,
+        };
         let mut arena = self.arenas.lock().ok().and_then(|mut a| a.pop()).unwrap_or_else(|| Storage::zeroed(0));
         if (arena.len() as u64) < self.plan.peak_bytes {
             arena = Storage::zeroed(self.plan.peak_bytes as usize);
@@ -276,6 +281,10 @@ impl CpuExecutable {
             let base = &mut bases[b.0 as usize];
             (base.ptr, base.len) = (s.as_mut_ptr(), s.len() as u64 / base.elem as u64);
         }
+        if let Some((b, s)) = &mut status {
+            let base = &mut bases[*b];
+            (base.ptr, base.len) = (s.as_mut_ptr(), s.len() as u64 / base.elem as u64);
+        }
 
         let mut profile = Profile::new(self.program.kernels.iter().map(|k| k.name.as_str()));
         let exec_start = Instant::now();
@@ -285,6 +294,11 @@ impl CpuExecutable {
             a.push(arena);
         }
         result?;
+        if let Some((_, s)) = &status {
+            if let Some(fault) = check::fault_in_bytes(&self.program, s.bytes()) {
+                return Err(RuntimeError::Fault { function: "program".into(), fault });
+            }
+        }
 
         let mut outs = Vec::with_capacity(outputs.len());
         for ((s, b), shape) in outputs.iter().zip(&self.outputs).zip(&self.output_shapes) {
@@ -437,7 +451,7 @@ impl Roles {
                     }
                     params_needed = params_needed.max(k as usize + 1);
                 }
-                BufKind::Temp => {}
+                BufKind::Temp | BufKind::Status => {}
             }
         }
         let outputs = outputs

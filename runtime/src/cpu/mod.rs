@@ -48,7 +48,7 @@ pub fn run_cpu(
     cache: &Cache,
 ) -> Result<(Vec<Tensor>, Stats), RuntimeError> {
     let (exe, cached) = cache.get_or_build(&f.name, dims, || compile_cpu(m, f, dims, cache.pool().clone(), cache.options()))?;
-    let (outs, mut stats) = exe.run_with_stats(params, inputs)?;
+    let (outs, mut stats) = exe.run_with_stats(params, inputs).map_err(|e| e.in_function(&f.name))?;
     stats.cached = cached;
     Ok((outs, stats))
 }

@@ -14,7 +14,7 @@ use crate::RuntimeError;
 use kiln_codegen::ptx::flash::{FlashKernel, TensorMapParam};
 use kiln_codegen::ptx::{self, Arch, PtxKernel};
 use kiln_ir::interp::Tensor;
-use kiln_ir::kernel::{BufKind, Program, Step, TensorView, View};
+use kiln_ir::kernel::{check, BufKind, Program, Step, TensorView, View};
 
 /// A kernel ready to load and launch.
 #[derive(Clone, Debug)]
@@ -147,13 +147,16 @@ pub fn run_program(dev: &mut dyn Device, p: &Program, arch: Arch, inputs: &[Tens
         let data = match b.kind {
             BufKind::Input(i) => inputs.get(i as usize),
             BufKind::Param(i) => params.get(i as usize),
-            BufKind::Output(_) | BufKind::Temp => None,
+            BufKind::Output(_) | BufKind::Temp | BufKind::Status => None,
         };
         let bytes = byte_len(b.dtype, b.len)?;
         let addr = match (b.kind, slot) {
             (BufKind::Temp, Some(s)) => arena + s.offset,
             _ => dev.alloc(bytes.max(1) as u64)?,
         };
+        if b.kind == BufKind::Status {
+            dev.upload(addr, &vec![0; bytes])?;
+        }
         if let Some(t) = data {
             if t.data.len() as u64 != b.len {
                 return Err(RuntimeError::Invalid(format!("buffer `{}` has {} elements, the program expects {}", b.name, t.data.len(), b.len)));
@@ -166,6 +169,12 @@ pub fn run_program(dev: &mut dyn Device, p: &Program, arch: Arch, inputs: &[Tens
     }
     let walk = Walk { p, addrs: &addrs, slots: &slots, loaded: &loaded };
     walk.steps(dev, &p.steps, &mut Vec::new())?;
+    if let Some(b) = check::status_buffer(p) {
+        let bytes = dev.download(addrs[b], byte_len(p.buffers[b].dtype, p.buffers[b].len)? as u64)?;
+        if let Some(fault) = check::fault_in_bytes(p, &bytes) {
+            return Err(RuntimeError::Fault { function: "program".into(), fault });
+        }
+    }
     let mut outs: Vec<(u32, Vec<f64>)> = Vec::new();
     for (b, addr) in p.buffers.iter().zip(&addrs) {
         if let BufKind::Output(i) = b.kind {
