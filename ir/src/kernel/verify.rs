@@ -293,6 +293,7 @@ mod tests {
                 args: vec![],
                 results: vec![TensorView::dense(BufId(0), Default::default(), shape)],
             }],
+            checks: vec![],
         };
         assert_eq!(super::program(&program(vec![launch(0), launch(1), launch(2)], vec![4])), Ok(()));
         let apart = program(vec![launch(1), Step::Copy { dst: view(), src: view(), len: 1 }, launch(2)], vec![4]);
