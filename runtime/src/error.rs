@@ -167,14 +167,15 @@ pub enum RuntimeError {
         /// The interpreter's message.
         message: String,
     },
-    /// A compiled program's run-time check failed (an index read from the
-    /// data is out of range); the message is the reference interpreter's.
-    #[error("`{function}` failed: {fault}")]
-    Fault {
+    /// A compiled program failed a run-time check (an index read from the
+    /// data is out of range) or cannot run at these dims (argmax over an
+    /// empty axis); the message is the reference interpreter's.
+    #[error("`{function}` failed: {message}")]
+    Failed {
         /// The entry point (`program` until [`RuntimeError::in_function`]).
         function: String,
-        /// What the check found.
-        fault: kiln_ir::kernel::check::Fault,
+        /// What failed.
+        message: String,
     },
     /// A tensor whose parts disagree (more or fewer values than its shape
     /// holds), or another misuse of the API by the calling code.
@@ -204,10 +205,10 @@ impl RuntimeError {
         RuntimeError::Read { path: path.display().to_string(), reason: io_reason(e) }
     }
 
-    /// Names the entry point whose run a [`RuntimeError::Fault`] stopped.
+    /// Names the entry point whose run a [`RuntimeError::Failed`] stopped.
     pub fn in_function(self, name: &str) -> RuntimeError {
         match self {
-            RuntimeError::Fault { fault, .. } => RuntimeError::Fault { function: name.to_string(), fault },
+            RuntimeError::Failed { message, .. } => RuntimeError::Failed { function: name.to_string(), message },
             e => e,
         }
     }

@@ -20,22 +20,26 @@ pub fn far(ids: i32[N]) -> f32[N, 4] { return e[ids + 100000000] }
 pub fn neg(ids: i32[N]) -> f32[N, 4] { return e[ids * 0 - 5] }
 pub fn hot(ids: i64[N]) -> f32[N, V] { return one_hot(ids, V, dtype: f32) }
 pub fn ce(x: f32[N, V], ids: i32[N]) -> f32[] { return cross_entropy(x, ids + 50, over: V) }
+pub fn none(t: f32[S, 4], ids: i32[N]) -> f32[N, 4] { return t[ids] }
 ";
 
-/// Runs entry `name` with `ids` (and a fixed `x` where it takes one) on the
-/// reference and every backend: the same values, or the same error.
+/// Runs entry `name` with `ids` (and a fixed f32 tensor first where it
+/// takes one; `S` is 0) on the reference and every backend: the same
+/// values, or the same error.
 fn check(name: &str, ids: &[i64]) {
     let c = compile_source(Path::new("ids.kl"), SRC.to_string()).unwrap_or_else(|e| panic!("{}", e.render()));
     let f = c.module.functions.iter().find(|f| f.name == name).expect("entry");
     let n = ids.len();
+    let dims = BTreeMap::from([("N".to_string(), n as i64), ("S".to_string(), 0)]);
+    let env = |k: &str| dims.get(k).copied().or((k == "V").then_some(11));
     let dt = f.graph.inputs.last().expect("ids").dtype;
     let mut inputs = vec![Tensor { dtype: dt, shape: vec![n], data: ids.iter().map(|&i| i as f64).collect() }];
-    if f.arg_names.len() == 2 {
-        inputs.insert(0, Tensor { dtype: DType::F32, shape: vec![n, 11], data: (0..n * 11).map(|i| (i % 7) as f64 * 0.25).collect() });
+    if let [x, _] = &f.graph.inputs[..] {
+        let shape: Vec<usize> = x.shape.iter().map(|d| d.eval(&env).expect("bound") as usize).collect();
+        let data = (0..shape.iter().product::<usize>()).map(|i| (i % 7) as f64 * 0.25).collect();
+        inputs.insert(0, Tensor { dtype: DType::F32, shape, data });
     }
     let params = rt::init_params(&c.module, 3).expect("params");
-    let dims = BTreeMap::from([("N".to_string(), n as i64)]);
-    let env = |k: &str| dims.get(k).copied();
     let want = interp::run(&c.module, &f.graph, &env, &params, &inputs, Precision::F64);
     for b in backends::all() {
         let got = b.run(&c.module, f, &params, &inputs, &dims);
@@ -52,6 +56,7 @@ fn indices_at_both_ends_of_the_range_read_their_elements() {
     check("gather", &[0, 10, 3, 10, 0]);
     check("gather_t", &[10, 0, 5, 9, 1, 10, 0]);
     check("hot", &[0, 10, 4]);
+    check("none", &[]);
 }
 
 #[test]
@@ -59,6 +64,7 @@ fn an_index_past_the_end_fails_with_the_reference_message() {
     check("gather", &[0, 11, 3]);
     check("gather_t", &[1, 2, 3, 4, 5, 6, 7, 12]);
     check("hot", &[2, 11]);
+    check("none", &[0]);
 }
 
 #[test]

@@ -25,7 +25,7 @@ impl<'f, 'k> Lowerer<'f, 'k> {
         self.b.seal_block(fail);
         self.b.switch_to_block(fail);
         let zero = self.iconst(types::I64, 0);
-        let hi = self.iconst(types::I64, c.bound as i64 - 1);
+        let hi = self.iconst(types::I64, c.clamp_max() as i64);
         let clamped = self.b.ins().smax(index, zero);
         let clamped = self.b.ins().smin(clamped, hi);
         let p = pos(self)?;

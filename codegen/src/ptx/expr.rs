@@ -365,7 +365,7 @@ impl Emitter<'_> {
         self.ins(format!("@{won} st.global.u64 [{status}+8], {i};"));
         let (t, r) = (self.reg(Class::B64), self.reg(Class::B64));
         self.ins(format!("max.s64 {t}, {i}, 0;"));
-        self.ins(format!("min.s64 {r}, {t}, {};", c.bound - 1));
+        self.ins(format!("min.s64 {r}, {t}, {};", c.clamp_max()));
         Ok(r)
     }
 }

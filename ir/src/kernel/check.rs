@@ -4,7 +4,7 @@
 //! instead of silently reading a clamped element.
 //!
 //! An [`Expr::Checked`](super::Expr::Checked) yields its index clamped into
-//! range, so memory stays in bounds whatever happens, and on a miss records
+//! range ([`Checked::clamp_max`]), so memory stays in bounds whatever happens, and on a miss records
 //! the failure in the program's status buffer ([`BufKind::Status`](super::BufKind::Status),
 //! [`STATUS_LEN`] i64 words, zero before the run):
 //!
@@ -33,7 +33,7 @@ pub const POS_BITS: u32 = 40;
 pub struct Checked {
     /// The index (i64).
     pub index: super::Expr,
-    /// The exclusive upper bound; at least 1.
+    /// The exclusive upper bound (0: every index fails).
     pub bound: u64,
     /// Which [`Program::checks`] entry this is.
     pub site: u32,
@@ -41,6 +41,14 @@ pub struct Checked {
     pub pos: super::Expr,
     /// The status buffer, a kernel argument of [`STATUS_LEN`] i64s.
     pub status: Mem,
+}
+
+impl Checked {
+    /// The largest value the clamped index takes: `bound - 1`, or 0 when
+    /// there is no valid index (the consumer must not read with it).
+    pub fn clamp_max(&self) -> u64 {
+        self.bound.saturating_sub(1)
+    }
 }
 
 /// What a check site reports: the node it belongs to.

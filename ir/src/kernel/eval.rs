@@ -139,8 +139,8 @@ impl TileState<'_> {
                     let dt = self.dtype(value);
                     let mut acc = match op {
                         RedOp::Sum => 0.0,
-                        RedOp::Max | RedOp::ArgMax => f64::NEG_INFINITY,
-                        RedOp::Min => f64::INFINITY,
+                        RedOp::Max | RedOp::ArgMax => dt.extremes().0,
+                        RedOp::Min => dt.extremes().1,
                     };
                     let mut arg = 0.0;
                     for i in 0..*extent {
@@ -274,7 +274,7 @@ impl TileState<'_> {
                 if code > self.status[0] {
                     *self.status = [code, i as u64];
                 }
-                i.clamp(0, c.bound as i64 - 1) as f64
+                i.clamp(0, c.clamp_max() as i64) as f64
             }
         })
     }

@@ -91,9 +91,6 @@ pub fn expr_dtype(k: &Kernel, vars: &HashMap<Var, DType>, e: &Expr) -> Result<DT
             if expr_dtype(k, vars, &c.index)? != DType::I64 || expr_dtype(k, vars, &c.pos)? != DType::I64 {
                 return Err("a checked index and its position must be i64".into());
             }
-            if c.bound == 0 {
-                return Err("a checked index has no valid value (bound 0)".into());
-            }
             match c.status {
                 Mem::Arg(i) if k.args.get(i as usize).is_some_and(|a| a.dtype == DType::I64 && a.len >= super::check::STATUS_LEN && a.access != super::Access::Read) => {}
                 m => return Err(format!("a checked index reports to {m:?}, not a writable status argument")),

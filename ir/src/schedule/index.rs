@@ -181,6 +181,10 @@ pub fn linearize(idx: &[Ix], shape: &[u64]) -> Ix {
 
 /// The multi-index of a flat index.
 pub fn unravel(flat: &Ix, shape: &[u64], ranges: &Ranges) -> Vec<Ix> {
+    if shape.contains(&0) {
+        // No element to find (and strides of 0 to divide by): any index will do.
+        return vec![Ix::constant(0); shape.len()];
+    }
     let st = strides(shape);
     (0..shape.len())
         .map(|i| {

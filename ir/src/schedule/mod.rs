@@ -133,6 +133,10 @@ pub enum ScheduleError {
     /// The produced program is malformed (a bug in the scheduler).
     #[error("invalid kernel program: {0}")]
     Kernel(#[from] kernel::verify::KernelError),
+    /// The entry fails at these dims whatever its inputs, as the reference
+    /// interpreter does (argmax over an empty axis).
+    #[error("{0}")]
+    Refused(crate::interp::InterpError),
     /// Something this scheduler does not handle yet.
     #[error("not supported by the kernel scheduler: {0}")]
     Unsupported(String),

@@ -97,6 +97,13 @@ impl GraphState<'_> {
                 let table = &self.shapes[arg(0).index()];
                 let at = &idx[axis..axis + self.shapes[arg(1).index()].len()];
                 let row = self.index_value(cx, kb, n, arg(1), at, table[axis])?;
+                if table[axis] == 0 {
+                    // Every index fails and there is no element to read:
+                    // the check alone runs (both sides of a select are evaluated).
+                    let zero = Expr::Const(0.0, compute(dtype));
+                    let hit = Expr::Cmp(CmpOp::Eq, Box::new(row), Box::new(Expr::idx(0)));
+                    return Ok(Expr::Select(Box::new(hit), Box::new(zero.clone()), Box::new(zero)));
+                }
                 let mut t: Vec<Ix> = idx[..axis].to_vec();
                 t.push(Ix::Ex(row));
                 t.extend_from_slice(&idx[axis + at.len()..]);
@@ -125,9 +132,6 @@ impl GraphState<'_> {
         let from = self.g.tensor_type(ix).dtype;
         let index = cast(self.value(cx, kb, ix, at)?, from, DType::I64);
         let node = format!("%{} = {}", n.index(), self.g.node(n).op.name());
-        if bound == 0 {
-            return Err(ScheduleError::Unsupported(format!("`{node}` indexes an axis of size 0")));
-        }
         let site = cx.check_site(check::Site { node, bound });
         let status = kb.arg(&cx.status(), Access::ReadWrite);
         let pos = linearize(at, &self.shapes[ix.index()]).to_expr();

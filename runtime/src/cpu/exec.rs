@@ -296,7 +296,7 @@ impl CpuExecutable {
         result?;
         if let Some((_, s)) = &status {
             if let Some(fault) = check::fault_in_bytes(&self.program, s.bytes()) {
-                return Err(RuntimeError::Fault { function: "program".into(), fault });
+                return Err(RuntimeError::Failed { function: "program".into(), message: fault.to_string() });
             }
         }
 
