@@ -110,3 +110,17 @@ pub fn fault(p: &Program, status: &[u64]) -> Option<Fault> {
         None => Fault { node: format!("check site {site}"), value: value as i64, bound: 0 },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_order_failures_as_the_reference_meets_them() {
+        assert!(code(0, 5) > code(0, 6) && code(0, 6) > code(1, 0) && code(1, u64::MAX) > 0);
+        let p = Program { checks: vec![Site { node: "%1 = gather".into(), bound: 4 }, Site { node: "%3 = one_hot".into(), bound: 7 }], ..Default::default() };
+        assert_eq!(fault(&p, &[0, 0]), None);
+        let f = fault(&p, &[code(1, 2), (-3i64) as u64]).expect("a fault");
+        assert_eq!(f.to_string(), "%3 = one_hot: index -3 out of range 0..7");
+    }
+}

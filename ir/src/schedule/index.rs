@@ -217,6 +217,13 @@ mod tests {
     }
 
     #[test]
+    fn zero_size_shapes_unravel_without_dividing() {
+        let v = Var(0);
+        let ranges: Ranges = [(v, 1)].into_iter().collect();
+        assert_eq!(unravel(&Ix::var(v), &[2, 0, 1], &ranges), vec![Ix::constant(0); 3]);
+    }
+
+    #[test]
     fn inexact_splits_fall_back() {
         let v = Var(0);
         let ranges: Ranges = [(v, 10)].into_iter().collect();
