@@ -280,6 +280,7 @@ fn rename(e: &Expr) -> Expr {
         Expr::Cmp(op, a, b) => Expr::Cmp(*op, r(a), r(b)),
         Expr::Select(c, a, b) => Expr::Select(r(c), r(a), r(b)),
         Expr::Rand(s, c) => Expr::Rand(r(s), r(c)),
+        Expr::Checked(c) => Expr::Checked(Box::new(kiln_ir::kernel::check::Checked { index: rename(&c.index), pos: rename(&c.pos), ..(**c).clone() })),
     }
 }
 

@@ -60,6 +60,17 @@ impl DType {
         }
     }
 
+    /// The smallest and largest values (-∞ and +∞ for floats): the
+    /// identities of max and min, their results over no values.
+    pub fn extremes(self) -> (f64, f64) {
+        match self {
+            DType::I32 => (i32::MIN as f64, i32::MAX as f64),
+            DType::I64 => (i64::MIN as f64, i64::MAX as f64),
+            DType::Bool => (0.0, 1.0),
+            _ => (f64::NEG_INFINITY, f64::INFINITY),
+        }
+    }
+
     /// Rounds an f64 to the nearest value this dtype can hold (the
     /// f32-mode interpreter calls this after every op). Integers truncate
     /// toward zero and wrap like a two's complement cast; bool is `x != 0`.

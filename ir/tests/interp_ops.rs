@@ -371,13 +371,22 @@ fn integer_reductions_are_exact() {
 
 #[test]
 fn reductions_over_an_empty_axis() {
+    // The identities: sum 0, max -inf, min +inf (integers: the dtype's extremes).
     let empty = || ft(&[2, 0], &[]);
     assert_exact(&reduce(ReduceOp::Sum, &[1], false, empty(), f32t(&[2])), &[2], &[0.0, 0.0]);
-    let g = graph(&[f32t(&[2, 0])], |g, a| {
-        vec![g.push_tensor(Op::Reduce { op: ReduceOp::Max, axes: vec![1], keepdim: false }, vec![a[0]], f32t(&[2]))]
+    assert_exact(&reduce(ReduceOp::Max, &[1], false, empty(), f32t(&[2])), &[2], &[f64::NEG_INFINITY; 2]);
+    assert_exact(&reduce(ReduceOp::Min, &[1], false, empty(), f32t(&[2])), &[2], &[f64::INFINITY; 2]);
+    let ints = t(DType::I32, &[2, 0], &[]);
+    assert_exact(&reduce(ReduceOp::Max, &[1], false, ints, ty(DType::I32, &[2])), &[2], &[i32::MIN as f64; 2]);
+    // A float mean is 0 / 0.
+    let mean = reduce(ReduceOp::Mean, &[1], false, empty(), f32t(&[2]));
+    assert!(mean.data.iter().all(|x| x.is_nan()), "{mean:?}");
+    // No index to return, even for an empty result.
+    let g = graph(&[f32t(&[0, 0])], |g, a| {
+        vec![g.push_tensor(Op::Reduce { op: ReduceOp::ArgMax, axes: vec![1], keepdim: false }, vec![a[0]], ty(DType::I64, &[0]))]
     });
-    let e = try_eval(&g, &[empty()]).unwrap_err();
-    assert!(e.to_string().starts_with("%1 = reduce_max: "), "{e}");
+    let e = try_eval(&g, &[ft(&[0, 0], &[])]).unwrap_err();
+    assert_eq!(e.to_string(), "%1 = reduce_argmax: argmax over an empty axis");
 }
 
 // ---- data movement ----

@@ -105,8 +105,8 @@ pub fn bind_dims_from(
             let known = if vars.is_empty() { "it has none".to_string() } else { format!("its dimensions are {}", vars.join(", ")) };
             return Err(bad(format!("`{}` has no dimension `{name}` ({known})", f.name)));
         }
-        if *value < 1 {
-            return Err(bad("a dimension must be at least 1".into()));
+        if *value < 0 {
+            return Err(bad("a dimension cannot be negative".into()));
         }
         bind(&mut bound, name, *value, format!("--dim {name}={value}"))?;
     }
@@ -123,12 +123,6 @@ pub fn bind_dims_from(
             let Some(v) = d.as_var() else { continue };
             let size = t.shape[axis];
             let site = format!("axis {axis} of input `{}`", arg_name(i));
-            if size == 0 {
-                return Err(RuntimeError::BadInput {
-                    name: arg_name(i),
-                    reason: format!("axis {axis} has size 0, but dimension `{v}` must be at least 1"),
-                });
-            }
             let size = i64::try_from(size).map_err(|_| RuntimeError::BadInput {
                 name: arg_name(i),
                 reason: format!("axis {axis} is too large"),

@@ -180,6 +180,16 @@ pub enum RuntimeError {
         /// Bytes available.
         available: u64,
     },
+    /// A compiled program failed a run-time check (an index read from the
+    /// data is out of range) or cannot run at these dims (argmax over an
+    /// empty axis); the message is the reference interpreter's.
+    #[error("`{function}` failed: {message}")]
+    Failed {
+        /// The entry point (`program` until [`RuntimeError::in_function`]).
+        function: String,
+        /// What failed.
+        message: String,
+    },
     /// A tensor whose parts disagree (more or fewer values than its shape
     /// holds), or another misuse of the API by the calling code.
     #[error("{0}")]
@@ -206,6 +216,14 @@ impl RuntimeError {
     /// A read failure from an I/O error.
     pub(crate) fn read(path: &std::path::Path, e: &std::io::Error) -> RuntimeError {
         RuntimeError::Read { path: path.display().to_string(), reason: io_reason(e) }
+    }
+
+    /// Names the entry point whose run a [`RuntimeError::Failed`] stopped.
+    pub fn in_function(self, name: &str) -> RuntimeError {
+        match self {
+            RuntimeError::Failed { message, .. } => RuntimeError::Failed { function: name.to_string(), message },
+            e => e,
+        }
     }
 }
 

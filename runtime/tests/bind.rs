@@ -58,8 +58,9 @@ fn overrides_bind_and_are_checked() {
 
     let msg = bind_dims(&f, &[], &[("D".into(), 7)]).unwrap_err().to_string();
     assert_eq!(msg, "--dim D=7: `forward` has no dimension `D` (its dimensions are B, T)");
-    let msg = bind_dims(&f, &[], &[("T".into(), 0)]).unwrap_err().to_string();
-    assert_eq!(msg, "--dim T=0: a dimension must be at least 1");
+    let msg = bind_dims(&f, &[], &[("T".into(), -1)]).unwrap_err().to_string();
+    assert_eq!(msg, "--dim T=-1: a dimension cannot be negative");
+    assert_eq!(bind_dims(&f, &[], &[("T".into(), 0)]).unwrap().get("T"), Some(0));
     let msg = bind_dims(&f, &[], &[("T".into(), 3), ("T".into(), 4)]).unwrap_err().to_string();
     assert_eq!(msg, "dimension `T` is 3 from --dim T=3 but 4 from --dim T=4");
 
@@ -100,10 +101,9 @@ fn input_types_are_checked_with_dims_filled_in() {
     let msg = bind_dims(&f, &[None, None, Some(&x)], &[]).unwrap_err().to_string();
     assert_eq!(msg, "input `x`: expected f32[B, T, 4], got f32[2, 3]");
 
-    // A size-0 axis cannot bind a dimension.
+    // A size-0 axis binds its dimension to 0 (a zero-size tensor).
     let x = tensor(DType::F32, &[0, 3, 4], &[]);
-    let msg = bind_dims(&f, &[None, None, Some(&x)], &[]).unwrap_err().to_string();
-    assert_eq!(msg, "input `x`: axis 0 has size 0, but dimension `B` must be at least 1");
+    assert_eq!(bind_dims(&f, &[None, None, Some(&x)], &[]).unwrap().get("B"), Some(0));
 }
 
 #[test]

@@ -141,6 +141,7 @@ fn accumulating_gemm_in_both_forms_matches_the_kernel_evaluator() {
             kernels: vec![kernel],
             steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
             intrinsics: vec![],
+            checks: vec![],
         };
         assert_eq!(ptx::render(&p.kernels[0], Arch::Sm80).expect("render").ptx.contains("mma.sync"), dt == DType::BF16);
         // Small integers: every product and sum is exact, so both forms must agree exactly.
@@ -195,6 +196,7 @@ fn scratch_written_by_some_threads_is_read_by_others() {
         kernels: vec![kernel],
         steps: vec![Step::Launch { kernel: KernelId(0), args: (0..2).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
         intrinsics: vec![],
+        checks: vec![],
     };
     let input = Tensor { dtype: DType::F32, shape: vec![n as usize], data: (0..n).map(|i| (i % 13) as f64 - 6.0).collect() };
     let want = kiln_ir::kernel::eval::run(&p, std::slice::from_ref(&input), &[]).expect("eval");
@@ -246,6 +248,7 @@ fn staged_gemm(dt: kiln_ir::DType, [m, n, k]: [u64; 3], [la, lb]: [Layout; 2], a
         kernels: vec![kernel],
         steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
         intrinsics: vec![],
+        checks: vec![],
     };
     let input = |dtype, len: u64, s: u64| Tensor { dtype, shape: vec![len as usize], data: (0..len).map(|i| ((i * s + i / 7) % 7) as f64 - 3.0).collect() };
     (p, vec![input(dt, alen, 5), input(dt, blen, 3)])
@@ -354,6 +357,7 @@ fn vector_loads_and_stores_match_the_kernel_evaluator() {
                 kernels: vec![kernel],
                 steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
                 intrinsics: vec![],
+                checks: vec![],
             };
             let ptx = ptx::render(&p.kernels[0], Arch::Sm80).expect("render").ptx;
             let (ld, st) = if dt == DType::F32 { ("ld.global.v4.f32", "st.global.v4.f32") } else { ("ld.global.v4.b32", "st.global.v4.b32") };

@@ -43,6 +43,7 @@ fn program() -> Program {
         kernels: vec![kernel],
         steps: vec![Step::Launch { kernel: KernelId(0), args: (0..3).map(|b| View { buf: BufId(b), offset: Default::default() }).collect() }],
         intrinsics: vec![],
+        checks: vec![],
     }
 }
 

@@ -577,6 +577,10 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                 let (c, _) = self.expr(counter)?;
                 (self.rand(s, c), DType::F32)
             }
+            Expr::Checked(c) => {
+                let (i, _) = self.expr(&c.index)?;
+                (self.checked(c, i, &mut |l| Ok(l.expr(&c.pos)?.0))?, DType::I64)
+            }
         })
     }
 

@@ -27,6 +27,7 @@
 //! Setting `KILN_CLIF=1` prints each kernel's Cranelift IR to stderr at
 //! compile time, `KILN_CLIF=asm` its machine code.
 
+mod check;
 pub mod gemm;
 mod half;
 mod jit;

@@ -235,6 +235,7 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                 Expr::Load(_, i) | Expr::Unary(_, i) | Expr::Cast(_, i) => go(env, i),
                 Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) | Expr::Rand(a, b) => go(env, a) && go(env, b),
                 Expr::Select(c, a, b) => go(env, c) && go(env, a) && go(env, b),
+                Expr::Checked(c) => go(env, &c.index) && go(env, &c.pos),
             }
         }
         go(env, e)
@@ -304,6 +305,17 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                 let (vc, _) = self.vexpr(counter)?;
                 let (ls, lc) = (self.lanes(vs, DType::I64)?, self.lanes(vc, DType::I64)?);
                 (VV::L(std::array::from_fn(|i| self.rand(ls[i], lc[i]))), DType::F32)
+            }
+            // One scalar check per lane (the index path of a gather).
+            Expr::Checked(c) => {
+                let (vi, _) = self.vexpr(&c.index)?;
+                let (vp, _) = self.vexpr(&c.pos)?;
+                let (li, lp) = (self.lanes(vi, DType::I64)?, self.lanes(vp, DType::I64)?);
+                let mut out = li;
+                for (o, (&i, &p)) in out.iter_mut().zip(li.iter().zip(&lp)) {
+                    *o = self.checked(c, i, &mut |_| Ok(p))?;
+                }
+                (VV::L(out), DType::I64)
             }
         })
     }
@@ -647,6 +659,10 @@ fn expr_vars(e: &Expr, out: &mut Vec<Var>) {
             expr_vars(a, out);
             expr_vars(b, out);
         }
+        Expr::Checked(c) => {
+            expr_vars(&c.index, out);
+            expr_vars(&c.pos, out);
+        }
     }
 }
 
@@ -665,5 +681,6 @@ fn expr_size(e: &Expr) -> usize {
         Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) => 1 + expr_size(a) + expr_size(b),
         Expr::Rand(a, b) => 12 + expr_size(a) + expr_size(b),
         Expr::Select(c, a, b) => 1 + expr_size(c) + expr_size(a) + expr_size(b),
+        Expr::Checked(c) => 2 + expr_size(&c.index),
     }
 }

@@ -100,6 +100,7 @@ impl Emitter<'_> {
                 let (s, c) = (self.expr(seed)?, self.expr(counter)?);
                 self.rand(s, c)
             }
+            Expr::Checked(c) => self.checked(c)?,
         })
     }
 
@@ -337,5 +338,34 @@ impl Emitter<'_> {
             self.ins(format!("cvt.f32.f16 {r}, {h};"));
         }
         r
+    }
+}
+
+impl Emitter<'_> {
+    /// A checked index ([`kiln_ir::kernel::check`]) without branches: a
+    /// miss raises the status words with a predicated atomic max (and,
+    /// when it raised them, a store of the index); the result is the
+    /// index clamped into range.
+    fn checked(&mut self, c: &kiln_ir::kernel::check::Checked) -> Result<Reg, PtxError> {
+        use kiln_ir::kernel::check::{code_base, POS_MAX};
+        let kiln_ir::kernel::Mem::Arg(s) = c.status else {
+            return Err(PtxError::Invalid(format!("kernel `{}`: a status word in scratch memory", self.k.name)));
+        };
+        let status = self.bases[s as usize];
+        let (i, pos) = (self.expr(&c.index)?, self.expr(&c.pos)?);
+        let (miss, won) = (self.reg(Class::Pred), self.reg(Class::Pred));
+        // Unsigned: a negative index is a huge one.
+        self.ins(format!("setp.ge.u64 {miss}, {i}, {};", c.bound));
+        let (p, code, old) = (self.reg(Class::B64), self.reg(Class::B64), self.reg(Class::B64));
+        self.ins(format!("min.u64 {p}, {pos}, {POS_MAX};"));
+        self.ins(format!("sub.u64 {code}, 0x{:016X}U, {p};", code_base(c.site)));
+        self.ins(format!("mov.u64 {old}, 0x{:016X}U;", u64::MAX));
+        self.ins(format!("@{miss} atom.global.max.u64 {old}, [{status}], {code};"));
+        self.ins(format!("setp.gt.u64 {won}, {code}, {old};"));
+        self.ins(format!("@{won} st.global.u64 [{status}+8], {i};"));
+        let (t, r) = (self.reg(Class::B64), self.reg(Class::B64));
+        self.ins(format!("max.s64 {t}, {i}, 0;"));
+        self.ins(format!("min.s64 {r}, {t}, {};", c.clamp_max()));
+        Ok(r)
     }
 }

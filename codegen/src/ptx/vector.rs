@@ -34,6 +34,7 @@ fn mentions(e: &Expr, dep: &dyn Fn(Var) -> bool) -> bool {
         Expr::Load(_, x) | Expr::Unary(_, x) | Expr::Cast(_, x) => mentions(x, dep),
         Expr::Binary(_, a, b) | Expr::Rem(a, b) | Expr::Cmp(_, a, b) | Expr::Rand(a, b) => mentions(a, dep) || mentions(b, dep),
         Expr::Select(c, a, b) => mentions(c, dep) || mentions(a, dep) || mentions(b, dep),
+        Expr::Checked(c) => mentions(&c.index, dep) || mentions(&c.pos, dep),
     }
 }
 
@@ -54,6 +55,10 @@ fn loads<'e>(e: &'e Expr, out: &mut Vec<(Mem, &'e Expr)>) {
             loads(c, out);
             loads(a, out);
             loads(b, out);
+        }
+        Expr::Checked(c) => {
+            loads(&c.index, out);
+            loads(&c.pos, out);
         }
     }
 }

@@ -30,6 +30,14 @@ use crate::{DType, DimExpr, Graph, Module, Node, Op, Type};
 use error::OpError;
 use tensor::{numel, shape_str};
 
+/// The reference's error for reduction node `node` (`%3 = reduce_argmax`)
+/// of `count` values per result, when it has none (see
+/// `reduce::empty_error`): known once the dims are, so the scheduler
+/// refuses the same cases before a backend runs anything.
+pub(crate) fn empty_reduce_error(node: String, op: crate::ReduceOp, dtype: DType, count: usize) -> Option<InterpError> {
+    reduce::empty_error(op, dtype, count).map(|e| e.at(node))
+}
+
 /// How float results are stored between ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {

@@ -14,8 +14,8 @@ pub(crate) fn reduce(op: ReduceOp, x: &Tensor, axes: &[u32], keepdim: bool) -> R
     let kept_shape: Vec<usize> = kept.iter().map(|&i| x.shape[i]).collect();
     let red_shape: Vec<usize> = red.iter().map(|&i| x.shape[i]).collect();
     let count = numel(&red_shape);
-    if count == 0 && matches!(op, ReduceOp::Max | ReduceOp::Min | ReduceOp::ArgMax) {
-        return Err(format!("{op:?} over an empty axis").to_lowercase().into());
+    if let Some(e) = empty_error(op, x.dtype, count) {
+        return Err(e);
     }
     let mut data = Vec::with_capacity(numel(&kept_shape));
     let mut full = vec![0; x.shape.len()];
@@ -41,16 +41,33 @@ pub(crate) fn reduce(op: ReduceOp, x: &Tensor, axes: &[u32], keepdim: bool) -> R
     Ok(Tensor::new(dtype, shape, data))
 }
 
-/// Reduces one lane of values (non-empty for max, min and argmax).
+/// Why a reduction of `count` values per lane has no result: argmax over
+/// an empty axis has no index to give, an integer mean divides by zero.
+/// Every other reduction has an identity (see [`reduce_lane`]), and the
+/// scheduler refuses these cases with this same error before anything runs.
+pub(crate) fn empty_error(op: ReduceOp, dtype: DType, count: usize) -> Option<OpError> {
+    match op {
+        _ if count > 0 => None,
+        ReduceOp::ArgMax => Some(OpError::Other("argmax over an empty axis".into())),
+        ReduceOp::Mean if dtype.is_int() => Some(OpError::DivisionByZero),
+        _ => None,
+    }
+}
+
+/// Reduces one lane of values. Over no values: sum 0, float mean NaN
+/// (0 / 0), and max and min the dtype's identity, -∞ and +∞ for floats
+/// and the extreme values for integers (as ONNX's ReduceMax/ReduceMin).
 fn reduce_lane(op: ReduceOp, dtype: DType, lane: &[f64]) -> Result<f64, OpError> {
     let int = dtype.is_int();
     let sum = || if int { lane.iter().fold(0i64, |s, &v| s.wrapping_add(v as i64)) as f64 } else { lane.iter().sum() };
+    let (lowest, highest) = dtype.extremes();
     Ok(match op {
         ReduceOp::Sum => sum(),
-        ReduceOp::Mean if int && lane.is_empty() => return Err(OpError::DivisionByZero),
         // Integer mean truncates toward zero, like integer division.
         ReduceOp::Mean if int => ((sum() as i64) / lane.len() as i64) as f64,
         ReduceOp::Mean => sum() / lane.len() as f64,
+        ReduceOp::Max if lane.is_empty() => lowest,
+        ReduceOp::Min if lane.is_empty() => highest,
         ReduceOp::Max => extreme(lane, |v, m| v > m),
         ReduceOp::Min => extreme(lane, |v, m| v < m),
         ReduceOp::ArgMax => argmax(lane) as f64,

@@ -28,7 +28,11 @@ pub fn run(p: &Program, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Vec<
         bufs.push(data);
     }
     let mut counters = Vec::new();
-    steps(p, &p.steps, &mut bufs, &mut counters)?;
+    let mut status = [0u64; 2];
+    steps(p, &p.steps, &mut bufs, &mut counters, &mut status)?;
+    if let Some(f) = super::check::fault(p, &status) {
+        return Err(f.to_string());
+    }
     let mut outs: Vec<(u32, Vec<f64>)> = p
         .buffers
         .iter()
@@ -39,7 +43,8 @@ pub fn run(p: &Program, inputs: &[Tensor], params: &[Tensor]) -> Result<Vec<Vec<
     Ok(outs.into_iter().map(|(_, d)| d).collect())
 }
 
-fn steps(p: &Program, st: &[Step], bufs: &mut [Vec<f64>], counters: &mut Vec<u64>) -> Result<(), String> {
+/// `status` holds the run's status words (see [`super::check`]).
+fn steps(p: &Program, st: &[Step], bufs: &mut [Vec<f64>], counters: &mut Vec<u64>, status: &mut [u64; 2]) -> Result<(), String> {
     for s in st {
         match s {
             Step::Launch { kernel, args } => {
@@ -48,14 +53,15 @@ fn steps(p: &Program, st: &[Step], bufs: &mut [Vec<f64>], counters: &mut Vec<u64
                 let mut types = HashMap::new();
                 collect_var_types(k, &k.body, &mut types);
                 for tile in 0..k.grid {
-                    let mut t = TileState { k, types: &types, offsets: &offsets, tile, vars: HashMap::new(), scratch: k.scratch.iter().map(|s| vec![0.0; s.len as usize]).collect() };
+                    let scratch = k.scratch.iter().map(|s| vec![0.0; s.len as usize]).collect();
+                    let mut t = TileState { k, types: &types, offsets: &offsets, tile, vars: HashMap::new(), scratch, status: &mut *status };
                     t.block(&k.body, bufs)?;
                 }
             }
             Step::Repeat { count, body, .. } => {
                 for i in 0..*count {
                     counters.push(i);
-                    steps(p, body, bufs, counters)?;
+                    steps(p, body, bufs, counters, status)?;
                     counters.pop();
                 }
             }
@@ -76,6 +82,7 @@ struct TileState<'a> {
     tile: u64,
     vars: HashMap<Var, f64>,
     scratch: Vec<Vec<f64>>,
+    status: &'a mut [u64; 2],
 }
 
 impl TileState<'_> {
@@ -132,8 +139,8 @@ impl TileState<'_> {
                     let dt = self.dtype(value);
                     let mut acc = match op {
                         RedOp::Sum => 0.0,
-                        RedOp::Max | RedOp::ArgMax => f64::NEG_INFINITY,
-                        RedOp::Min => f64::INFINITY,
+                        RedOp::Max | RedOp::ArgMax => dt.extremes().0,
+                        RedOp::Min => dt.extremes().1,
                     };
                     let mut arg = 0.0;
                     for i in 0..*extent {
@@ -257,6 +264,17 @@ impl TileState<'_> {
             Expr::Rand(seed, counter) => {
                 let (s, c) = (self.expr(seed, bufs)? as i64, self.expr(counter, bufs)? as i64);
                 crate::rng::uniform(s as u64, c as u64) as f64
+            }
+            Expr::Checked(c) => {
+                let i = self.expr(&c.index, bufs)? as i64;
+                if i >= 0 && (i as u64) < c.bound {
+                    return Ok(i as f64);
+                }
+                let code = super::check::code(c.site, self.expr(&c.pos, bufs)? as u64);
+                if code > self.status[0] {
+                    *self.status = [code, i as u64];
+                }
+                i.clamp(0, c.clamp_max() as i64) as f64
             }
         })
     }

@@ -24,6 +24,7 @@
 //! [`intrinsic`] (checked by [`verify::program`]). Backends that ignore the
 //! list run the generic kernels and get the same results.
 
+pub mod check;
 pub mod eval;
 pub mod intrinsic;
 pub mod print;
@@ -60,6 +61,8 @@ pub enum BufKind {
     Output(u32),
     /// An intermediate; its memory is planned by the runtime.
     Temp,
+    /// The run's status words ([`check`]): zero before the run, read after.
+    Status,
 }
 
 /// A flat, row-major array of one dtype.
@@ -142,6 +145,8 @@ pub struct Program {
     /// Nodes a backend may run with its own kernels instead of the generic
     /// ones (see [`intrinsic`]).
     pub intrinsics: Vec<Intrinsic>,
+    /// The index check sites of [`Expr::Checked`], by site number.
+    pub checks: Vec<check::Site>,
 }
 
 /// How a kernel uses an argument.
@@ -332,6 +337,9 @@ pub enum Expr {
     /// i64 operands read as u64 (see [`crate::rng`]); bit-exact on every
     /// backend.
     Rand(Box<Expr>, Box<Expr>),
+    /// An index read from data, clamped into its range; an index outside
+    /// it fails the program (see [`check`]).
+    Checked(Box<check::Checked>),
 }
 
 impl Expr {

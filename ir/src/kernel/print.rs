@@ -144,5 +144,6 @@ pub fn expr(e: &Expr) -> String {
         Expr::Select(c, a, b) => format!("select({}, {}, {})", expr(c), expr(a), expr(b)),
         Expr::Cast(d, x) => format!("{d}({})", expr(x)),
         Expr::Rand(seed, counter) => format!("rand({}, {})", expr(seed), expr(counter)),
+        Expr::Checked(c) => format!("checked({}, 0..{}, site {} at {}, {})", expr(&c.index), c.bound, c.site, expr(&c.pos), mem(&c.status)),
     }
 }

@@ -87,6 +87,16 @@ pub fn expr_dtype(k: &Kernel, vars: &HashMap<Var, DType>, e: &Expr) -> Result<DT
             }
             DType::F32
         }
+        Expr::Checked(c) => {
+            if expr_dtype(k, vars, &c.index)? != DType::I64 || expr_dtype(k, vars, &c.pos)? != DType::I64 {
+                return Err("a checked index and its position must be i64".into());
+            }
+            match c.status {
+                Mem::Arg(i) if k.args.get(i as usize).is_some_and(|a| a.dtype == DType::I64 && a.len >= super::check::STATUS_LEN && a.access != super::Access::Read) => {}
+                m => return Err(format!("a checked index reports to {m:?}, not a writable status argument")),
+            }
+            DType::I64
+        }
     })
 }
 
@@ -280,6 +290,7 @@ mod tests {
                 args: vec![],
                 results: vec![TensorView::dense(BufId(0), Default::default(), shape)],
             }],
+            checks: vec![],
         };
         assert_eq!(super::program(&program(vec![launch(0), launch(1), launch(2)], vec![4])), Ok(()));
         let apart = program(vec![launch(1), Step::Copy { dst: view(), src: view(), len: 1 }, launch(2)], vec![4]);

@@ -122,8 +122,12 @@ pub(crate) fn emit(cx: &mut Cx, gs: &GraphState, n: ValueId, outputs: Option<&[S
         (None, AttnVariant::Fa1) => at.fa1(cx, gs, &results[0], &results[1])?,
         (Some(plan), _) => at.backward(cx, gs, &results, plan)?,
     }
+    let shapes: Vec<Vec<u64>> = if backward { (0..3).map(|k| gs.shapes[node.args[k].index()].clone()).collect() } else { vec![at.o_shape.clone(), at.lse_pairs()] };
+    if node.args.iter().map(|x| &gs.shapes[x.index()]).chain(&shapes).any(|s| s.contains(&0)) {
+        // A zero-size tensor: nothing for a backend's own kernels to do.
+        return Ok(results);
+    }
     let args = node.args.iter().map(|&x| super::intrinsic::arg_view(cx, gs, at.dense.get(&x), x)).collect::<Result<_, _>>()?;
-    let shapes = if backward { (0..3).map(|k| gs.shapes[node.args[k].index()].clone()).collect() } else { vec![at.o_shape.clone(), at.lse_pairs()] };
     let call = AttentionCall { scale: a.scale, causal: at.causal, group: a.group, mask: a.mask, dropout: a.dropout };
     cx.prog.intrinsics.push(Intrinsic {
         op: if backward { IntrinsicOp::AttentionGrad(call) } else { IntrinsicOp::Attention(call) },

@@ -181,6 +181,10 @@ pub fn linearize(idx: &[Ix], shape: &[u64]) -> Ix {
 
 /// The multi-index of a flat index.
 pub fn unravel(flat: &Ix, shape: &[u64], ranges: &Ranges) -> Vec<Ix> {
+    if shape.contains(&0) {
+        // No element to find (and strides of 0 to divide by): any index will do.
+        return vec![Ix::constant(0); shape.len()];
+    }
     let st = strides(shape);
     (0..shape.len())
         .map(|i| {
@@ -210,6 +214,13 @@ mod tests {
         assert_eq!((last.coeff(h), last.coeff(d), last.coeff(t), last.constant), (64, 1, 0, 0));
         assert_eq!(back[0], Ix::var(b));
         assert_eq!(back[1], Ix::var(t));
+    }
+
+    #[test]
+    fn zero_size_shapes_unravel_without_dividing() {
+        let v = Var(0);
+        let ranges: Ranges = [(v, 1)].into_iter().collect();
+        assert_eq!(unravel(&Ix::var(v), &[2, 0, 1], &ranges), vec![Ix::constant(0); 3]);
     }
 
     #[test]

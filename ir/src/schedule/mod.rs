@@ -133,6 +133,10 @@ pub enum ScheduleError {
     /// The produced program is malformed (a bug in the scheduler).
     #[error("invalid kernel program: {0}")]
     Kernel(#[from] kernel::verify::KernelError),
+    /// The entry fails at these dims whatever its inputs, as the reference
+    /// interpreter does (argmax over an empty axis).
+    #[error("{0}")]
+    Refused(crate::interp::InterpError),
     /// Something this scheduler does not handle yet.
     #[error("not supported by the kernel scheduler: {0}")]
     Unsupported(String),
@@ -193,6 +197,24 @@ impl Cx<'_> {
         let buf = kernel::BufId(self.prog.buffers.len() as u32);
         self.prog.buffers.push(Buffer { dtype, len, kind, name });
         Src { buf, offset: HostOffset::default(), len, dtype }
+    }
+
+    /// The site number of an index check, shared by equal sites.
+    fn check_site(&mut self, site: kernel::check::Site) -> u32 {
+        let sites = &mut self.prog.checks;
+        let at = sites.iter().position(|s| *s == site).unwrap_or_else(|| {
+            sites.push(site);
+            sites.len() - 1
+        });
+        at as u32
+    }
+
+    /// The program's status buffer (see [`kernel::check`]), made on first use.
+    fn status(&mut self) -> Src {
+        match kernel::check::status_buffer(&self.prog) {
+            Some(b) => Src { buf: kernel::BufId(b as u32), offset: HostOffset::default(), len: kernel::check::STATUS_LEN, dtype: crate::DType::I64 },
+            None => self.buffer(crate::DType::I64, kernel::check::STATUS_LEN, BufKind::Status, "status".into()),
+        }
     }
 
     fn param(&mut self, index: u32) -> Result<Src, ScheduleError> {

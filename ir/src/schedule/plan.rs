@@ -68,6 +68,18 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
             Type::Tuple(_) => vec![],
         });
     }
+    // A reduction without a result over an empty axis fails here, before
+    // anything runs, as the reference interpreter fails at that node.
+    for (i, node) in g.nodes.iter().enumerate() {
+        if let Op::Reduce { op, axes, .. } = &node.op {
+            let x = &shapes[node.args[0].index()];
+            let count: u64 = axes.iter().map(|&a| x[a as usize]).product();
+            let dtype = g.tensor_type(node.args[0]).dtype;
+            if let Some(e) = crate::interp::empty_reduce_error(format!("%{i} = {}", node.op.name()), *op, dtype, count as usize) {
+                return Err(ScheduleError::Refused(e));
+            }
+        }
+    }
     // Liveness and uses, from the outputs back.
     let mut live = vec![false; n];
     for o in &g.outputs {

@@ -5,7 +5,7 @@ use super::builder::KernelBuilder;
 use super::index::{linearize, unravel, Ix};
 use super::plan::GraphState;
 use super::{Cx, ScheduleError};
-use crate::kernel::{Access, Expr};
+use crate::kernel::{check, Access, Expr};
 use crate::{BinaryOp, CmpOp, DType, Op, ValueId};
 
 /// The compute dtype of a storage dtype (half floats compute in f32).
@@ -95,16 +95,18 @@ impl GraphState<'_> {
             Op::Gather { axis } => {
                 let axis = *axis as usize;
                 let table = &self.shapes[arg(0).index()];
-                let r = self.shapes[arg(1).index()].len();
-                let from = self.g.tensor_type(arg(1)).dtype;
-                let raw = cast(self.value(cx, kb, arg(1), &idx[axis..axis + r])?, from, DType::I64);
-                // Clamped so a bad index can never read outside the table;
-                // inputs are range-checked before they get here.
-                let hi = table[axis].saturating_sub(1);
-                let clamped = bin(BinaryOp::Min, bin(BinaryOp::Max, raw, Expr::idx(0)), Expr::idx(hi));
+                let at = &idx[axis..axis + self.shapes[arg(1).index()].len()];
+                let row = self.index_value(cx, kb, n, arg(1), at, table[axis])?;
+                if table[axis] == 0 {
+                    // Every index fails and there is no element to read:
+                    // the check alone runs (both sides of a select are evaluated).
+                    let zero = Expr::Const(0.0, compute(dtype));
+                    let hit = Expr::Cmp(CmpOp::Eq, Box::new(row), Box::new(Expr::idx(0)));
+                    return Ok(Expr::Select(Box::new(hit), Box::new(zero.clone()), Box::new(zero)));
+                }
                 let mut t: Vec<Ix> = idx[..axis].to_vec();
-                t.push(Ix::Ex(clamped));
-                t.extend_from_slice(&idx[axis + r..]);
+                t.push(Ix::Ex(row));
+                t.extend_from_slice(&idx[axis + at.len()..]);
                 self.value(cx, kb, arg(0), &t)?
             }
             Op::Dropout { p } => {
@@ -115,13 +117,25 @@ impl GraphState<'_> {
             }
             Op::OneHot => {
                 let r = idx.len() - 1;
-                let from = self.g.tensor_type(arg(0)).dtype;
-                let k = cast(self.value(cx, kb, arg(0), &idx[..r])?, from, DType::I64);
+                let k = self.index_value(cx, kb, n, arg(0), &idx[..r], self.shapes[i][r])?;
                 let hit = Expr::Cmp(CmpOp::Eq, Box::new(k), Box::new(idx[r].to_expr()));
                 cast(hit, DType::Bool, dtype)
             }
             op => return Err(ScheduleError::Unsupported(format!("inlining `{}` (it should have been stored)", op.name()))),
         })
+    }
+
+    /// Element `at` of index tensor `ix` (read by node `n`) as an i64 in
+    /// `0..bound`, checked at run time: a value outside fails the program
+    /// with the reference interpreter's message (see [`check`]).
+    fn index_value(&self, cx: &mut Cx, kb: &mut KernelBuilder, n: ValueId, ix: ValueId, at: &[Ix], bound: u64) -> Result<Expr, ScheduleError> {
+        let from = self.g.tensor_type(ix).dtype;
+        let index = cast(self.value(cx, kb, ix, at)?, from, DType::I64);
+        let node = format!("%{} = {}", n.index(), self.g.node(n).op.name());
+        let site = cx.check_site(check::Site { node, bound });
+        let status = kb.arg(&cx.status(), Access::ReadWrite);
+        let pos = linearize(at, &self.shapes[ix.index()]).to_expr();
+        Ok(Expr::Checked(Box::new(check::Checked { index, bound, site, pos, status })))
     }
 }
 

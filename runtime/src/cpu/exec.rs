@@ -19,7 +19,7 @@ use super::storage::{byte_len, Storage};
 use crate::tensor::type_string;
 use crate::{RuntimeError, Tensor};
 use kiln_codegen::cpu::{Compiled, KernelFn};
-use kiln_ir::kernel::{Access, BufId, BufKind, HostOffset, Program, Step, View};
+use kiln_ir::kernel::{check, Access, BufId, BufKind, HostOffset, Program, Step, View};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -253,6 +253,11 @@ impl CpuExecutable {
             let buf = &bufs[b.0 as usize];
             outputs.push(Storage::for_elements(buf.dtype, buf.len)?);
         }
+        // Zeroed status words (see `kiln_ir::kernel::check`), read after the run.
+        let mut status = match check::status_buffer(&self.program) {
+            Some(b) => Some((b, Storage::for_elements(bufs[b].dtype, bufs[b].len)?)),
+            None => None,
+        };
         let mut arena = match self.arenas.lock().ok().and_then(|mut a| a.pop()) {
             Some(a) => a,
             None => Storage::zeroed(0)?,
@@ -286,6 +291,10 @@ impl CpuExecutable {
             let base = &mut bases[b.0 as usize];
             (base.ptr, base.len) = (s.as_mut_ptr(), s.len() as u64 / base.elem as u64);
         }
+        if let Some((b, s)) = &mut status {
+            let base = &mut bases[*b];
+            (base.ptr, base.len) = (s.as_mut_ptr(), s.len() as u64 / base.elem as u64);
+        }
 
         let mut profile = Profile::new(self.program.kernels.iter().map(|k| k.name.as_str()));
         let exec_start = Instant::now();
@@ -295,6 +304,11 @@ impl CpuExecutable {
             a.push(arena);
         }
         result?;
+        if let Some((_, s)) = &status {
+            if let Some(fault) = check::fault_in_bytes(&self.program, s.bytes()) {
+                return Err(RuntimeError::Failed { function: "program".into(), message: fault.to_string() });
+            }
+        }
 
         let mut outs = Vec::with_capacity(outputs.len());
         for ((s, b), shape) in outputs.iter().zip(&self.outputs).zip(&self.output_shapes) {
@@ -447,7 +461,7 @@ impl Roles {
                     }
                     params_needed = params_needed.max(k as usize + 1);
                 }
-                BufKind::Temp => {}
+                BufKind::Temp | BufKind::Status => {}
             }
         }
         let outputs = outputs

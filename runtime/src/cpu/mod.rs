@@ -29,7 +29,7 @@ pub use profile::{KernelTime, Profile};
 
 use crate::{RuntimeError, Tensor};
 use kiln_ir::kernel::Program;
-use kiln_ir::schedule::ScheduleOptions;
+use kiln_ir::schedule::{ScheduleError, ScheduleOptions};
 use kiln_ir::{Function, Module};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub fn run_cpu(
     cache: &Cache,
 ) -> Result<(Vec<Tensor>, Stats), RuntimeError> {
     let (exe, cached) = executable(m, f, dims, cache)?;
-    let (outs, mut stats) = exe.run_with_stats(params, inputs)?;
+    let (outs, mut stats) = exe.run_with_stats(params, inputs).map_err(|e| e.in_function(&f.name))?;
     stats.cached = cached;
     Ok((outs, stats))
 }
@@ -64,7 +64,10 @@ pub fn executable(m: &Module, f: &Function, dims: &BTreeMap<String, i64>, cache:
 pub fn schedule_entry(m: &Module, f: &Function, dims: &BTreeMap<String, i64>, options: &ScheduleOptions) -> Result<(Program, Vec<Vec<usize>>), RuntimeError> {
     let env = |name: &str| dims.get(name).copied();
     let internal = |message: String| RuntimeError::Internal { site: format!("the scheduler for `{}`", f.name), message };
-    let program = kiln_ir::schedule::schedule(m, f, &env, options).map_err(|e| internal(e.to_string()))?;
+    let program = kiln_ir::schedule::schedule(m, f, &env, options).map_err(|e| match e {
+        ScheduleError::Refused(e) => RuntimeError::Failed { function: f.name.clone(), message: e.to_string() },
+        e => internal(e.to_string()),
+    })?;
     let mut shapes = Vec::with_capacity(f.graph.outputs.len());
     for &o in &f.graph.outputs {
         let ty = f.graph.node(o).ty.tensor().ok_or_else(|| internal(format!("result {o} is not a tensor")))?;

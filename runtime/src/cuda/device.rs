@@ -14,7 +14,7 @@ use crate::RuntimeError;
 use kiln_codegen::ptx::flash::{FlashKernel, TensorMapParam};
 use kiln_codegen::ptx::{self, Arch, PtxKernel};
 use kiln_ir::interp::Tensor;
-use kiln_ir::kernel::{BufKind, Program, Step, TensorView, View};
+use kiln_ir::kernel::{check, BufKind, Program, Step, TensorView, View};
 
 /// A kernel ready to load and launch.
 #[derive(Clone, Debug)]
@@ -147,13 +147,16 @@ pub fn run_program(dev: &mut dyn Device, p: &Program, arch: Arch, inputs: &[Tens
         let data = match b.kind {
             BufKind::Input(i) => inputs.get(i as usize),
             BufKind::Param(i) => params.get(i as usize),
-            BufKind::Output(_) | BufKind::Temp => None,
+            BufKind::Output(_) | BufKind::Temp | BufKind::Status => None,
         };
         let bytes = byte_len(b.dtype, b.len)?;
         let addr = match (b.kind, slot) {
             (BufKind::Temp, Some(s)) => arena + s.offset,
             _ => dev.alloc(bytes.max(1) as u64)?,
         };
+        if b.kind == BufKind::Status {
+            dev.upload(addr, &vec![0; bytes])?;
+        }
         if let Some(t) = data {
             if t.data.len() as u64 != b.len {
                 return Err(RuntimeError::Invalid(format!("buffer `{}` has {} elements, the program expects {}", b.name, t.data.len(), b.len)));
@@ -164,8 +167,15 @@ pub fn run_program(dev: &mut dyn Device, p: &Program, arch: Arch, inputs: &[Tens
         }
         addrs.push(addr);
     }
-    let walk = Walk { p, addrs: &addrs, slots: &slots, loaded: &loaded };
+    let empty: Vec<bool> = kernels.iter().map(|k| k.grid.contains(&0)).collect();
+    let walk = Walk { p, addrs: &addrs, slots: &slots, loaded: &loaded, empty: &empty };
     walk.steps(dev, &p.steps, &mut Vec::new())?;
+    if let Some(b) = check::status_buffer(p) {
+        let bytes = dev.download(addrs[b], byte_len(p.buffers[b].dtype, p.buffers[b].len)? as u64)?;
+        if let Some(fault) = check::fault_in_bytes(p, &bytes) {
+            return Err(RuntimeError::Failed { function: "program".into(), message: fault.to_string() });
+        }
+    }
     let mut outs: Vec<(u32, Vec<f64>)> = Vec::new();
     for (b, addr) in p.buffers.iter().zip(&addrs) {
         if let BufKind::Output(i) = b.kind {
@@ -185,6 +195,9 @@ struct Walk<'a> {
     addrs: &'a [u64],
     slots: &'a [Slot],
     loaded: &'a [Option<Loaded>],
+    /// Per loaded kernel: its grid has no CTA (a zero-size tensor), so
+    /// launching it does nothing (and a driver would refuse it).
+    empty: &'a [bool],
 }
 
 impl Walk<'_> {
@@ -194,13 +207,20 @@ impl Walk<'_> {
         self.addrs[v.buf.0 as usize] + v.offset.eval(counters) * b.dtype.size_bytes() as u64
     }
 
+    fn launch(&self, dev: &mut dyn Device, k: usize, args: &[KernelArg]) -> Result<(), RuntimeError> {
+        if self.empty[k] {
+            return Ok(());
+        }
+        dev.launch(k, args)
+    }
+
     fn steps(&self, dev: &mut dyn Device, st: &[Step], counters: &mut Vec<u64>) -> Result<(), RuntimeError> {
         for s in st {
             match s {
                 Step::Launch { kernel, args } => match self.slots[kernel.0 as usize] {
                     Slot::Generic(k) => {
                         let a: Vec<KernelArg> = args.iter().map(|v| KernelArg::Ptr(self.at(v, counters))).collect();
-                        dev.launch(k, &a)?;
+                        self.launch(dev, k, &a)?;
                     }
                     Slot::Flash(x) => {
                         let l = self.loaded[x].as_ref().expect("a substituted intrinsic is loaded");
@@ -214,7 +234,7 @@ impl Walk<'_> {
                                     FlashArg::Workspace => KernelArg::Ptr(l.workspace),
                                 })
                                 .collect();
-                            dev.launch(*k, &a)?;
+                            self.launch(dev, *k, &a)?;
                         }
                     }
                     Slot::Skip => {}

@@ -212,7 +212,7 @@ pub fn run_cuda(m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], 
     let opts = ScheduleOptions { attention_backward: Some(AttnBackward::Split), ..Default::default() };
     let (program, shapes) = crate::cpu::schedule_entry(m, f, dims, &opts)?;
     let arch = dev.arch();
-    let outs = run_program(&mut dev, &program, arch, inputs, params)?;
+    let outs = run_program(&mut dev, &program, arch, inputs, params).map_err(|e| e.in_function(&f.name))?;
     let outs = outs.into_iter().zip(shapes).zip(&f.graph.outputs).map(|((data, shape), o)| Tensor { dtype: f.graph.tensor_type(*o).dtype, shape, data }).collect();
     let flash_nodes = program.intrinsics.iter().filter(|x| super::flash::substitute(&program, x, arch).is_ok()).count();
     Ok((outs, CudaStats { flash_nodes, ..dev.stats.clone() }))

@@ -598,7 +598,7 @@ impl Trainer {
                 inputs.push(Tensor { dtype: DType::I64, shape: vec![], data: vec![seed as f64] });
             }
             inputs.push(scale_t.clone());
-            let (outs, stats) = self.grad_exe.run_prepared(&prepared, &inputs)?;
+            let (outs, stats) = self.grad_exe.run_prepared(&prepared, &inputs).map_err(|e| e.in_function("loss"))?;
             self.profile.add(&stats.profile);
             let t = Instant::now();
             loss_sum += outs[0].data[0] / scale;
@@ -680,7 +680,7 @@ impl Trainer {
         let mut sum = 0.0;
         for b in &self.val {
             let (tokens, targets) = batch_tensors(b);
-            let (outs, _) = self.loss_exe.run_prepared(&prepared, &[tokens, targets])?;
+            let (outs, _) = self.loss_exe.run_prepared(&prepared, &[tokens, targets]).map_err(|e| e.in_function("loss"))?;
             sum += outs[0].data[0];
         }
         Ok(sum / self.val.len() as f64)
