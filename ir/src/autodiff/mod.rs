@@ -27,6 +27,10 @@
 //! differentiating the naive graph; `lse` itself and an additive mask have
 //! no gradient (an error when one is needed).
 //!
+//! An entry with a non-scalar output, or several, is differentiated through
+//! [`vjp_loss`] (`vjp.rs`): the loss `sum(output * cotangent)`, whose
+//! gradient is the vector-Jacobian product.
+//!
 //! `scan` is differentiated by another `scan` over the reversed sequence;
 //! see `scan.rs`. Its forward copy is augmented to also emit each step's
 //! incoming carries, and the backward body *rematerializes* the forward
@@ -42,6 +46,9 @@ mod matmul;
 mod normalize;
 mod reduce;
 mod scan;
+mod vjp;
+
+pub use vjp::{cotangent_arg, vjp_loss};
 
 use crate::verify::{self, VerifyError};
 use crate::{DimExpr, Function, Graph, Module, Node, Op, ReduceOp, TensorType, Type, ValueId};
@@ -144,6 +151,28 @@ pub enum AutodiffError {
     #[error("`{name}` is selected twice")]
     Duplicate {
         /// The parameter's or argument's name.
+        name: String,
+    },
+    /// A selected output index is out of range.
+    #[error("output index {index} out of range ({count} outputs)")]
+    OutputOutOfRange {
+        /// The index given.
+        index: u32,
+        /// The function's number of outputs.
+        count: usize,
+    },
+    /// A selected output is not a float tensor, so it has no cotangent.
+    #[error("output `{name}` is {ty}; only float outputs have a cotangent")]
+    NotFloatOutput {
+        /// The output's name.
+        name: String,
+        /// Its type, as IR text.
+        ty: String,
+    },
+    /// A vector-Jacobian product was asked for with no output selected.
+    #[error("function `{name}`: no output has a cotangent")]
+    NoCotangent {
+        /// The function's name.
         name: String,
     },
     /// An op on an active value has no derivative rule.
