@@ -2,6 +2,7 @@
 
 mod bench;
 mod gpu_bench;
+mod grad;
 mod ptx;
 mod train;
 
@@ -46,6 +47,8 @@ enum Cmd {
     },
     /// Run an entry point and write each output as DIR/NAME.npy.
     Run(RunArgs),
+    /// Gradients of an entry point with respect to its float inputs and parameters, as DIR/d_NAME.npy.
+    Grad(grad::Args),
     /// The guided tour on the built-in GPT: check, lower, run, compute a loss.
     Demo,
     /// Train a model's `loss(tokens, targets)` on a text corpus (CPU backend).
@@ -100,6 +103,19 @@ struct RunArgs {
     /// Entry point to run.
     #[arg(long, default_value = "forward")]
     entry: String,
+    /// Run in training mode: `dropout` is active, its seed the input
+    /// `dropout_seed` (drawn from --seed when not given). Without it,
+    /// dropout is the identity.
+    #[arg(long)]
+    train_mode: bool,
+    #[command(flatten)]
+    exec: ExecArgs,
+}
+
+/// Where `run` and `grad` get their values, where they execute, and where
+/// their results go.
+#[derive(clap::Args)]
+pub struct ExecArgs {
     /// Parameter values (safetensors); without it parameters come from their initializers.
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -121,11 +137,6 @@ struct RunArgs {
     /// Arithmetic of `--backend reference`: f32 (default) rounds every result to its dtype, f64 is exact math.
     #[arg(long, value_enum)]
     precision: Option<Prec>,
-    /// Run in training mode: `dropout` is active, its seed the input
-    /// `dropout_seed` (drawn from --seed when not given). Without it,
-    /// dropout is the identity.
-    #[arg(long)]
-    train_mode: bool,
     #[command(flatten)]
     fuse: FuseArgs,
 }
@@ -236,6 +247,7 @@ fn main() -> ExitCode {
         Cmd::Check { file } => check(&file),
         Cmd::Ir { file, entry, stage, dims, fuse } => ir(&file, entry.as_deref(), stage, &dims, fuse),
         Cmd::Run(args) => run(&args),
+        Cmd::Grad(args) => grad::run(&args),
         Cmd::Demo => demo(),
         Cmd::Bench { json, quick, backend, arch, only } => match bench_target(backend, arch.as_deref()) {
             Ok(BenchTarget::Cpu) => bench::run(json, quick, only).map_err(|e| Failed(format!("error: {e}\n"))),
@@ -344,15 +356,19 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
     let c = compile(&a.file)?;
     let f = function(&c, &a.entry)?;
     let f = if a.train_mode { f.clone() } else { kiln_ir::dropout::inference(f) };
-    let (f, _) = a.fuse.apply(&c.module, &f)?;
-    let f = &f;
-    let params = match &a.weights {
-        Some(w) => rt::load_params(&c.module, w)?,
-        None => rt::init_params(&c.module, a.seed)?,
-    };
-    let dims = parse_dims(&a.dims)?;
-    let mut given: Vec<Option<(Tensor, String)>> = vec![None; f.arg_names.len()];
-    for i in &a.inputs {
+    let (f, _) = a.exec.fuse.apply(&c.module, &f)?;
+    let given = given_inputs(&f, &a.exec.inputs)?;
+    let outputs = execute(&c.module, &f, given, &a.exec)?;
+    write_outputs(&a.exec.out, &f.output_names, &outputs)
+}
+
+/// An input given on the command line, with the path it came from.
+type Given = Option<(Tensor, String)>;
+
+/// The `--input NAME=PATH` flags of `f`, by argument position.
+fn given_inputs(f: &kiln_ir::Function, flags: &[String]) -> Result<Vec<Given>, Failed> {
+    let mut given: Vec<Given> = vec![None; f.arg_names.len()];
+    for i in flags {
         let (k, v) = key_value(i, "input")?;
         let Some(pos) = f.arg_names.iter().position(|n| n == k) else {
             return Err(Failed(format!("error: `{}` has no input `{k}`; its inputs are: {}\n", f.name, f.arg_names.join(", "))));
@@ -362,6 +378,18 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         }
         given[pos] = Some((rt::read_npy(Path::new(v))?, v.to_string()));
     }
+    Ok(given)
+}
+
+/// Runs `f` on `a`'s backend with the `given` inputs (the others drawn from
+/// `--seed`) and returns its outputs. The output directory is created
+/// before the run, so an unusable one is refused before a long run.
+fn execute(m: &kiln_ir::Module, f: &kiln_ir::Function, given: Vec<Given>, a: &ExecArgs) -> Result<Vec<Tensor>, Failed> {
+    let params = match &a.weights {
+        Some(w) => rt::load_params(m, w)?,
+        None => rt::init_params(m, a.seed)?,
+    };
+    let dims = parse_dims(&a.dims)?;
     let refs: Vec<Option<rt::GivenInput>> = given.iter().map(|g| g.as_ref().map(|(t, s)| rt::GivenInput { tensor: t, source: s })).collect();
     let bound = rt::bind_dims_from(f, &refs, &dims)?;
     if let Some(note) = bound.defaults_note() {
@@ -369,7 +397,7 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
     }
     let env = |n: &str| bound.get(n);
     let cache = rt::cpu::Cache::new();
-    check_memory(&c.module, f, &given, a.backend, &env, &bound.dims, &cache)?;
+    check_memory(m, f, &given, a.backend, &env, &bound.dims, &cache)?;
     let mut inputs = Vec::new();
     for (i, g) in given.into_iter().enumerate() {
         inputs.push(match g {
@@ -383,17 +411,16 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
         (_, None) => Precision::F32,
         (_, Some(_)) => return Err(Failed("error: --precision applies to `--backend reference` only; the cpu and cuda backends compute in each value's dtype\n".into())),
     };
-    // Refuse an unusable output directory before the (possibly long) run.
     rt::create_output_dir(&a.out)?;
-    let outputs = match a.backend {
-        Backend::Reference => rt::run_reference(&c.module, f, &params, &inputs, &bound.dims, precision)?,
+    Ok(match a.backend {
+        Backend::Reference => rt::run_reference(m, f, &params, &inputs, &bound.dims, precision)?,
         Backend::Cuda => {
-            let (outs, st) = rt::cuda::run_cuda(&c.module, f, &params, &inputs, &bound.dims)?;
+            let (outs, st) = rt::cuda::run_cuda(m, f, &params, &inputs, &bound.dims)?;
             eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels; {} attention nodes on FlashAttention kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3, st.flash_nodes);
             outs
         }
         Backend::Cpu => {
-            let (outs, st) = rt::cpu::run_cpu(&c.module, f, &params, &inputs, &bound.dims, &cache)?;
+            let (outs, st) = rt::cpu::run_cpu(m, f, &params, &inputs, &bound.dims, &cache)?;
             eprintln!(
                 "cpu: compiled in {:.1} ms, ran {} kernel launches in {:.2} ms ({:.2} ms in kernels); temporaries take {} (without reuse: {})",
                 st.compile_time.as_secs_f64() * 1e3,
@@ -405,9 +432,13 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
             );
             outs
         }
-    };
-    for (name, t) in f.output_names.iter().zip(&outputs) {
-        let path = a.out.join(format!("{name}.npy"));
+    })
+}
+
+/// Writes each output as `out/NAME.npy` and prints a line about it.
+fn write_outputs(out: &Path, names: &[String], outputs: &[Tensor]) -> Result<(), Failed> {
+    for (name, t) in names.iter().zip(outputs) {
+        let path = out.join(format!("{name}.npy"));
         rt::write_npy(&path, t)?;
         println!("{name}: {} -> {}  {}", rt::type_string(t.dtype, &t.shape), path.display(), summary(t));
     }
@@ -421,7 +452,7 @@ fn run(a: &RunArgs) -> Result<(), Failed> {
 fn check_memory(
     m: &kiln_ir::Module,
     f: &kiln_ir::Function,
-    given: &[Option<(Tensor, String)>],
+    given: &[Given],
     backend: Backend,
     env: &dyn Fn(&str) -> Option<i64>,
     dims: &std::collections::BTreeMap<String, i64>,
