@@ -9,6 +9,7 @@
 mod bad_indices;
 mod flags;
 mod front_end;
+mod grad;
 mod ptx;
 mod train_safety;
 mod zero_size;
