@@ -155,7 +155,7 @@ fn cotangents(f: &Function, flags: &[String]) -> Result<(Vec<u32>, Vec<Given>), 
             _ => {
                 let o = &f.output_names[0];
                 let ty = out_ty(0).map_or("a tuple".into(), |t| t.to_string());
-                Err(Failed(format!("error: `{}` returns `{o}`: {ty}, not a scalar; give its cotangent with --cotangent {o}=PATH.npy\n", f.name)))
+                Err(Failed(format!("error: `{}` returns `{o}`: {ty}, not a float scalar; give its cotangent with --cotangent {o}=PATH.npy\n", f.name)))
             }
         };
     }

@@ -241,7 +241,7 @@ fn bad_requests_are_one_line_errors_and_write_nothing() {
     refused(&["--entry", "loss", "--wrt", "w1,nope"], &["no float input or parameter `nope`", "w1, b1, w2, b2, x"]);
     refused(&["--entry", "loss", "--wrt", "labels"], &["input `labels`", "i32[N]", "only float inputs and parameters"]);
     refused(&["--entry", "loss", "--wrt", "x,x"], &["`x` is given twice"]);
-    refused(&["--entry", "forward"], &["`logits`", "not a scalar", "--cotangent logits="]);
+    refused(&["--entry", "forward"], &["`logits`", "not a float scalar", "--cotangent logits="]);
     refused(&["--entry", "forward", "--cotangent", "logits=C.npy"], &["cotangent.logits", "10"]);
     refused(&["--entry", "forward", "--cotangent", "probs=C.npy"], &["no output `probs`", "logits"]);
 }
