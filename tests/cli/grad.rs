@@ -1,6 +1,7 @@
 //! `kiln grad`: gradients against central finite differences of the f64
-//! reference interpreter (models/mlp.kl, the tiny GPT), fused attention's
-//! gradients on the CPU backend against the unfused f64 reference, and the
+//! reference interpreter (every model and the tiny GPT), fused attention's
+//! gradients on the CPU backend against the unfused reference (f64; f32 where
+//! a -1e9 bias hides whole rows), and the
 //! one-line errors of bad requests.
 
 use crate::util::{kiln, repo, s, TempDir};
@@ -186,10 +187,18 @@ pub fn hidden(q: f32[B, H, T, D], k: f32[B, H, S, D], v: f32[B, H, S, D], keep: 
     let bias = where(keep, 0.0, -3.4028234663852886e38)
     return softmax(where(tril(T, S), q @ transpose(k) / 4.0 + bias, -inf), over: S) @ v
 }
+
+# The same rows hidden by -1e9: f32 rounds every score of such a row to
+# -1e9 (a uniform softmax) where f64 keeps the scores, so its oracle is the
+# f32 reference.
+pub fn hidden_1e9(q: f32[B, H, T, D], k: f32[B, H, S, D], v: f32[B, H, S, D], keep: bool[B, 1, 1, S]) -> o: f32[B, H, T, D] {
+    let bias = where(keep, 0.0, -1e9)
+    return softmax(where(tril(T, S), q @ transpose(k) / 4.0 + bias, -inf), over: S) @ v
+}
 ";
 
 #[test]
-fn fused_attention_gradients_match_the_f64_reference() {
+fn fused_attention_gradients_match_the_reference() {
     let dir = TempDir::new();
     let kl = dir.join("attention.kl");
     std::fs::write(&kl, ATTENTION).unwrap();
@@ -197,7 +206,8 @@ fn fused_attention_gradients_match_the_f64_reference() {
     let (b, t, d) = (2, 5, 16);
     let keep = Tensor::new(DType::Bool, vec![b, 1, 1, t], vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
     let keep = format!("keep={}", npy(&dir, "keep.npy", &keep));
-    for (entry, hq, hkv, masked) in [("causal", 2, 2, false), ("padded", 2, 2, true), ("gqa", 4, 2, false), ("hidden", 2, 2, true)] {
+    let cases = [("causal", 2, 2, false, "f64"), ("padded", 2, 2, true, "f64"), ("gqa", 4, 2, false, "f64"), ("hidden", 2, 2, true, "f64"), ("hidden_1e9", 2, 2, true, "f32")];
+    for (entry, hq, hkv, masked, precision) in cases {
         let ir = kiln(&["ir", &kl, "--entry", entry, "--stage", "optimized"]).ok().stdout;
         assert!(ir.contains("#   fused attention["), "{entry} does not fuse:\n{ir}");
         let q = format!("q={}", npy(&dir, "q.npy", &values(DType::F32, &[b, hq, t, d], 4)));
@@ -210,12 +220,12 @@ fn fused_attention_gradients_match_the_f64_reference() {
         }
         let (fused, exact) = (dir.join(&format!("{entry}-cpu")), dir.join(&format!("{entry}-f64")));
         grad_ok(&kl, &fused, &[&args[..], &["--backend", "cpu"]].concat());
-        grad_ok(&kl, &exact, &[&args[..], &["--backend", "reference", "--precision", "f64", "--no-fuse"]].concat());
+        grad_ok(&kl, &exact, &[&args[..], &["--backend", "reference", "--precision", precision, "--no-fuse"]].concat());
         for name in ["d_q", "d_k", "d_v"] {
             let (got, want) = (read(&fused.join(format!("{name}.npy"))), read(&exact.join(format!("{name}.npy"))));
             assert_eq!(got.shape, want.shape, "{entry} {name}");
             let err = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(err <= 2e-5, "{entry} {name}: fused CPU differs from the f64 reference by {err:e}");
+            assert!(err <= 2e-5, "{entry} {name}: fused CPU differs from the {precision} reference by {err:e}");
             assert!(want.data.iter().any(|x| x.abs() > 1e-3), "{entry} {name}: a gradient of zeros proves nothing");
         }
     }
