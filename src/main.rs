@@ -385,6 +385,13 @@ fn given_inputs(f: &kiln_ir::Function, flags: &[String]) -> Result<Vec<Given>, F
 /// `--seed`) and returns its outputs. The output directory is created
 /// before the run, so an unusable one is refused before a long run.
 fn execute(m: &kiln_ir::Module, f: &kiln_ir::Function, given: Vec<Given>, a: &ExecArgs) -> Result<Vec<Tensor>, Failed> {
+    // Flags are checked before weights, inputs or compiling cost anything.
+    let precision = match (a.backend, a.precision) {
+        (Backend::Reference, Some(Prec::F64)) => Precision::F64,
+        (Backend::Reference, _) => Precision::F32,
+        (_, None) => Precision::F32,
+        (_, Some(_)) => return Err(Failed("error: --precision applies to `--backend reference` only; the cpu and cuda backends compute in each value's dtype\n".into())),
+    };
     let params = match &a.weights {
         Some(w) => rt::load_params(m, w)?,
         None => rt::init_params(m, a.seed)?,
@@ -405,12 +412,6 @@ fn execute(m: &kiln_ir::Module, f: &kiln_ir::Function, given: Vec<Given>, a: &Ex
             None => rt::random_input(f, i, &env, a.seed.wrapping_add(1 + i as u64))?,
         });
     }
-    let precision = match (a.backend, a.precision) {
-        (Backend::Reference, Some(Prec::F64)) => Precision::F64,
-        (Backend::Reference, _) => Precision::F32,
-        (_, None) => Precision::F32,
-        (_, Some(_)) => return Err(Failed("error: --precision applies to `--backend reference` only; the cpu and cuda backends compute in each value's dtype\n".into())),
-    };
     rt::create_output_dir(&a.out)?;
     Ok(match a.backend {
         Backend::Reference => rt::run_reference(m, f, &params, &inputs, &bound.dims, precision)?,
