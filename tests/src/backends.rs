@@ -76,16 +76,29 @@ impl Backend for PtxEmu {
     }
 }
 
-/// The Cranelift CPU backend on all cores.
-pub struct Cpu;
+/// The Cranelift CPU backend on all cores: its f32 GEMMs on the host's
+/// widest vectors ([`Cpu::NATIVE`]), or everything in the portable f32x4
+/// code that CPUs without AVX2 run ([`Cpu::PORTABLE`]).
+pub struct Cpu(pub kiln_codegen::cpu::Options);
+
+impl Cpu {
+    /// The default options.
+    pub const NATIVE: Cpu = Cpu(kiln_codegen::cpu::Options { fma: true, vectorize: true, native_gemm: true });
+    /// The generated f32x4 GEMM everywhere.
+    pub const PORTABLE: Cpu = Cpu(kiln_codegen::cpu::Options { fma: true, vectorize: true, native_gemm: false });
+}
 
 impl Backend for Cpu {
     fn name(&self) -> &'static str {
-        "cpu"
+        if self.0.native_gemm {
+            "cpu"
+        } else {
+            "cpu-portable"
+        }
     }
 
     fn run(&self, m: &Module, f: &Function, params: &[Tensor], inputs: &[Tensor], dims: &BTreeMap<String, i64>) -> Result<Vec<Tensor>, String> {
-        let cache = kiln_runtime::cpu::Cache::new();
+        let cache = kiln_runtime::cpu::Cache::new().with_codegen(self.0.clone());
         kiln_runtime::cpu::run_cpu(m, f, params, inputs, dims, &cache).map(|r| r.0).map_err(|e| e.to_string())
     }
 }
@@ -93,5 +106,5 @@ impl Backend for Cpu {
 /// Every backend the differential suite covers.
 pub fn all() -> Vec<Box<dyn Backend>> {
     use kiln_codegen::ptx::Arch;
-    vec![Box::new(KernelEval), Box::new(Cpu), Box::new(PtxEmu(Arch::Sm80)), Box::new(PtxEmu(Arch::Sm90a))]
+    vec![Box::new(KernelEval), Box::new(Cpu::NATIVE), Box::new(Cpu::PORTABLE), Box::new(PtxEmu(Arch::Sm80)), Box::new(PtxEmu(Arch::Sm90a))]
 }

@@ -74,5 +74,6 @@ pub(crate) fn new_module(opts: &Options) -> Result<(JITModule, Features), Codege
     jb.symbol(POWI, kiln_powi as *const u8);
     jb.symbol("fmaf", kiln_fmaf as *const u8);
     jb.symbol("fma", kiln_fma as *const u8);
+    jb.symbol(super::native::SGEMM, super::native::kiln_native_sgemm as *const u8);
     Ok((JITModule::new(jb), Features { fma }))
 }

@@ -9,7 +9,7 @@
 use super::jit::{Features, POWF, POWI};
 use super::math::Fx;
 use super::vector::VEnv;
-use super::{gemm, CodegenError, Options, MAX_SCRATCH_BYTES};
+use super::{gemm, native, CodegenError, Options, MAX_SCRATCH_BYTES};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
     types, AbiParam, FuncRef, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, UserFuncName, Value,
@@ -65,12 +65,22 @@ pub(crate) fn define_kernel(
             gemms.push(key);
         }
     });
-    let mut gemm_ids = Vec::new();
-    for &(a, b, c) in &gemms {
-        gemm_ids.push(((a, b, c), gemm::declare_gemm(module, a, b, c)?));
-    }
     let cl = |e: cranelift_module::ModuleError| CodegenError::Cranelift(e.to_string());
     let ptr = module.target_config().pointer_type();
+    let mut gemm_ids = Vec::new();
+    for &(a, b, c) in &gemms {
+        let id = if (a, b, c) == (DType::F32, DType::F32, DType::F32) && opts.native_gemm && native::isa().is_some() {
+            let mut sig = module.make_signature();
+            for _ in 0..3 {
+                sig.params.extend([AbiParam::new(ptr), AbiParam::new(types::I64), AbiParam::new(types::I64)]);
+            }
+            sig.params.extend([AbiParam::new(types::I64); 4]);
+            module.declare_function(native::SGEMM, Linkage::Import, &sig).map_err(cl)?
+        } else {
+            gemm::declare_gemm(module, a, b, c)?
+        };
+        gemm_ids.push(((a, b, c), id));
+    }
     let mut sig = module.make_signature();
     sig.params.extend([AbiParam::new(ptr), AbiParam::new(types::I64), AbiParam::new(types::I64)]);
     let id = module.declare_function(&format!("kiln_kernel{index}"), Linkage::Local, &sig).map_err(cl)?;

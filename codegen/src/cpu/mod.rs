@@ -33,6 +33,7 @@ mod half;
 mod jit;
 mod lower;
 mod math;
+pub mod native;
 pub mod peak;
 mod vector;
 
@@ -74,11 +75,15 @@ pub struct Options {
     /// Honor `vector: true` on loops and reductions. Off, everything is
     /// scalar (for comparisons and debugging).
     pub vectorize: bool,
+    /// Run all-f32 GEMM statements on the precompiled full-width
+    /// micro-kernels of [`native`] where the CPU has them. Off, every GEMM
+    /// is the generated f32x4 code ([`gemm`]), as on a CPU without AVX2.
+    pub native_gemm: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { fma: true, vectorize: true }
+        Options { fma: true, vectorize: true, native_gemm: true }
     }
 }
 

@@ -401,15 +401,7 @@ fn matmul(cx: &mut Cx, gs: &GraphState, n: ValueId, root: ValueId, dst: &Src) ->
     let k = gs.shapes[a.index()][r - 1];
     let batch: Vec<u64> = cs[..r - 2].to_vec();
     let nb: u64 = batch.iter().product();
-    // Tiles of about 256 x 256: each packs its own panels of both operands,
-    // so square tiles keep that repacking small next to the product; then
-    // smaller row tiles until every thread has a few.
-    let want = (4 * cx.opts.threads as u64).max(1);
-    let nt = nn.clamp(1, 256);
-    let mut mt = m.clamp(1, 256);
-    while nb * m.div_ceil(mt) * nn.div_ceil(nt) < want && mt > 48 {
-        mt = (mt / 2).max(48);
-    }
+    let (mt, nt) = super::gemm_tiles::matmul_tiles(nb, m, nn, k, cx.opts.threads);
     let mut a_src = None;
     let mut b_src = None;
     for (m0, msz, mcount) in regions(m, mt) {

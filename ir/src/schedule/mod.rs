@@ -27,6 +27,7 @@
 mod attention;
 mod builder;
 mod emit;
+pub mod gemm_tiles;
 mod index;
 mod intrinsic;
 mod plan;

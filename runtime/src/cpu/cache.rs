@@ -3,6 +3,7 @@
 use super::exec::CpuExecutable;
 use super::pool::Pool;
 use crate::RuntimeError;
+use kiln_codegen::cpu::Options as CodegenOptions;
 use kiln_ir::schedule::ScheduleOptions;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ type Key = (String, BTreeMap<String, i64>);
 pub struct Cache {
     pool: Arc<Pool>,
     options: ScheduleOptions,
+    codegen: CodegenOptions,
     map: Mutex<HashMap<Key, Arc<CpuExecutable>>>,
 }
 
@@ -38,7 +40,7 @@ impl Cache {
     /// pool's thread count whatever `options.threads` says.
     pub fn with_pool(pool: Arc<Pool>, mut options: ScheduleOptions) -> Cache {
         options.threads = pool.threads();
-        Cache { pool, options, map: Mutex::new(HashMap::new()) }
+        Cache { pool, options, codegen: CodegenOptions::default(), map: Mutex::new(HashMap::new()) }
     }
 
     /// The pool executables from this cache run on.
@@ -49,6 +51,18 @@ impl Cache {
     /// The options entry points are scheduled with.
     pub fn options(&self) -> &ScheduleOptions {
         &self.options
+    }
+
+    /// This cache, compiling with `codegen` instead of the default code
+    /// generation options (e.g. the portable f32x4 GEMM everywhere).
+    pub fn with_codegen(mut self, codegen: CodegenOptions) -> Cache {
+        self.codegen = codegen;
+        self
+    }
+
+    /// The options kernels are compiled with.
+    pub fn codegen(&self) -> &CodegenOptions {
+        &self.codegen
     }
 
     /// The executable for `entry` with `dims`, built by `build` on a miss;

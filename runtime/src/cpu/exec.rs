@@ -121,6 +121,11 @@ impl CpuExecutable {
     /// Kernels run on rayon's global pool unless [`with_pool`](Self::with_pool)
     /// says otherwise.
     pub fn new(program: Program, output_shapes: Vec<Vec<usize>>) -> Result<CpuExecutable, RuntimeError> {
+        CpuExecutable::new_with(program, output_shapes, &kiln_codegen::cpu::Options::default())
+    }
+
+    /// [`new`](Self::new) with explicit code generation options.
+    pub fn new_with(program: Program, output_shapes: Vec<Vec<usize>>, codegen: &kiln_codegen::cpu::Options) -> Result<CpuExecutable, RuntimeError> {
         let start = Instant::now();
         kiln_ir::kernel::verify::program(&program).map_err(|e| RuntimeError::Internal {
             site: if e.kernel == "program" { "the kernel program".into() } else { format!("kernel `{}`", e.kernel) },
@@ -129,7 +134,7 @@ impl CpuExecutable {
         let roles = Roles::of(&program, &output_shapes)?;
         check_steps(&program, &program.steps, &mut Vec::new())?;
         let plan = plan::plan(&program)?;
-        let compiled = compile(&program)?;
+        let compiled = compile(&program, codegen)?;
         Ok(CpuExecutable {
             program,
             compiled,
@@ -519,7 +524,7 @@ fn check_view(p: &Program, counts: &[u64], v: &View, len: u64, write: bool, site
 }
 
 /// Compiles every kernel; on failure, names the kernel at fault.
-fn compile(p: &Program) -> Result<Compiled, RuntimeError> {
+fn compile(p: &Program, opts: &kiln_codegen::cpu::Options) -> Result<Compiled, RuntimeError> {
     use kiln_codegen::cpu::CodegenError;
     let err = |e: CodegenError, fallback: &str| match e {
         CodegenError::Unsupported { kernel, what } => {
@@ -527,9 +532,9 @@ fn compile(p: &Program) -> Result<Compiled, RuntimeError> {
         }
         e => RuntimeError::Internal { site: fallback.to_string(), message: e.to_string() },
     };
-    kiln_codegen::cpu::compile(&p.kernels).map_err(|e| {
+    kiln_codegen::cpu::compile_with(&p.kernels, opts).map_err(|e| {
         // Find the kernel at fault by compiling them one at a time.
-        let culprit = p.kernels.iter().find(|k| kiln_codegen::cpu::compile(std::slice::from_ref(k)).is_err());
+        let culprit = p.kernels.iter().find(|k| kiln_codegen::cpu::compile_with(std::slice::from_ref(k), opts).is_err());
         match culprit {
             Some(k) => err(e, &format!("kernel `{}`", k.name)),
             None => err(e, "the CPU backend"),

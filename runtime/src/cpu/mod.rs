@@ -56,7 +56,7 @@ pub fn run_cpu(
 /// The compiled `f` for `dims` from `cache`, built on a miss (the flag is
 /// true on a hit).
 pub fn executable(m: &Module, f: &Function, dims: &BTreeMap<String, i64>, cache: &Cache) -> Result<(Arc<CpuExecutable>, bool), RuntimeError> {
-    cache.get_or_build(&f.name, dims, || compile_cpu(m, f, dims, cache.pool().clone(), cache.options()))
+    cache.get_or_build(&f.name, dims, || compile_cpu_with(m, f, dims, cache.pool().clone(), cache.options(), cache.codegen()))
 }
 
 /// Schedules `f` of `m` with concrete dims: the kernel program and the
@@ -90,10 +90,22 @@ pub fn compile_cpu(
     pool: Arc<Pool>,
     options: &ScheduleOptions,
 ) -> Result<CpuExecutable, RuntimeError> {
+    compile_cpu_with(m, f, dims, pool, options, &kiln_codegen::cpu::Options::default())
+}
+
+/// [`compile_cpu`] with explicit code generation options.
+pub fn compile_cpu_with(
+    m: &Module,
+    f: &Function,
+    dims: &BTreeMap<String, i64>,
+    pool: Arc<Pool>,
+    options: &ScheduleOptions,
+    codegen: &kiln_codegen::cpu::Options,
+) -> Result<CpuExecutable, RuntimeError> {
     let start = Instant::now();
     let (program, shapes) = schedule_entry(m, f, dims, options)?;
     let schedule_time = start.elapsed();
-    let mut exe = CpuExecutable::new(program, shapes)?.with_pool(pool);
+    let mut exe = CpuExecutable::new_with(program, shapes, codegen)?.with_pool(pool);
     exe.add_compile_time(schedule_time);
     Ok(exe)
 }

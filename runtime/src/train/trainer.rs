@@ -30,7 +30,7 @@ use super::optim::{clip_grad_norm, global_norm, GradAccumulator, Optimizer, Opti
 use super::precision::{to_half, with_loss_scale, LossScaler};
 use super::schedule::Schedule;
 use super::TrainError;
-use crate::cpu::{compile_cpu, Cache, CpuExecutable, KernelTime, Profile};
+use crate::cpu::{compile_cpu_with, Cache, CpuExecutable, KernelTime, Profile};
 use crate::safetensors::storage_layout;
 use crate::{RuntimeError, Tensor};
 use kiln_ir::autodiff::{grad, Wrt};
@@ -413,8 +413,8 @@ impl Trainer {
             d => to_half(module, &g, d.dtype())?,
         };
         let cache = Cache::new();
-        let grad_exe = compile_cpu(&gm, &gf, &dims, cache.pool().clone(), cache.options())?;
-        let loss_exe = compile_cpu(module, f, &dims, cache.pool().clone(), cache.options())?;
+        let grad_exe = compile_cpu_with(&gm, &gf, &dims, cache.pool().clone(), cache.options(), cache.codegen())?;
+        let loss_exe = compile_cpu_with(module, f, &dims, cache.pool().clone(), cache.options(), cache.codegen())?;
         crate::memory::ensure("training", &[("the gradient step", grad_exe.memory_bytes()), ("evaluation", loss_exe.memory_bytes())])?;
         let grad_dtypes = gm.params.iter().map(|p| p.ty.dtype).collect();
         let mut frozen = params;
