@@ -113,21 +113,9 @@ fn matmul(pool: &Arc<Pool>, quick: bool, min: Duration, json: bool, peak: f64) -
 /// The copy bandwidth, and `x + gelu(layernorm(x))` beside it.
 fn layernorm(pool: &Arc<Pool>, threads: usize, min: Duration, json: bool) -> Result<(f64, serde_json::Value), String> {
     // Copy bandwidth: the same bytes moved by plain parallel memcpy.
+    let copy_gbs = kiln_runtime::cpu::ceilings::copy_gbs(threads, min);
     let (rows, cols) = (4096usize, 768usize);
     let n = rows * cols;
-    let src = vec![1.0f32; n];
-    let mut dst = vec![0.0f32; n];
-    let t = time(min, || {
-        let per = n.div_ceil(threads);
-        let t0 = Instant::now();
-        std::thread::scope(|s| {
-            for (d, x) in dst.chunks_mut(per).zip(src.chunks(per)) {
-                s.spawn(move || d.copy_from_slice(x));
-            }
-        });
-        Ok(t0.elapsed().as_secs_f64())
-    })?;
-    let copy_gbs = (2 * n * 4) as f64 / t / 1e9;
 
     let ln_src = "config { C = 768 } \n param g: f32[C] = ones \n param b: f32[C] = zeros \n pub fn f(x: f32[R, C]) -> f32[R, C] { return x + gelu(layernorm(x, g, b)) }";
     let (c, exe) = build(ln_src, &[("R", rows as i64)], pool)?;

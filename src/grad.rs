@@ -57,7 +57,7 @@ pub fn run(a: &Args) -> Result<(), Failed> {
     // Errors about dims and inputs name the entry the user gave.
     g.name = f.name.clone();
     given.extend(cotangents);
-    let results = execute(m, &g, given, &a.exec)?;
+    let results = execute(m, &g, given, &a.exec, &mut crate::profile::Timings::new(1))?;
     let names: Vec<String> = files.iter().map(|file| format!("d_{}", file.name)).collect();
     let tensors: Vec<Tensor> = files.iter().map(|file| layer(&results[1 + file.grad], file.layer)).collect();
     write_outputs(&a.exec.out, &names, &tensors)

@@ -3,6 +3,7 @@
 mod bench;
 mod gpu_bench;
 mod grad;
+mod profile;
 mod ptx;
 mod train;
 
@@ -13,6 +14,7 @@ use kiln_runtime as rt;
 use rt::{Precision, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 /// Kiln: a compiler for language models written as math.
 #[derive(Parser)]
@@ -108,6 +110,15 @@ struct RunArgs {
     /// dropout is the identity.
     #[arg(long)]
     train_mode: bool,
+    /// Print where the time went: compile stages, weights and the first
+    /// run apart, then per kernel time, GFLOP/s and GB/s beside the
+    /// machine's FMA and copy ceilings (--backend cpu).
+    #[arg(long)]
+    profile: bool,
+    /// Run the entry N times on the same inputs (outputs from the last run);
+    /// the profile reports the mean of runs 2..N, the steady state.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: u32,
     #[command(flatten)]
     exec: ExecArgs,
 }
@@ -353,13 +364,29 @@ fn parse_dims(flags: &[String]) -> Result<Vec<(String, i64)>, Failed> {
 }
 
 fn run(a: &RunArgs) -> Result<(), Failed> {
+    if a.repeat == 0 {
+        return Err(Failed("error: --repeat 0: the entry must run at least once\n".into()));
+    }
+    if a.profile && !matches!(a.exec.backend, Backend::Cpu) {
+        return Err(Failed("error: --profile applies to `--backend cpu` only\n".into()));
+    }
+    let mut t = profile::Timings::new(a.repeat);
+    let start = Instant::now();
     let c = compile(&a.file)?;
+    t.front = start.elapsed();
     let f = function(&c, &a.entry)?;
     let f = if a.train_mode { f.clone() } else { kiln_ir::dropout::inference(f) };
+    let start = Instant::now();
     let (f, _) = a.exec.fuse.apply(&c.module, &f)?;
+    t.optimize = start.elapsed();
     let given = given_inputs(&f, &a.exec.inputs)?;
-    let outputs = execute(&c.module, &f, given, &a.exec)?;
-    write_outputs(&a.exec.out, &f.output_names, &outputs)
+    let outputs = execute(&c.module, &f, given, &a.exec, &mut t)?;
+    write_outputs(&a.exec.out, &f.output_names, &outputs)?;
+    if a.profile {
+        let ceilings = rt::cpu::Ceilings::measured(rt::cpu::Pool::global().threads())?;
+        print!("{}", t.report(&f.name, &ceilings));
+    }
+    Ok(())
 }
 
 /// An input given on the command line, with the path it came from.
@@ -381,10 +408,11 @@ fn given_inputs(f: &kiln_ir::Function, flags: &[String]) -> Result<Vec<Given>, F
     Ok(given)
 }
 
-/// Runs `f` on `a`'s backend with the `given` inputs (the others drawn from
-/// `--seed`) and returns its outputs. The output directory is created
-/// before the run, so an unusable one is refused before a long run.
-fn execute(m: &kiln_ir::Module, f: &kiln_ir::Function, given: Vec<Given>, a: &ExecArgs) -> Result<Vec<Tensor>, Failed> {
+/// Runs `f` `t.runs` times on `a`'s backend with the `given` inputs (the
+/// others drawn from `--seed`) and returns the last run's outputs, timing
+/// the stages into `t`. The output directory is created before the run,
+/// so an unusable one is refused before a long run.
+fn execute(m: &kiln_ir::Module, f: &kiln_ir::Function, given: Vec<Given>, a: &ExecArgs, t: &mut profile::Timings) -> Result<Vec<Tensor>, Failed> {
     // Flags are checked before weights, inputs or compiling cost anything.
     let precision = match (a.backend, a.precision) {
         (Backend::Reference, Some(Prec::F64)) => Precision::F64,
@@ -392,10 +420,12 @@ fn execute(m: &kiln_ir::Module, f: &kiln_ir::Function, given: Vec<Given>, a: &Ex
         (_, None) => Precision::F32,
         (_, Some(_)) => return Err(Failed("error: --precision applies to `--backend reference` only; the cpu and cuda backends compute in each value's dtype\n".into())),
     };
+    let start = Instant::now();
     let params = match &a.weights {
         Some(w) => rt::load_params(m, w)?,
         None => rt::init_params(m, a.seed)?,
     };
+    t.weights = start.elapsed();
     let dims = parse_dims(&a.dims)?;
     let refs: Vec<Option<rt::GivenInput>> = given.iter().map(|g| g.as_ref().map(|(t, s)| rt::GivenInput { tensor: t, source: s })).collect();
     let bound = rt::bind_dims_from(f, &refs, &dims)?;
@@ -413,27 +443,45 @@ fn execute(m: &kiln_ir::Module, f: &kiln_ir::Function, given: Vec<Given>, a: &Ex
         });
     }
     rt::create_output_dir(&a.out)?;
-    Ok(match a.backend {
-        Backend::Reference => rt::run_reference(m, f, &params, &inputs, &bound.dims, precision)?,
+    let mut outs = Vec::new();
+    match a.backend {
+        Backend::Reference => {
+            for _ in 0..t.runs {
+                outs = rt::run_reference(m, f, &params, &inputs, &bound.dims, precision)?;
+            }
+        }
         Backend::Cuda => {
-            let (outs, st) = rt::cuda::run_cuda(m, f, &params, &inputs, &bound.dims)?;
-            eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels; {} attention nodes on FlashAttention kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3, st.flash_nodes);
-            outs
+            for _ in 0..t.runs {
+                let st;
+                (outs, st) = rt::cuda::run_cuda(m, f, &params, &inputs, &bound.dims)?;
+                eprintln!("cuda: {}: ran {} kernel launches, {:.3} ms in kernels; {} attention nodes on FlashAttention kernels", st.device, st.launches, st.kernel_time.as_secs_f64() * 1e3, st.flash_nodes);
+            }
         }
         Backend::Cpu => {
-            let (outs, st) = rt::cpu::run_cpu(m, f, &params, &inputs, &bound.dims, &cache)?;
-            eprintln!(
-                "cpu: compiled in {:.1} ms, ran {} kernel launches in {:.2} ms ({:.2} ms in kernels); temporaries take {} (without reuse: {})",
-                st.compile_time.as_secs_f64() * 1e3,
-                st.launches,
-                st.run_time.as_secs_f64() * 1e3,
-                st.exec_time.as_secs_f64() * 1e3,
-                rt::memory::bytes(st.peak_bytes),
-                rt::memory::bytes(st.naive_bytes)
-            );
-            outs
+            let (exe, _) = rt::cpu::executable(m, f, &bound.dims, &cache)?;
+            (t.schedule, t.codegen) = (exe.schedule_time(), exe.compile_time().saturating_sub(exe.schedule_time()));
+            let start = Instant::now();
+            let prepared = exe.prepare_params(&params)?;
+            t.weights += start.elapsed();
+            for i in 0..t.runs {
+                let st;
+                (outs, st) = exe.run_prepared(&prepared, &inputs).map_err(|e| e.in_function(&f.name))?;
+                t.record(i, &st);
+                if i == 0 {
+                    eprintln!(
+                        "cpu: compiled in {:.1} ms, ran {} kernel launches in {:.2} ms ({:.2} ms in kernels); temporaries take {} (without reuse: {})",
+                        st.compile_time.as_secs_f64() * 1e3,
+                        st.launches,
+                        st.run_time.as_secs_f64() * 1e3,
+                        st.exec_time.as_secs_f64() * 1e3,
+                        rt::memory::bytes(st.peak_bytes),
+                        rt::memory::bytes(st.naive_bytes)
+                    );
+                }
+            }
         }
-    })
+    }
+    Ok(outs)
 }
 
 /// Writes each output as `out/NAME.npy` and prints a line about it.

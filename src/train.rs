@@ -423,7 +423,8 @@ fn train_into(
         out.display()
     );
     if a.profile {
-        println!("time per kernel over the training steps:\n{}", trainer.profile().table(15));
+        let ceilings = kiln_runtime::cpu::Ceilings::measured(kiln_runtime::cpu::Pool::global().threads())?;
+        println!("time per kernel over the {steps} training steps:\n{}", trainer.profile().table(15, &ceilings));
     }
     match signal.load(Ordering::SeqCst) {
         0 => Ok(ExitCode::SUCCESS),

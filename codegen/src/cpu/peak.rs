@@ -1,4 +1,5 @@
-//! The machine's f32x4 FMA ceiling, measured with Cranelift-generated code.
+//! The machine's FMA ceilings: f32x4 with Cranelift-generated code, and
+//! the native vector width (AVX-512F or AVX2) with `std::arch`.
 //!
 //! [`fma_peak_gflops`] JIT-compiles a loop of independent `fma.f32x4`
 //! chains (enough of them to hide the FMA latency on any current x86-64 or
@@ -163,10 +164,48 @@ fn run(f: PeakFn, iters: i64, threads: usize) -> f64 {
 /// repetitions, so brief interference from other processes is filtered
 /// out (a shared machine can only make it too low).
 pub fn fma_peak_gflops(threads: usize, seconds: f64) -> Result<f64, CodegenError> {
+    let (module, f) = build()?;
+    let best = measure(f, FLOPS_PER_ITER, threads, seconds);
+    // SAFETY: `f` is no longer used.
+    unsafe { module.free_memory() };
+    best
+}
+
+/// The FMA ceiling of the widest vectors this CPU has, which native code
+/// (not Cranelift's f32x4) reaches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NativePeak {
+    /// Aggregate GFLOP/s of the threads.
+    pub gflops: f64,
+    /// The instructions measured: `avx512f`, `avx2+fma`, or `f32x4` where
+    /// neither exists (the Cranelift probe's number).
+    pub isa: &'static str,
+}
+
+/// Measures the native vector FMA ceiling of `threads` threads like
+/// [`fma_peak_gflops`]: 512-bit FMAs with AVX-512F, else 256-bit with
+/// AVX2 and FMA, else the f32x4 ceiling.
+pub fn native_fma_peak_gflops(threads: usize, seconds: f64) -> Result<NativePeak, CodegenError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let gflops = measure(native::avx512, native::FLOPS_AVX512, threads, seconds)?;
+            return Ok(NativePeak { gflops, isa: "avx512f" });
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            let gflops = measure(native::avx2, native::FLOPS_AVX2, threads, seconds)?;
+            return Ok(NativePeak { gflops, isa: "avx2+fma" });
+        }
+    }
+    Ok(NativePeak { gflops: fma_peak_gflops(threads, seconds)?, isa: "f32x4" })
+}
+
+/// The best GFLOP/s of `f` (`flops` per iteration) over eight runs of
+/// about `seconds / 8` each on `threads` threads at once.
+fn measure(f: PeakFn, flops: f64, threads: usize, seconds: f64) -> Result<f64, CodegenError> {
     if threads == 0 {
         return Err(CodegenError::Unsupported { kernel: "fma_peak".into(), what: "zero threads".into() });
     }
-    let (module, f) = build()?;
     // Calibrate on one thread: grow the count until a run takes ≥ 20 ms.
     let mut iters: i64 = 1 << 16;
     let per_iter = loop {
@@ -181,9 +220,133 @@ pub fn fma_peak_gflops(threads: usize, seconds: f64) -> Result<f64, CodegenError
     let mut best = 0f64;
     for _ in 0..reps {
         let t = run(f, target, threads);
-        best = best.max(FLOPS_PER_ITER * target as f64 * threads as f64 / t / 1e9);
+        best = best.max(flops * target as f64 * threads as f64 / t / 1e9);
     }
-    // SAFETY: `f` is no longer used.
-    unsafe { module.free_memory() };
     Ok(best)
+}
+
+/// The native FMA loops: the same chains as the Cranelift probe, on the
+/// widest registers, in assembly so that the loop is the same whatever
+/// the optimization level (a debug build's intrinsics spill to memory).
+#[cfg(target_arch = "x86_64")]
+mod native {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    /// Independent chains: 12 cover a 4-cycle latency at two FMAs per
+    /// cycle, and with the two constants fit in 16 ymm registers.
+    const CHAINS: usize = 12;
+    /// Flops per iteration: 16 lanes, 2 flops each, per chain.
+    pub const FLOPS_AVX512: f64 = (CHAINS * 16 * 2) as f64;
+    /// Flops per iteration: 8 lanes, 2 flops each, per chain.
+    pub const FLOPS_AVX2: f64 = (CHAINS * 8 * 2) as f64;
+
+    /// Defines `fn(iters, out)`: `iters` rounds of `CHAINS` FMAs on
+    /// vectors of `$ty`, their sum stored to `*out`.
+    macro_rules! fma_loop {
+        ($(#[$doc:meta])* $name:ident, $feature:literal, $ty:ty, $class:ident, $splat:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $feature)]
+            pub unsafe extern "C" fn $name(iters: i64, out: *mut f32) {
+                if iters <= 0 {
+                    return;
+                }
+                // acc ← acc·m + c converges to c / (1 - m) = 1: no overflow, no denormals.
+                let (m, c) = ($splat(0.999), $splat(0.001));
+                let sum: $ty;
+                // SAFETY: register-only arithmetic; `iters` > 0 ends the loop;
+                // the caller passes a writable `out`.
+                unsafe {
+                    asm!(
+                        "vmovaps {a0}, {c}",
+                        "vmovaps {a1}, {c}",
+                        "vmovaps {a2}, {c}",
+                        "vmovaps {a3}, {c}",
+                        "vmovaps {a4}, {c}",
+                        "vmovaps {a5}, {c}",
+                        "vmovaps {a6}, {c}",
+                        "vmovaps {a7}, {c}",
+                        "vmovaps {a8}, {c}",
+                        "vmovaps {a9}, {c}",
+                        "vmovaps {a10}, {c}",
+                        "vmovaps {a11}, {c}",
+                        "2:",
+                        "vfmadd213ps {a0}, {m}, {c}",
+                        "vfmadd213ps {a1}, {m}, {c}",
+                        "vfmadd213ps {a2}, {m}, {c}",
+                        "vfmadd213ps {a3}, {m}, {c}",
+                        "vfmadd213ps {a4}, {m}, {c}",
+                        "vfmadd213ps {a5}, {m}, {c}",
+                        "vfmadd213ps {a6}, {m}, {c}",
+                        "vfmadd213ps {a7}, {m}, {c}",
+                        "vfmadd213ps {a8}, {m}, {c}",
+                        "vfmadd213ps {a9}, {m}, {c}",
+                        "vfmadd213ps {a10}, {m}, {c}",
+                        "vfmadd213ps {a11}, {m}, {c}",
+                        "dec {n}",
+                        "jnz 2b",
+                        "vaddps {a0}, {a0}, {a1}",
+                        "vaddps {a0}, {a0}, {a2}",
+                        "vaddps {a0}, {a0}, {a3}",
+                        "vaddps {a0}, {a0}, {a4}",
+                        "vaddps {a0}, {a0}, {a5}",
+                        "vaddps {a0}, {a0}, {a6}",
+                        "vaddps {a0}, {a0}, {a7}",
+                        "vaddps {a0}, {a0}, {a8}",
+                        "vaddps {a0}, {a0}, {a9}",
+                        "vaddps {a0}, {a0}, {a10}",
+                        "vaddps {a0}, {a0}, {a11}",
+                        n = inout(reg) iters => _,
+                        m = in($class) m,
+                        c = in($class) c,
+                        a0 = out($class) sum,
+                        a1 = out($class) _,
+                        a2 = out($class) _,
+                        a3 = out($class) _,
+                        a4 = out($class) _,
+                        a5 = out($class) _,
+                        a6 = out($class) _,
+                        a7 = out($class) _,
+                        a8 = out($class) _,
+                        a9 = out($class) _,
+                        a10 = out($class) _,
+                        a11 = out($class) _,
+                        options(nomem, nostack),
+                    );
+                    *out = lanes_sum(sum);
+                }
+            }
+        };
+    }
+
+    fma_loop!(
+        /// 512-bit FMAs. Safety: the CPU has AVX-512F and `out` is writable.
+        avx512, "avx512f", __m512, zmm_reg, _mm512_set1_ps
+    );
+    fma_loop!(
+        /// 256-bit FMAs. Safety: the CPU has AVX2 and FMA and `out` is writable.
+        avx2, "avx2,fma", __m256, ymm_reg, _mm256_set1_ps
+    );
+
+    /// The sum of a vector's f32 lanes (kept so the loop is not dead code).
+    fn lanes_sum<T: Copy>(v: T) -> f32 {
+        // SAFETY: `T` is a vector of f32 lanes (`__m256` or `__m512`).
+        let lanes: &[f32] = unsafe { std::slice::from_raw_parts((&v as *const T).cast::<f32>(), std::mem::size_of::<T>() / 4) };
+        lanes.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The native ceiling is at least the f32x4 one on the same thread
+    /// (wider vectors never do less per FMA), with slack for a loaded machine
+    /// (AVX-512 on Zen 4 measures about twice f32x4).
+    #[test]
+    fn native_peak_is_not_below_the_f32x4_peak() {
+        let native = native_fma_peak_gflops(1, 0.02).expect("native");
+        let x4 = fma_peak_gflops(1, 0.02).expect("f32x4");
+        assert!(native.gflops > 0.8 * x4, "{native:?} vs f32x4 {x4}");
+    }
 }

@@ -25,6 +25,7 @@
 //! list run the generic kernels and get the same results.
 
 pub mod check;
+pub mod cost;
 pub mod eval;
 pub mod intrinsic;
 pub mod print;

@@ -19,6 +19,7 @@ use super::storage::{byte_len, Storage};
 use crate::tensor::type_string;
 use crate::{RuntimeError, Tensor};
 use kiln_codegen::cpu::{Compiled, KernelFn};
+use kiln_ir::kernel::cost::{self, Cost};
 use kiln_ir::kernel::{check, Access, BufId, BufKind, HostOffset, Program, Step, View};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,6 +72,10 @@ pub struct CpuExecutable {
     params_needed: usize,
     pool: Arc<Pool>,
     compile_time: Duration,
+    /// Of `compile_time`, scheduling the graph into kernels.
+    schedule_time: Duration,
+    /// What one launch of each kernel computes and moves, for profiles.
+    costs: Vec<Cost>,
     /// Arenas of finished runs, reused by the next ones.
     arenas: Mutex<Vec<Storage>>,
 }
@@ -135,6 +140,7 @@ impl CpuExecutable {
         check_steps(&program, &program.steps, &mut Vec::new())?;
         let plan = plan::plan(&program)?;
         let compiled = compile(&program, codegen)?;
+        let costs = program.kernels.iter().map(cost::kernel).collect();
         Ok(CpuExecutable {
             program,
             compiled,
@@ -145,6 +151,8 @@ impl CpuExecutable {
             params_needed: roles.params_needed,
             pool: Arc::new(Pool::global()),
             compile_time: start.elapsed(),
+            schedule_time: Duration::ZERO,
+            costs,
             arenas: Mutex::new(Vec::new()),
         })
     }
@@ -155,10 +163,11 @@ impl CpuExecutable {
         self
     }
 
-    /// Adds time spent before [`new`](Self::new) (scheduling) to the
+    /// Adds time spent scheduling before [`new`](Self::new) to the
     /// reported compile time.
-    pub(crate) fn add_compile_time(&mut self, d: Duration) {
+    pub(crate) fn add_schedule_time(&mut self, d: Duration) {
         self.compile_time += d;
+        self.schedule_time += d;
     }
 
     /// The program.
@@ -186,6 +195,13 @@ impl CpuExecutable {
     /// How long building took (see [`Stats::compile_time`]).
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+
+    /// Of [`compile_time`](Self::compile_time), scheduling (zero when the
+    /// program came scheduled); the rest is checks, planning and code
+    /// generation.
+    pub fn schedule_time(&self) -> Duration {
+        self.schedule_time
     }
 
     /// The shapes of the outputs.
@@ -356,9 +372,7 @@ impl CpuExecutable {
                         // (refused by `new`).
                         unsafe { f(ptrs.array(), tiles.start, tiles.end) }
                     });
-                    let t = &mut profile.kernels[kernel.0 as usize];
-                    t.time += start.elapsed();
-                    t.launches += 1;
+                    profile.kernels[kernel.0 as usize].launched(self.costs[kernel.0 as usize], start.elapsed());
                 }
                 Step::Repeat { var, count, body } => {
                     debug_assert_eq!(var.0 as usize, counters.len());

@@ -9,12 +9,14 @@
 //! - [`exec`]: [`CpuExecutable`], a checked and compiled program, and its
 //!   host-step interpreter.
 //! - [`cache`]: compiled executables keyed by entry point and dims.
-//! - [`profile`]: time per kernel.
+//! - [`profile`]: time per kernel, beside its work and traffic.
+//! - [`ceilings`]: the machine's FMA and copy ceilings profiles compare with.
 //!
 //! [`run_cpu`] ties them together: schedule an entry point with concrete
 //! dims (once per [`Cache`]), then run it.
 
 pub mod cache;
+pub mod ceilings;
 pub mod exec;
 pub mod plan;
 pub mod pool;
@@ -22,6 +24,7 @@ pub mod profile;
 pub mod storage;
 
 pub use cache::Cache;
+pub use ceilings::Ceilings;
 pub use exec::{CpuExecutable, PreparedParams, Stats};
 pub use plan::MemoryPlan;
 pub use pool::Pool;
@@ -106,6 +109,6 @@ pub fn compile_cpu_with(
     let (program, shapes) = schedule_entry(m, f, dims, options)?;
     let schedule_time = start.elapsed();
     let mut exe = CpuExecutable::new_with(program, shapes, codegen)?.with_pool(pool);
-    exe.add_compile_time(schedule_time);
+    exe.add_schedule_time(schedule_time);
     Ok(exe)
 }

@@ -30,7 +30,7 @@ use super::optim::{clip_grad_norm, global_norm, GradAccumulator, Optimizer, Opti
 use super::precision::{to_half, with_loss_scale, LossScaler};
 use super::schedule::Schedule;
 use super::TrainError;
-use crate::cpu::{compile_cpu_with, Cache, CpuExecutable, KernelTime, Profile};
+use crate::cpu::{compile_cpu_with, Cache, CpuExecutable, Profile};
 use crate::safetensors::storage_layout;
 use crate::{RuntimeError, Tensor};
 use kiln_ir::autodiff::{grad, Wrt};
@@ -623,6 +623,7 @@ impl Trainer {
                 report.loss_scale = s.scale;
                 self.step = next;
                 self.history.push(LogRow { step: next, train_loss: loss.is_finite().then_some(loss), val_loss: None, lr, tokens_per_s: report.tokens_per_s });
+                self.profile.wall += start.elapsed();
                 return Ok(report);
             }
             report.loss_scale = s.scale;
@@ -651,18 +652,18 @@ impl Trainer {
         report.tokens_per_s = tokens / elapsed;
         self.step = next;
         self.history.push(LogRow { step: next, train_loss: Some(loss), val_loss: None, lr, tokens_per_s: report.tokens_per_s });
+        self.profile.wall += start.elapsed();
         Ok(report)
     }
 
     /// Time per kernel of the training steps so far, with the host's work
-    /// between kernels as `(host) ...` entries.
+    /// between kernels as `(host) ...` entries and the steps' wall time.
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
 
     fn host_time(&mut self, what: &str, since: Instant) {
-        let t = KernelTime { name: what.to_string(), time: since.elapsed(), launches: 1 };
-        self.profile.add(&Profile { kernels: vec![t] });
+        self.profile.add_host(what, since.elapsed());
     }
 
     fn diverged(&self, step: u64, what: String) -> TrainError {
