@@ -429,3 +429,35 @@ fn large_scratch_on_a_small_thread_stack() {
     let want = (n * (n - 1) / 2) as f64;
     assert!((s - want).abs() <= want * 1e-6);
 }
+
+/// Vector constants come from a per-kernel table whose address each loop
+/// carries (`consts.rs`): transcendentals in a reduction and in a vector
+/// loop, nested in a scalar loop, in several tiles, at awkward extents,
+/// give the scalar code's bits (which never reads the table).
+#[test]
+fn pooled_constants_in_nested_loops_match_scalar_code() {
+    let grid = 3u64;
+    for n in EXTENTS {
+        let len = grid * 2 * n;
+        // Element (t, r, j) of the input and output.
+        let at = |j: u32| add(mul(add(mul(tile(), i(2)), v(1)), i(n as i64)), v(j));
+        let x = |j: u32| ld(0, at(j));
+        let s = reduce(2, RedOp::Sum, 3, n, true, add(un(UnaryOp::Exp, x(3)), un(UnaryOp::Tanh, x(3))));
+        let chain = add(add(un(UnaryOp::Gelu, x(4)), un(UnaryOp::Erf, x(4))), mul(un(UnaryOp::Log, add(un(UnaryOp::Abs, x(4)), f(1.0))), v(2)));
+        let inner = lp(4, n, true, vec![store(1, at(4), add(chain, un(UnaryOp::Sigmoid, x(4))))]);
+        let body = vec![lp(1, 2, false, vec![s, inner])];
+        let k = kernel(&[(DType::F32, len), (DType::F32, len)], grid, body);
+        let input: Vec<f64> = (0..len).map(|e| ((e * 37 % 101) as f64) / 12.0 - 4.0).collect();
+        let mut outs = Vec::new();
+        for vectorize in [true, false] {
+            let mut a = Buf::new(DType::F32, &input);
+            let mut o = Buf::zeros(DType::F32, len as usize);
+            run_opts(&k, &Options { vectorize, ..Options::default() }, &mut [&mut a, &mut o], 0..grid);
+            outs.push(o.f32s());
+        }
+        for (e, (vec, sc)) in outs[0].iter().zip(&outs[1]).enumerate() {
+            // The reduction's order differs, so its term may differ by an ulp.
+            assert!((vec - sc).abs() <= 1e-5 * sc.abs().max(1.0), "n={n} element {e}: vector {vec}, scalar {sc}");
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! i64 `I64`, bool an `I8` holding 0 or 1. Kernel variables are Cranelift
 //! [`Variable`]s, so a `let` inside a loop needs no extra care.
 
+use super::consts::ConstPool;
 use super::jit::{Features, POWF, POWI};
 use super::math::Fx;
 use super::vector::VEnv;
@@ -99,6 +100,7 @@ pub(crate) fn define_kernel(
     let powf = module.declare_func_in_func(powf_id, &mut ctx.func);
     let powi = module.declare_func_in_func(powi_id, &mut ctx.func);
     let gemm_refs = gemm_ids.into_iter().map(|(key, gid)| (key, module.declare_func_in_func(gid, &mut ctx.func))).collect();
+    let mut pool = ConstPool::new(module, &mut ctx.func, index).map_err(cl)?;
     let mut fctx = FunctionBuilderContext::new();
     {
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -117,10 +119,12 @@ pub(crate) fn define_kernel(
             gemm: gemm_refs,
             consts: HashMap::new(),
             venv: None,
+            pool: &mut pool,
         };
         l.function()?;
         l.b.finalize(module.target_config());
     }
+    pool.define(module).map_err(cl)?;
     // Debugging aid: KILN_CLIF=1 prints each kernel's IR, =asm its machine code.
     let dump = std::env::var("KILN_CLIF").ok();
     if dump.as_deref() == Some("1") {
@@ -173,6 +177,8 @@ pub(crate) struct Lowerer<'f, 'k> {
     pub consts: HashMap<Value, i64>,
     /// Lane values of the vector loop being emitted, if any.
     pub venv: Option<VEnv>,
+    /// The kernel's vector constants.
+    pub pool: &'f mut ConstPool,
 }
 
 pub(crate) type R<T> = Result<T, CodegenError>;
@@ -184,7 +190,7 @@ impl<'f, 'k> Lowerer<'f, 'k> {
 
     /// An f32/f32x4 helper on this builder.
     pub fn fx(&mut self, ty: Type) -> Fx<'_, 'f> {
-        Fx::new(&mut self.b, ty, self.feat.fma)
+        Fx::new(&mut self.b, ty, self.feat.fma, Some(self.pool))
     }
 
     /// An integer constant, remembered for index analysis.
@@ -206,6 +212,7 @@ impl<'f, 'k> Lowerer<'f, 'k> {
         self.b.seal_block(entry);
         let p = self.b.block_params(entry).to_vec();
         let (argv, begin, end) = (p[0], p[1], p[2]);
+        self.pool.start(&mut self.b);
         // The argument array is read once; pointers stay in registers.
         let fl = MemFlagsData::trusted().with_readonly();
         for i in 0..self.k.args.len() {
@@ -249,6 +256,7 @@ impl<'f, 'k> Lowerer<'f, 'k> {
         self.b.switch_to_block(body);
         let i = self.b.use_var(iv);
         f(self, i)?;
+        self.pool.carry(&mut self.b);
         let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(iv, next);
         let more = self.b.ins().icmp(IntCC::UnsignedLessThan, next, end);

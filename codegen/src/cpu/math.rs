@@ -16,6 +16,7 @@
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
+use super::consts::{splat32, ConstPool};
 
 /// An f32 or f32x4 arithmetic helper: constants of the right shape, and
 /// selects that work on masks of either kind.
@@ -26,6 +27,8 @@ pub(crate) struct Fx<'a, 'f> {
     pub ty: Type,
     /// Whether `fma` may be emitted (else multiply, then add).
     pub fma: bool,
+    /// Where vector constants are loaded from (else `vconst`s).
+    pub pool: Option<&'a mut ConstPool>,
 }
 
 /// `1.5 * 2^23`: adding it rounds a float below `2^22` in magnitude to an
@@ -36,8 +39,8 @@ const SIGN: i32 = i32::MIN;
 
 impl<'a, 'f> Fx<'a, 'f> {
     /// A helper for values of type `ty`.
-    pub fn new(b: &'a mut FunctionBuilder<'f>, ty: Type, fma: bool) -> Self {
-        Fx { b, ty, fma }
+    pub fn new(b: &'a mut FunctionBuilder<'f>, ty: Type, fma: bool, pool: Option<&'a mut ConstPool>) -> Self {
+        Fx { b, ty, fma, pool }
     }
 
     fn vector(&self) -> bool {
@@ -55,6 +58,9 @@ impl<'a, 'f> Fx<'a, 'f> {
 
     /// A float constant.
     pub fn c(&mut self, v: f32) -> Value {
+        if let Some(x) = self.pooled(self.ty, splat32(v.to_bits())) {
+            return x;
+        }
         let s = self.b.ins().f32const(v);
         if self.vector() {
             self.b.ins().splat(self.ty, s)
@@ -65,12 +71,21 @@ impl<'a, 'f> Fx<'a, 'f> {
 
     /// An i32 constant of the integer shape.
     pub fn ci(&mut self, v: i32) -> Value {
+        if let Some(x) = self.pooled(types::I32X4, splat32(v as u32)) {
+            return x;
+        }
         let s = self.b.ins().iconst(types::I32, v as i64);
         if self.vector() {
             self.b.ins().splat(types::I32X4, s)
         } else {
             s
         }
+    }
+
+    /// A vector constant from the kernel's pool, when there is one.
+    fn pooled(&mut self, ty: Type, bits: u128) -> Option<Value> {
+        let pool = self.pool.as_deref_mut().filter(|_| self.ty.is_vector())?;
+        pool.load(self.b, ty, bits)
     }
 
     /// `a + b`.

@@ -28,6 +28,7 @@
 //! compile time, `KILN_CLIF=asm` its machine code.
 
 mod check;
+mod consts;
 pub mod gemm;
 mod half;
 mod jit;
