@@ -44,6 +44,9 @@ enum Cmd {
         /// A dimension's size as NAME=N, for `--stage kernels` (others default as in `kiln run`, and Kiln says so).
         #[arg(long = "dim", value_name = "NAME=N")]
         dims: Vec<String>,
+        /// Print the gradient of the (scalar) entry with respect to every float parameter instead, as `kiln train` compiles it (layer stacks unrolled), for `--stage optimized` and `kernels`.
+        #[arg(long)]
+        grad: bool,
         #[command(flatten)]
         fuse: FuseArgs,
     },
@@ -256,7 +259,7 @@ fn main() -> ExitCode {
     };
     let r = match cli.cmd {
         Cmd::Check { file } => check(&file),
-        Cmd::Ir { file, entry, stage, dims, fuse } => ir(&file, entry.as_deref(), stage, &dims, fuse),
+        Cmd::Ir { file, entry, stage, dims, grad, fuse } => ir(&file, entry.as_deref(), stage, &dims, grad, fuse),
         Cmd::Run(args) => run(&args),
         Cmd::Grad(args) => grad::run(&args),
         Cmd::Demo => demo(),
@@ -297,8 +300,22 @@ fn check(file: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
-fn ir(file: &Path, entry: Option<&str>, stage: Stage, dims: &[String], fuse: FuseArgs) -> Result<(), Failed> {
+fn ir(file: &Path, entry: Option<&str>, stage: Stage, dims: &[String], grad: bool, fuse: FuseArgs) -> Result<(), Failed> {
     let c = compile(file)?;
+    if grad && stage == Stage::Graph {
+        return Err(Failed("error: --grad needs --stage optimized or --stage kernels (the gradient is built from the optimized entry)\n".into()));
+    }
+    // The entry after the optimizer; with --grad, its gradient as training compiles it.
+    let prepare = |name: &str| -> Result<(kiln_ir::Function, Option<kiln_ir::opt::Report>), Failed> {
+        let (f, report) = fuse.apply(&c.module, function(&c, name)?)?;
+        if !grad {
+            return Ok((f, report));
+        }
+        let unrolled = kiln_ir::unroll_scans(&f, rt::train::trainer::MAX_UNROLLED_STEPS);
+        let all = (0..c.module.params.len() as u32).filter(|&i| c.module.params[i as usize].ty.dtype.is_float());
+        let g = kiln_ir::autodiff::grad(&c.module, &unrolled, &kiln_ir::autodiff::Wrt::params(all)).map_err(|e| Failed(format!("error: {name}: {e}\n")))?;
+        Ok((g, report))
+    };
     let names: Vec<&str> = match entry {
         Some(e) => vec![e],
         None => c.module.functions.iter().map(|f| f.name.as_str()).collect(),
@@ -308,7 +325,7 @@ fn ir(file: &Path, entry: Option<&str>, stage: Stage, dims: &[String], fuse: Fus
         Stage::Graph => print!("{}", kiln_ir::print::function(&c.module, function(&c, names[0])?)),
         Stage::Optimized => {
             for name in names {
-                let (f, report) = fuse.apply(&c.module, function(&c, name)?)?;
+                let (f, report) = prepare(name)?;
                 print!("{}", kiln_ir::print::function(&c.module, &f));
                 match report {
                     Some(r) => r.to_string().lines().for_each(|l| println!("# {l}")),
@@ -319,7 +336,7 @@ fn ir(file: &Path, entry: Option<&str>, stage: Stage, dims: &[String], fuse: Fus
         Stage::Kernels => {
             let dims = parse_dims(dims)?;
             for name in names {
-                let (f, _) = fuse.apply(&c.module, function(&c, name)?)?;
+                let (f, _) = prepare(name)?;
                 let bound = rt::bind_dims(&f, &vec![None; f.arg_names.len()], &dims)?;
                 if let Some(note) = bound.defaults_note() {
                     eprintln!("note: {name}: {note} (set them with --dim NAME=N)");

@@ -256,7 +256,7 @@ pub enum Event {
 
 /// Scans of at most this many steps (layer stacks) are unrolled before
 /// differentiation.
-const MAX_UNROLLED_STEPS: u64 = 128;
+pub const MAX_UNROLLED_STEPS: u64 = 128;
 
 /// A model being trained: compiled executables, f32 master weights,
 /// optimizer state and the data stream.
