@@ -26,3 +26,33 @@ pub fn kl_files(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// The model at `path` with some config entries replaced, as `(name,
+/// value)`: a model's structure at a size a debug build runs quickly. A
+/// name the config does not define is a bug in the test and panics.
+pub fn compile_with_config(path: &Path, config: &[(&str, &str)]) -> kiln_lang::Compiled {
+    let mut src = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    for (name, value) in config {
+        let entry = format!("\n    {name} ");
+        let start = src.find(&entry).unwrap_or_else(|| panic!("{}: the config has no `{name}`", path.display())) + 1;
+        let eq = start + src[start..].find('=').expect("`=` after a config name");
+        let end = eq + src[eq..].find(['\n', '#']).expect("a config line ends");
+        src.replace_range(eq + 1..end, &format!(" {value} "));
+    }
+    kiln_lang::compile_source(path, src).unwrap_or_else(|e| panic!("{}", e.render()))
+}
+
+/// Models whose default config is too large for the suites that run every
+/// model on every backend, and the config they use there instead.
+const SMALL_CONFIGS: &[(&str, &[(&str, &str)])] =
+    &[("bert.kl", &[("vocab", "50"), ("n_layer", "2"), ("hidden", "32"), ("n_head", "2"), ("ffn", "64"), ("max_pos", "40")])];
+
+/// A model of models/ as the test suites compile it: its own config, or
+/// for a model listed in `SMALL_CONFIGS`, the smaller one there.
+pub fn compile_model(path: &Path) -> kiln_lang::Compiled {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    match SMALL_CONFIGS.iter().find(|(model, _)| *model == name) {
+        Some((_, config)) => compile_with_config(path, config),
+        None => kiln_lang::compile_file(path).unwrap_or_else(|e| panic!("{}", e.render())),
+    }
+}

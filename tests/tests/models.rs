@@ -1,10 +1,10 @@
 //! Every model in models/ checks, lowers to verified IR, and runs on the
-//! reference interpreter, with f32 agreeing with exact f64 arithmetic.
+//! reference interpreter, with f32 agreeing with exact f64 arithmetic
+//! (large models at the smaller config `kiln_tests::compile_model` gives).
 
 use kiln_ir::interp::Tensor;
-use kiln_lang::compile_file;
 use kiln_runtime as rt;
-use kiln_tests::repo_root;
+use kiln_tests::{compile_model, repo_root};
 use std::path::PathBuf;
 
 fn models() -> Vec<PathBuf> {
@@ -13,7 +13,7 @@ fn models() -> Vec<PathBuf> {
 
 /// Runs `entry` with small dims and random inputs in both precisions.
 fn run_both(path: &std::path::Path, entry: &str) -> (Vec<Tensor>, Vec<Tensor>) {
-    let c = compile_file(path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let c = compile_model(path);
     kiln_ir::verify::module(&c.module).expect("verified IR");
     let f = c.module.function(entry).unwrap_or_else(|| panic!("{} has no `{entry}`", path.display()));
     let params = rt::init_params(&c.module, 7).expect("init");
@@ -34,7 +34,7 @@ fn every_model_runs_and_f32_tracks_f64() {
     assert!(all.len() >= 2, "models/ should hold at least gpt.kl and mlp.kl");
     for path in all {
         for entry in ["forward", "loss"] {
-            let c = compile_file(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+            let c = compile_model(&path);
             if c.module.function(entry).is_none() {
                 continue;
             }
@@ -68,7 +68,7 @@ fn gpt_shapes_and_initial_loss() {
 fn gpt_is_causal() {
     // Changing a later token must not change earlier positions' logits.
     let path = repo_root().join("models/gpt.kl");
-    let c = compile_file(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let c = compile_model(&path);
     let f = c.module.function("forward").expect("forward");
     let params = rt::init_params(&c.module, 3).expect("init");
     let dims = [("B".to_string(), 1), ("T".to_string(), 6)].into_iter().collect();
@@ -88,7 +88,7 @@ fn gpt_is_causal() {
 #[test]
 fn every_model_on_every_backend() {
     for path in models() {
-        let c = compile_file(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let c = compile_model(&path);
         let params = rt::init_params(&c.module, 9).expect("init");
         for f in &c.module.functions {
             for (b, t, n) in [(1, 1, 1), (2, 17, 3), (3, 5, 33), (0, 4, 0), (2, 0, 3)] {

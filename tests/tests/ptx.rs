@@ -5,9 +5,8 @@
 use kiln_codegen::ptx::{self, Arch};
 use kiln_ir::interp::Tensor;
 use kiln_ir::kernel::Program;
-use kiln_lang::compile_file;
 use kiln_runtime as rt;
-use kiln_tests::repo_root;
+use kiln_tests::{compile_model, repo_root};
 use std::path::{Path, PathBuf};
 
 /// Every `.kl` model and fixture.
@@ -23,10 +22,10 @@ fn models() -> Vec<PathBuf> {
     v
 }
 
-/// Every entry point of a model, scheduled at small dims, with random
-/// inputs and initialized parameters.
+/// Every entry point of a model (large ones at their small config),
+/// scheduled at small dims, with random inputs and initialized parameters.
 fn programs(path: &Path) -> Vec<(String, Program, Vec<Tensor>, Vec<Tensor>)> {
-    let c = compile_file(path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let c = compile_model(path);
     let params = rt::init_params(&c.module, 3).expect("init");
     c.module
         .functions
