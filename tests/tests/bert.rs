@@ -71,7 +71,7 @@ fn run_cpu(c: &Compiled, entry: &str, params: &[Tensor], inputs: &[Tensor], t: u
     let f = c.module.function(entry).expect("entry");
     let (fused, report) = optimize(&c.module, f, &OptOptions::default()).expect("optimize");
     assert_eq!(report.fused().count(), 1, "`{entry}`: the attention in the layer stack is fused once");
-    let mut out = Cpu.run(&c.module, &fused, params, inputs, &dims(inputs[0].shape[0], t)).expect("cpu run");
+    let mut out = Cpu::NATIVE.run(&c.module, &fused, params, inputs, &dims(inputs[0].shape[0], t)).expect("cpu run");
     out.remove(0)
 }
 
