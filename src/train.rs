@@ -425,6 +425,9 @@ fn train_into(
     if a.profile {
         let ceilings = kiln_runtime::cpu::Ceilings::measured(kiln_runtime::cpu::Pool::global().threads())?;
         println!("time per kernel over the {steps} training steps:\n{}", trainer.profile().table(15, &ceilings));
+        // Kernels only: the time outside them is in the table above.
+        let kinds = kiln_runtime::cpu::Profile { host: Vec::new(), wall: Default::default(), ..trainer.profile().by_kind() };
+        println!("the same by kind of kernel (names without their number):\n{}", kinds.table(15, &ceilings));
     }
     match signal.load(Ordering::SeqCst) {
         0 => Ok(ExitCode::SUCCESS),

@@ -52,7 +52,7 @@ fn bench_writes_its_table_to_stdout() {
     let r = kiln(&["bench", "--quick", "--only", "matmul"]).ok();
     assert!(r.stderr.is_empty(), "stderr:\n{}", r.stderr);
     assert!(r.stdout.starts_with("FMA ceiling: "), "stdout:\n{}", r.stdout);
-    for n in [128, 256, 512] {
+    for n in [256, 512] {
         assert!(r.stdout.contains(&format!("matmul {n:>5}: ")), "stdout:\n{}", r.stdout);
     }
     assert!(!r.stdout.contains("attention"), "--only matmul ran more:\n{}", r.stdout);

@@ -110,6 +110,19 @@ impl Profile {
         Profile { kernels: scale(&self.kernels), host: scale(&self.host), wall: self.wall / runs }
     }
 
+    /// The kernels merged by kind: their names without the `k<N>_` prefix
+    /// (a training step's 400 kernels are a few dozen kinds: `matmul`,
+    /// `matmul_gelu_add`, `attention_bwd`, ...).
+    pub fn by_kind(&self) -> Profile {
+        let mut kinds: Vec<KernelTime> = Vec::new();
+        for k in &self.kernels {
+            let kind = k.name.strip_prefix('k').and_then(|r| r.split_once('_')).filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let name = kind.map_or(k.name.as_str(), |(_, rest)| rest);
+            merge(&mut kinds, &KernelTime { name: name.to_string(), ..k.clone() });
+        }
+        Profile { kernels: kinds, host: self.host.clone(), wall: self.wall }
+    }
+
     /// A table of the `top` kernels by time: each one's time, share, speed
     /// and traffic beside the `ceilings`, a total line, then the time
     /// outside kernels. At most 100 columns, kernel names aside.
@@ -193,6 +206,19 @@ mod tests {
     use super::*;
 
     const CEILINGS: Ceilings = Ceilings { threads: 2, gflops: 400.0, isa: "avx512f", gbs: 20.0 };
+
+    #[test]
+    fn kinds_merge_kernels_of_one_name_after_the_number() {
+        let mut p = Profile::new(["k1_matmul", "k7_matmul", "k3_layernorm", "kx_odd"]);
+        for (k, ms) in p.kernels.iter_mut().zip([2, 3, 4, 5]) {
+            k.launched(Cost { flops: 10, bytes: 1 }, Duration::from_millis(ms));
+        }
+        let kinds = p.by_kind();
+        let names: Vec<&str> = kinds.kernels.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["matmul", "layernorm", "kx_odd"]);
+        assert_eq!(kinds.kernels[0].time, Duration::from_millis(5));
+        assert_eq!((kinds.kernels[0].launches, kinds.kernels[0].flops), (2, 20));
+    }
 
     #[test]
     fn adds_by_name_and_ranks_by_time() {
