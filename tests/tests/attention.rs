@@ -542,6 +542,48 @@ fn default_blocks_at_a_longer_sequence() {
     }
 }
 
+/// A key-padding mask read four keys at a time (one 32-bit load per lane
+/// group, then a scalar tail): 13 keys in blocks of 8, both variants and
+/// both backward schedules, against the f64 reference.
+#[test]
+fn key_padding_masks_are_read_four_keys_at_a_time() {
+    for (variant, backward, seed) in [(AttnVariant::Fa1, AttnBackward::OnePass, 3), (AttnVariant::Fa2, AttnBackward::Split, 4)] {
+        let c = Case { b: 2, hkv: 1, group: 2, sq: 5, sk: 13, d: 16, causal: None, mask: AttnMask::Keep, variant, bshd: false, blocks: (4, 8), backward, seed, dropout: 0.0, fill: None };
+        // Absolute tolerance: the naive graph reads the mask the same way.
+        let (fused, naive) = (module(&c, true, DType::F32), module(&c, false, DType::F32));
+        for fi in [0, 2] {
+            let x = inputs(&c, &fused.functions[fi]);
+            let want = reference(&naive, &naive.functions[fi], &x);
+            let got = cpu(&fused, &fused.functions[fi], &x, Some(&c));
+            for k in (fi / 2)..got.len() {
+                let e = max_err(&got[k], &want[k]);
+                assert!(e <= 1e-5, "output {k} of function {fi}, {variant:?}: error {e:e}");
+            }
+        }
+    }
+}
+
+/// FA2 rescales its accumulator only when a row's max moves: scores that
+/// rise block by block (the max moves every block) and then fall (it
+/// never does) against the f64 reference.
+#[test]
+fn fa2_rescales_the_accumulator_exactly_when_the_max_moves() {
+    let c = Case { b: 1, hkv: 1, group: 1, sq: 3, sk: 12, d: 16, causal: None, mask: AttnMask::None, variant: AttnVariant::Fa2, bshd: false, blocks: (2, 2), backward: AttnBackward::Split, seed: 5, dropout: 0.0, fill: None };
+    let (fused, naive) = (module(&c, true, DType::F32), module(&c, false, DType::F32));
+    let f = &fused.functions[0];
+    let mut x = inputs(&c, f);
+    // q = 1/4 and key j constant c_j / 4: q·k = c_j, so scores rise, then fall.
+    let rise_fall = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 2.5, 2.0, 1.5, 1.0, 0.5];
+    x[0].data.iter_mut().for_each(|q| *q = 0.25);
+    x[1].data.iter_mut().enumerate().for_each(|(i, k)| *k = rise_fall[i / c.d] / 4.0);
+    let want = reference(&naive, &naive.functions[0], &x);
+    let got = cpu(&fused, f, &x, Some(&c));
+    for k in 0..2 {
+        let e = max_err(&got[k], &want[k]);
+        assert!(e <= 1e-5, "output {k}: error {e:e}");
+    }
+}
+
 /// Half-precision storage computes in f32: the fused kernels stay within
 /// the storage rounding of the f64 result.
 #[test]

@@ -8,7 +8,8 @@
 //! one of an affine index against a uniform value), or four separate
 //! scalars (anything else: integer and bool lanes, gathers). Loads and
 //! stores whose index is affine with stride 1 are 128-bit (f32) or 64-bit
-//! (f16/bf16, converted in vector registers) accesses; stride 0 (a
+//! (f16/bf16, converted in vector registers) accesses, and bool ones a
+//! 32-bit load widened to a lane mask; stride 0 (a
 //! uniform index) is a scalar load and a splat; other indices are gathers
 //! and scatters of four scalar accesses.
 //!
@@ -509,6 +510,19 @@ impl<'f, 'k> Lowerer<'f, 'k> {
                     }
                 };
                 return Ok((VV::F(v), d));
+            }
+            VV::Aff(base, 1) if st == DType::Bool => {
+                // Four bytes in one load, widened to i32 lanes and compared
+                // (a key-padding mask in attention: a byte gather is ~25
+                // instructions per four scores, this is five).
+                let a = self.addr(m, base)?;
+                let w = self.b.ins().load(types::I32, data_flags(), a, 0);
+                let v = self.b.ins().scalar_to_vector(types::I32X4, w);
+                let v = self.b.ins().bitcast(types::I8X16, MemFlagsData::new().with_endianness(Endianness::Little), v);
+                let v = self.b.ins().uwiden_low(v);
+                let v = self.b.ins().uwiden_low(v);
+                let zero = self.fx(types::F32X4).ci(0);
+                return Ok((VV::M(self.b.ins().icmp(IntCC::NotEqual, v, zero)), DType::Bool));
             }
             _ => {}
         }

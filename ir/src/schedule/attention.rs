@@ -429,7 +429,7 @@ impl<'a> Attn<'a> {
         // Subtracting 0 while every score so far is -inf keeps exp() at 0.
         let all_masked = Expr::Cmp(CmpOp::Eq, Box::new(m_new.clone()), Box::new(f(f64::NEG_INFINITY)));
         let m_safe = let_(kb, &mut rb, Expr::Select(Box::new(all_masked), Box::new(f(0.0)), Box::new(m_new.clone())));
-        let alpha = let_(kb, &mut rb, un(UnaryOp::Exp, bin(BinaryOp::Sub, m_old, m_safe.clone())));
+        let alpha = let_(kb, &mut rb, un(UnaryOp::Exp, bin(BinaryOp::Sub, m_old.clone(), m_safe.clone())));
         let j = kb.var(ksz);
         rb.push(Stmt::Loop { var: j, extent: ksz, vector: true, body: vec![Stmt::Store { mem: s, index: at(j), value: probability(ld(s, at(j)), m_safe) }] });
         let (sum, j) = (kb.var(1), kb.var(ksz));
@@ -443,7 +443,7 @@ impl<'a> Attn<'a> {
         let l_old = let_(kb, &mut rb, ld(run.l, ri.clone()));
         let l_new = let_(kb, &mut rb, bin(BinaryOp::Add, bin(BinaryOp::Mul, l_old.clone(), alpha.clone()), Expr::Var(sum)));
         rb.push(Stmt::Store { mem: run.l, index: ri.clone(), value: l_new.clone() });
-        rb.push(Stmt::Store { mem: run.m, index: ri, value: m_new });
+        rb.push(Stmt::Store { mem: run.m, index: ri, value: m_new.clone() });
         let rescale = if normalized {
             // l_new is 0 while every key so far is masked: O and P stay 0.
             let empty = Expr::Cmp(CmpOp::Eq, Box::new(l_new.clone()), Box::new(f(0.0)));
@@ -457,7 +457,13 @@ impl<'a> Attn<'a> {
         let e = kb.var(self.dv);
         let oi = run.base.add(&Ix::var(i)).scale(self.dv as i64).add(&Ix::var(e)).to_expr();
         let scaled = bin(BinaryOp::Mul, ld(run.o, oi.clone()), rescale);
-        rb.push(Stmt::Loop { var: e, extent: self.dv, vector: true, body: vec![Stmt::Store { mem: run.o, index: oi, value: scaled }] });
+        let rescale = Stmt::Loop { var: e, extent: self.dv, vector: true, body: vec![Stmt::Store { mem: run.o, index: oi, value: scaled }] };
+        rb.push(match normalized {
+            true => rescale,
+            // α = e^0 = 1 unless the max moved (or is NaN): once the max
+            // has settled, later blocks skip the pass over the accumulator.
+            false => Stmt::If { cond: Expr::Cmp(CmpOp::Ne, Box::new(m_old), Box::new(m_new)), body: vec![rescale] },
+        });
         body.push(Stmt::Loop { var: i, extent: qsz, vector: false, body: rb });
         let v = self.operand(cx, gs, kb, 2, &h.kv, k0)?;
         let o = dense(run.o, run.base.scale(self.dv as i64).to_expr(), self.dv);
