@@ -150,6 +150,23 @@ pub(crate) fn plan<'g>(cx: &mut Cx, g: &'g Graph, inputs: Vec<Src>) -> Result<Gr
             _ => {}
         }
     }
+    // A row op reads its input once per pass (statistics, then output): an
+    // input that gathers rows of a table (embeddings) is stored first, so
+    // the data-dependent loads and their index checks run once per element.
+    if cx.opts.fuse {
+        // Whether a value's inlined expression gathers (in graph order).
+        let mut gathers = vec![false; n];
+        for i in 0..n {
+            let node = &g.nodes[i];
+            gathers[i] = matches!(node.op, Op::Gather { .. }) || node.args.iter().any(|a| !materialize[a.index()] && gathers[a.index()]);
+            if live[i] && is_row(&node.op) {
+                let a = node.args[0].index();
+                if !materialize[a] && gathers[a] {
+                    materialize[a] = true;
+                }
+            }
+        }
+    }
     // Row ops and matmuls into their consumer chain: single use all the
     // way, elementwise, same shape, ending at a stored root that absorbs
     // nothing else. A row op's chain may also end in a reduction over the
