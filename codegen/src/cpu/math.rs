@@ -735,15 +735,17 @@ mod tests {
         sig.returns.push(AbiParam::new(types::F32X4));
         let mut func = Function::with_name_signature(UserFuncName::default(), sig);
         let mut fctx = FunctionBuilderContext::new();
-        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-        let block = b.create_block();
-        b.append_block_params_for_function_params(block);
-        b.switch_to_block(block);
-        let x = b.block_params(block)[0];
-        let y = f(&mut Fx::new(&mut b, types::F32X4, true, None), x);
-        b.ins().return_(&[y]);
-        b.seal_all_blocks();
-        drop(b);
+        let block = {
+            let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+            let block = b.create_block();
+            b.append_block_params_for_function_params(block);
+            b.switch_to_block(block);
+            let x = b.block_params(block)[0];
+            let y = f(&mut Fx::new(&mut b, types::F32X4, true, None), x);
+            b.ins().return_(&[y]);
+            b.seal_all_blocks();
+            block
+        };
         let ops: Vec<Opcode> = func.layout.block_insts(block).map(|i| func.dfg.insts[i].opcode()).collect();
         let free = [Opcode::F32const, Opcode::Iconst, Opcode::Splat, Opcode::Bitcast, Opcode::Return];
         let divs = ops.iter().filter(|&&o| o == Opcode::Fdiv).count();
