@@ -108,6 +108,32 @@ fn two_kernels_chain_through_a_temp() {
     assert_eq!(exe.run(&[], &[tensor(DType::F32, &[8, 8], xs)]).unwrap(), out);
 }
 
+/// Storage is kept between runs (see `exec.rs`): a reused output still
+/// starts zeroed, and a reused input holds the new run's values. The kernel
+/// adds into its output, so a stale output would show as a doubled result.
+#[test]
+fn reused_run_buffers_start_as_fresh_ones() {
+    let n = 64;
+    let mut p = P::default();
+    let x = p.buf(DType::F32, n, BufKind::Input(0));
+    let y = p.buf(DType::F32, n, BufKind::Output(0));
+    let mut k = map("accumulate", n, 4, &[DType::F32], DType::F32, |v| v[0].clone());
+    if let Stmt::Loop { body, .. } = &mut k.body[0] {
+        if let Stmt::Store { value, index, .. } = &mut body[0] {
+            *value = bin(BinaryOp::Add, value.clone(), Expr::Load(Mem::Arg(1), Box::new(index.clone())));
+        }
+    }
+    k.args[1].access = Access::ReadWrite;
+    let acc = p.kernel(k);
+    p.launch(acc, vec![at(x, 0), at(y, 0)]);
+    let exe = p.exe(vec![vec![n as usize]]);
+    for scale in [1.0, -3.0, 0.5] {
+        let xs: Vec<f64> = ramp(n as usize).iter().map(|v| v * scale).collect();
+        let out = exe.run(&[], &[tensor(DType::F32, &[n as usize], xs.clone())]).unwrap();
+        assert_eq!(out, vec![tensor(DType::F32, &[n as usize], xs)], "run with scale {scale}");
+    }
+}
+
 /// A running sum over the rows of `xs: [T, N]` starting from `init: [N]`:
 /// output 0 holds every step's carry, output 1 the last one.
 fn running_sum(t: u64, n: u64) -> CpuExecutable {
