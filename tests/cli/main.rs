@@ -10,6 +10,7 @@ mod bad_indices;
 mod flags;
 mod front_end;
 mod grad;
+mod ir_grad;
 mod profile;
 mod ptx;
 mod train_safety;

@@ -166,6 +166,19 @@ impl Blocking {
     }
 }
 
+/// The GEMM's signature (see the [module documentation](self)): three
+/// (pointer, row stride, column stride) operands, then `m`, `n`, `k` and
+/// `accumulate`. [`super::native`]'s GEMM has the same one.
+pub(crate) fn signature(module: &JITModule) -> cranelift_codegen::ir::Signature {
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    for i in 0..13 {
+        let ty = if i % 3 == 0 && i < 9 { ptr } else { types::I64 };
+        sig.params.push(AbiParam::new(ty));
+    }
+    sig
+}
+
 /// Declares and defines, once per module and dtype triple, the GEMM for
 /// operands of storage dtypes `a`, `b` and `c` (each f32, bf16 or f16).
 /// See the [module documentation](self) for the function's signature and
@@ -206,11 +219,7 @@ pub fn declare_gemm_with(
     blk.check().map_err(unsupported)?;
     let cl = |e: cranelift_module::ModuleError| CodegenError::Cranelift(e.to_string());
     let ptr = module.target_config().pointer_type();
-    let mut sig = module.make_signature();
-    for i in 0..13 {
-        let ty = if i % 3 == 0 && i < 9 { ptr } else { types::I64 };
-        sig.params.push(AbiParam::new(ty));
-    }
+    let sig = signature(module);
     let fused = module.isa().has_native_fma() && blk.fma.unwrap_or_else(|| !prefers_mul_add(module.isa().name()));
     let tile = declare_tile(module, blk, fused)?;
     let id = module.declare_function(&name, Linkage::Local, &sig).map_err(cl)?;

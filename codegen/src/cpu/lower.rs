@@ -66,22 +66,17 @@ pub(crate) fn define_kernel(
             gemms.push(key);
         }
     });
-    let cl = |e: cranelift_module::ModuleError| CodegenError::Cranelift(e.to_string());
-    let ptr = module.target_config().pointer_type();
     let mut gemm_ids = Vec::new();
     for &(a, b, c) in &gemms {
         let id = if (a, b, c) == (DType::F32, DType::F32, DType::F32) && opts.native_gemm && native::isa().is_some() {
-            let mut sig = module.make_signature();
-            for _ in 0..3 {
-                sig.params.extend([AbiParam::new(ptr), AbiParam::new(types::I64), AbiParam::new(types::I64)]);
-            }
-            sig.params.extend([AbiParam::new(types::I64); 4]);
-            module.declare_function(native::SGEMM, Linkage::Import, &sig).map_err(cl)?
+            native::declare(module)?
         } else {
             gemm::declare_gemm(module, a, b, c)?
         };
         gemm_ids.push(((a, b, c), id));
     }
+    let cl = |e: cranelift_module::ModuleError| CodegenError::Cranelift(e.to_string());
+    let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
     sig.params.extend([AbiParam::new(ptr), AbiParam::new(types::I64), AbiParam::new(types::I64)]);
     let id = module.declare_function(&format!("kiln_kernel{index}"), Linkage::Local, &sig).map_err(cl)?;

@@ -20,8 +20,19 @@
 //! The crate's own threading is off: the runtime already spreads a
 //! kernel's tiles over its threads, each tile one call.
 
+use super::CodegenError;
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Linkage, Module};
+
 /// The symbol the generated code calls.
 pub(crate) const SGEMM: &str = "kiln_native_sgemm";
+
+/// Declares [`kiln_native_sgemm`] as an import of `module` (the JIT
+/// builder registers the symbol).
+pub(crate) fn declare(module: &mut JITModule) -> Result<FuncId, CodegenError> {
+    let sig = super::gemm::signature(module);
+    module.declare_function(SGEMM, Linkage::Import, &sig).map_err(|e| CodegenError::Cranelift(e.to_string()))
+}
 
 /// The widest vector instruction set the native GEMM uses on this CPU, or
 /// `None` where it would not beat the generated f32x4 code (no AVX2+FMA).
